@@ -1,0 +1,70 @@
+"""Backend selection: MLX (canonical safetensors + adapters) or GGUF (llama.cpp)."""
+
+from __future__ import annotations
+
+from ..errors import JinalocError
+from ..registry import ModelSpec
+from .base import Backend
+
+MLX_QUANTS = {"q8": 8, "8": 8, "8bit": 8, "q4": 4, "4": 4, "4bit": 4}
+# Tried in order when a local folder has no file in the model's default quant.
+GGUF_FALLBACKS = ("F16", "BF16", "F32")
+
+
+def mlx_bits(quant: str | None) -> int | None:
+    if quant is None or quant.lower() in ("fp", "none", "f32", "fp32", "f16", "bf16"):
+        return None
+    try:
+        return MLX_QUANTS[quant.lower()]
+    except KeyError:
+        raise JinalocError(f"unknown MLX quant {quant!r}: choose q8 or q4 (or omit)") from None
+
+
+def pick_gguf_quant(spec: ModelSpec, task: str, quant: str | None) -> str:
+    if quant:
+        return quant
+    if spec.path is None:
+        return spec.default_quant
+    from ..hub import local_gguf_quants
+
+    have = local_gguf_quants(spec.path, task)
+    for q in (spec.default_quant, *GGUF_FALLBACKS):
+        if q in have:
+            return q
+    if have:
+        return have[0]
+    raise JinalocError(f"no GGUF files for task {task!r} in {spec.path} or its gguf/ folder")
+
+
+def open_backend(
+    spec: ModelSpec, backend: str, quant: str | None, offline: bool = False, download: bool = True
+) -> Backend:
+    from .. import hub
+
+    if backend == "mlx":
+        try:
+            import mlx.core  # noqa: F401
+        except ImportError:
+            raise JinalocError(
+                "the MLX backend is not installed: pip install 'jinaloc[mlx]' (or use --backend gguf)"
+            ) from None
+        from .mlx import MLXBackend
+
+        folder = hub.mlx_dir(spec, offline=offline, download=download)
+        return MLXBackend(folder, spec, bits=mlx_bits(quant))
+    if backend == "gguf":
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise JinalocError(
+                "the GGUF backend is not installed: pip install 'jinaloc[gguf]' (or use --backend mlx)"
+            ) from None
+        from .gguf import GGUFBackend
+
+        def path_for(task: str):
+            return hub.gguf_file(
+                spec, task, pick_gguf_quant(spec, task, quant), offline=offline, download=download
+            )
+
+        return GGUFBackend(path_for, spec)
+    raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf or auto")

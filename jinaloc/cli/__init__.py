@@ -1,0 +1,73 @@
+"""The `jinaloc` command: a thin Typer shell over the Python API.
+
+Each feature's commands live in their own module and register on `app` on import."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ..errors import JinalocError
+from .common import err_console
+
+
+class UserError(click.ClickException):
+    """A JinalocError as click sees it: one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        err_console.print(f"[red]error:[/] {self.message}", highlight=False, soft_wrap=True)
+
+
+class JinalocGroup(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JinalocError as e:
+            raise UserError(str(e)) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise click.exceptions.Exit(130) from None
+
+
+app = typer.Typer(
+    name="jinaloc",
+    cls=JinalocGroup,
+    help="Local embeddings and offline semantic search with Jina's v5 models.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+class _StderrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("jinaloc")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+@app.callback()
+def _root() -> None:
+    _setup_logging()
+
+
+def main() -> None:
+    app()
+
+
+# Feature modules add their commands to `app` on import.
+from . import embed as _embed  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401

@@ -1,0 +1,83 @@
+"""Pieces every command shares: consoles, model options, reading inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..errors import JinalocError
+
+# stdout carries only data; everything for humans goes to stderr. Rich honours NO_COLOR.
+err_console = Console(stderr=True)
+out_console = Console()
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Registry name (see `jinaloc models list`) or a local folder."),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option("--backend", "-b", help="mlx, gguf or auto (MLX on Apple Silicon, else GGUF)."),
+]
+QuantOpt = Annotated[
+    str | None,
+    typer.Option("--quant", help="GGUF quant (F16, Q8_0, Q4_K_M...) or MLX q8/q4."),
+]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option("--offline", help="Never touch the network (also HF_HUB_OFFLINE=1)."),
+]
+TaskOpt = Annotated[
+    str,
+    typer.Option("--task", "-t", help="retrieval, text-matching, clustering or classification."),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
+
+
+def load_embedder(model, backend, quant, offline):
+    """Load a model with a spinner on stderr when it is a terminal."""
+    from ..embedder import load_embedder as load
+
+    if err_console.is_terminal:
+        with err_console.status(f"loading {model or 'default model'}…"):
+            return load(model, backend=backend, quant=quant, offline=offline)
+    return load(model, backend=backend, quant=quant, offline=offline)
+
+
+def stdin_lines() -> list[str]:
+    """Non-empty lines of stdin (without their newline); an error on a terminal."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise JinalocError("no input: pass arguments or pipe lines on stdin")
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JinalocError(f"stdin is not valid UTF-8 (byte {e.start})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
+    """A whole text file, with one-line errors for the usual ways it can fail."""
+    try:
+        if path.is_dir():
+            raise JinalocError(f"{path}: is a directory")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise JinalocError(f"{path}: too large ({size} bytes, limit {max_bytes})")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise JinalocError(f"{path}: no such file") from None
+    except PermissionError:
+        raise JinalocError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise JinalocError(f"{path}: {e.strerror or e}") from None
+    if b"\0" in data[:8192]:
+        raise JinalocError(f"{path}: binary file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JinalocError(f"{path}: not valid UTF-8 (byte {e.start})") from None

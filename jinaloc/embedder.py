@@ -1,0 +1,189 @@
+"""The Python API: load a model once, embed texts for a task, prompt and dim."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends.base import Backend
+from .errors import JinalocError
+from .registry import TASKS, ModelSpec, resolve
+from .vectors import check_dim, matryoshka
+
+log = logging.getLogger("jinaloc")
+
+BACKENDS = ("auto", "mlx", "gguf")
+PROMPTS = ("query", "document")
+# Padded tokens per forward pass: bounds memory for long inputs.
+MAX_BATCH_TOKENS = 16384
+
+ProgressFn = Callable[[int, int], None]  # (texts done in this step, tokens in this step)
+
+
+def default_backend() -> str:
+    """MLX on Apple Silicon (Metal), GGUF through llama.cpp everywhere else."""
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        try:
+            import mlx.core  # noqa: F401
+        except ImportError:
+            return "gguf"
+        return "mlx"
+    return "gguf"
+
+
+@dataclass
+class Embedding:
+    vectors: np.ndarray  # float32 (n, dim), L2-normalized
+    token_counts: list[int]  # tokens actually embedded per text (after truncation)
+
+
+class Embedder:
+    """One loaded model. Switching task or dim does not reload the base weights."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend):
+        self.spec = spec
+        self.backend = backend
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backend.hidden_size
+
+    @property
+    def max_tokens(self) -> int:
+        return self.backend.max_tokens
+
+    def check_dim(self, dim: int | None) -> int:
+        allowed = self.spec.allowed_dims()
+        # Fixture-sized or user folders may be smaller than the registry's trained dims.
+        if allowed and max(allowed) > self.hidden_size:
+            allowed = None
+        return check_dim(dim, self.hidden_size, allowed)
+
+    def prefix(self, prompt: str) -> str:
+        check_prompt(prompt)
+        return self.spec.prompts.get(prompt, "")
+
+    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
+        prefix = self.prefix(prompt)
+        return self.backend.tokenize([prefix + t for t in texts])
+
+    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
+        """Tokens each text would use, prompt and special tokens included, before truncation."""
+        return self.tokenize(texts, prompt)[1]
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        prompt: str = "document",
+        dim: int | None = None,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> np.ndarray:
+        """float32 (n, dim), L2-normalized, in input order."""
+        return self.embed_with_counts(texts, task, prompt, dim, batch_size, progress).vectors
+
+    def embed_with_counts(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        prompt: str = "document",
+        dim: int | None = None,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> Embedding:
+        check_task(task, self.spec.tasks)
+        dim = self.check_dim(dim)
+        if batch_size < 1:
+            raise JinalocError("batch size must be at least 1")
+        pooled, counts = self.embed_raw(texts, task, prompt, batch_size, progress)
+        return Embedding(matryoshka(pooled, dim), counts)
+
+    def embed_raw(
+        self,
+        texts: Sequence[str],
+        task: str,
+        prompt: str,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, list[int]]:
+        """Raw pooled vectors (full dim, unnormalized) and per-text token counts."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.hidden_size), np.float32), []
+        ids, full_lengths = self.tokenize(texts, prompt)
+        truncated = [i for i, n in enumerate(full_lengths) if n > self.max_tokens]
+        if truncated:
+            log.warning(
+                "%d input(s) longer than %d tokens were truncated (longest: %d tokens)",
+                len(truncated),
+                self.max_tokens,
+                max(full_lengths[i] for i in truncated),
+            )
+        out = np.zeros((len(texts), self.hidden_size), np.float32)
+        for batch in length_sorted_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS):
+            out[batch] = self.backend.embed_tokens([ids[i] for i in batch], task)
+            if progress:
+                progress(len(batch), sum(len(ids[i]) for i in batch))
+        return out, [len(x) for x in ids]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped by similar length (less padding), each batch within both budgets."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # Sorted longest first, so the batch's padded width is its first element's length.
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or width * (len(current) + 1) > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def check_task(task: str, tasks: Sequence[str] = TASKS) -> str:
+    if task not in tasks:
+        raise JinalocError(f"unknown task {task!r}: choose one of {', '.join(tasks)}")
+    return task
+
+
+def check_prompt(prompt: str) -> str:
+    if prompt not in PROMPTS:
+        raise JinalocError(f"unknown prompt {prompt!r}: choose one of {', '.join(PROMPTS)}")
+    return prompt
+
+
+def load_embedder(
+    model: str | None = None,
+    backend: str = "auto",
+    quant: str | None = None,
+    offline: bool = False,
+    download: bool = True,
+) -> Embedder:
+    """Load a registry model or local folder on the chosen backend.
+
+    `offline` never touches the network; `download=False` also refuses to fetch."""
+    from .backends import open_backend
+
+    if backend not in BACKENDS:
+        raise JinalocError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    spec = resolve(model)
+    if backend == "auto":
+        backend = default_backend()
+    return Embedder(spec, open_backend(spec, backend, quant, offline=offline, download=download))

@@ -1,0 +1,176 @@
+"""Model files: Hugging Face downloads into the HF cache, local folders, offline mode."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JinalocError
+from .registry import ModelSpec
+
+# Only what the MLX backend reads: never the repo's Python files (no remote code).
+MLX_PATTERNS = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config_sentence_transformers.json",
+    "adapters/*/adapter_config.json",
+    "adapters/*/adapter_model.safetensors",
+]
+MLX_REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"]
+FORMATS = ("mlx", "gguf")
+
+
+def is_offline(offline: bool = False) -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return offline or flag in ("1", "true", "yes", "on")
+
+
+def _note_license(spec: ModelSpec) -> None:
+    if spec.license:
+        url = f" ({spec.license_url})" if spec.license_url else ""
+        print(f"{spec.name}: weights licensed {spec.license}{url}", file=sys.stderr)
+
+
+def _not_cached(spec: ModelSpec, fmt: str, extra: str = "") -> JinalocError:
+    return JinalocError(
+        f"{spec.name} ({fmt}{extra}) is not downloaded and offline mode is on:"
+        f" run `jinaloc models pull {spec.name} --format {fmt}{extra and ' ' + extra}` while online"
+    )
+
+
+def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Path:
+    """The folder holding the canonical layout, downloading what is missing."""
+    if spec.path is not None:
+        missing = [f for f in MLX_REQUIRED if not (spec.path / f).is_file()]
+        if missing:
+            raise JinalocError(f"{spec.path} is not a model folder: missing {', '.join(missing)}")
+        return spec.path
+    if not spec.hf_repo:
+        raise JinalocError(f"model {spec.name!r} has no hf_repo or path in models.toml")
+    local_only = is_offline(offline) or not download
+    try:
+        from huggingface_hub import snapshot_download
+
+        if not local_only:
+            _note_license(spec)
+        folder = Path(
+            snapshot_download(spec.hf_repo, allow_patterns=MLX_PATTERNS, local_files_only=local_only)
+        )
+    except Exception as e:  # the hub raises many types; all mean "not available"
+        if local_only:
+            raise _not_cached(spec, "mlx") from None
+        raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
+    if any(not (folder / f).is_file() for f in MLX_REQUIRED):
+        if local_only:
+            raise _not_cached(spec, "mlx")
+        raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
+    return folder
+
+
+def find_local_gguf(folder: Path, task: str, quant: str) -> Path | None:
+    """`*-{task}-{quant}.gguf` in the folder or its gguf/ subfolder (official names)."""
+    for where in (folder, folder / "gguf"):
+        if where.is_dir():
+            hits = sorted(where.glob(f"*-{task}-{quant}.gguf"))
+            # "text-matching" must not match a "...-matching" of another task name.
+            hits = [h for h in hits if h.name.endswith(f"-{task}-{quant}.gguf")]
+            if hits:
+                return hits[0]
+    return None
+
+
+def local_gguf_quants(folder: Path, task: str) -> list[str]:
+    found = []
+    for where in (folder, folder / "gguf"):
+        if where.is_dir():
+            for f in where.glob(f"*-{task}-*.gguf"):
+                found.append(f.name[: -len(".gguf")].split(f"-{task}-", 1)[1])
+    return sorted(set(found))
+
+
+def gguf_file(
+    spec: ModelSpec, task: str, quant: str, offline: bool = False, download: bool = True
+) -> Path:
+    if spec.path is not None:
+        hit = find_local_gguf(spec.path, task, quant)
+        if hit is None:
+            have = local_gguf_quants(spec.path, task)
+            hint = f" (found quants: {', '.join(have)})" if have else ""
+            raise JinalocError(
+                f"no GGUF for task {task!r} and quant {quant} in {spec.path}"
+                f" or its gguf/ folder{hint}"
+            )
+        return hit
+    repo, filename = spec.gguf_repo_for(task), spec.gguf_filename(task, quant)
+    local_only = is_offline(offline) or not download
+    try:
+        from huggingface_hub import hf_hub_download
+
+        if not local_only:
+            _note_license(spec)
+        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
+    except Exception as e:
+        if local_only:
+            raise _not_cached(spec, "gguf", f"--task {task} --quant {quant}") from None
+        raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@dataclass
+class CachedRepo:
+    repo_id: str
+    size: int
+    files: list[str]
+    path: Path
+
+
+def cached_repos() -> dict[str, CachedRepo]:
+    """Model repos in the HF cache, by repo id."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:
+        return {}
+    out = {}
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        files = sorted({f.file_name for rev in repo.revisions for f in rev.files})
+        out[repo.repo_id] = CachedRepo(repo.repo_id, repo.size_on_disk, files, repo.repo_path)
+    return out
+
+
+def repos_of(spec: ModelSpec) -> list[str]:
+    repos = [spec.hf_repo] if spec.hf_repo else []
+    if spec.gguf_repo:
+        repos += [spec.gguf_repo_for(t) for t in spec.tasks]
+    return repos
+
+
+def remove_cached(spec: ModelSpec) -> list[CachedRepo]:
+    """Delete every cached repo of the model from the HF cache."""
+    from huggingface_hub import scan_cache_dir
+
+    cached = cached_repos()
+    gone = [cached[r] for r in repos_of(spec) if r in cached]
+    if not gone:
+        return []
+    info = scan_cache_dir()
+    hashes = [
+        rev.commit_hash
+        for repo in info.repos
+        if repo.repo_id in {g.repo_id for g in gone}
+        for rev in repo.revisions
+    ]
+    info.delete_revisions(*hashes).execute()
+    return gone
