@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from ..errors import JinalocError
 
@@ -17,7 +26,7 @@ out_console = Console()
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Registry name (see `jinaloc models list`) or a local folder."),
+    typer.Option("--model", "-m", help="Registry name (`jinaloc models list`) or a local folder."),
 ]
 BackendOpt = Annotated[
     str,
@@ -81,3 +90,30 @@ def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise JinalocError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+
+
+@contextmanager
+def embed_progress(total: int, label: str = "embedding", quiet: bool = False):
+    """A rich progress bar on stderr (texts, tokens/s, ETA); yields an Embedder progress
+    callback. Silent with -q or when stderr is not a terminal."""
+    if quiet or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        start, tokens = time.perf_counter(), 0
+
+        def advance(texts: int, step_tokens: int) -> None:
+            nonlocal tokens
+            tokens += step_tokens
+            rate = tokens / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=texts, rate=f"{rate:,.0f} tok/s")
+
+        yield advance
