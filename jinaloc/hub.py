@@ -58,9 +58,10 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
 
         if not local_only:
             _note_license(spec)
-        folder = Path(
-            snapshot_download(spec.hf_repo, allow_patterns=MLX_PATTERNS, local_files_only=local_only)
+        snapshot = snapshot_download(
+            spec.hf_repo, allow_patterns=MLX_PATTERNS, local_files_only=local_only
         )
+        folder = Path(snapshot)
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
             raise _not_cached(spec, "mlx") from None

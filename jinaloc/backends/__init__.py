@@ -46,7 +46,8 @@ def open_backend(
             import mlx.core  # noqa: F401
         except ImportError:
             raise JinalocError(
-                "the MLX backend is not installed: pip install 'jinaloc[mlx]' (or use --backend gguf)"
+                "the MLX backend is not installed: pip install 'jinaloc[mlx]'"
+                " (or use --backend gguf)"
             ) from None
         from .mlx import MLXBackend
 
@@ -57,7 +58,8 @@ def open_backend(
             import llama_cpp  # noqa: F401
         except ImportError:
             raise JinalocError(
-                "the GGUF backend is not installed: pip install 'jinaloc[gguf]' (or use --backend mlx)"
+                "the GGUF backend is not installed: pip install 'jinaloc[gguf]'"
+                " (or use --backend mlx)"
             ) from None
         from .gguf import GGUFBackend
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -57,16 +59,22 @@ def load_embedder(model, backend, quant, offline):
     return load(model, backend=backend, quant=quant, offline=offline)
 
 
-def stdin_lines() -> list[str]:
-    """Non-empty lines of stdin (without their newline); an error on a terminal."""
+def iter_stdin() -> Iterator[str]:
+    """stdin lines (without their newline), streamed; an error when stdin is a terminal."""
     if sys.stdin is None or sys.stdin.isatty():
         raise JinalocError("no input: pass arguments or pipe lines on stdin")
-    data = sys.stdin.buffer.read()
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict", newline=None)
+    lineno = 0
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise JinalocError(f"stdin is not valid UTF-8 (byte {e.start})") from None
-    return [line for line in text.splitlines() if line.strip()]
+        for lineno, line in enumerate(stream, 1):  # noqa: B007 - used in the error below
+            yield line.rstrip("\n")
+    except UnicodeDecodeError:
+        raise JinalocError(f"stdin line {lineno + 1}: not valid UTF-8") from None
+
+
+def stdin_lines() -> list[str]:
+    """Non-empty lines of stdin."""
+    return [line for line in iter_stdin() if line.strip()]
 
 
 def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
