@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends.base import Backend
-from .errors import JinalocError
+from .errors import JinalocError, check_choice
 from .registry import TASKS, ModelSpec, resolve
 from .vectors import check_dim, matryoshka
 
@@ -158,15 +158,11 @@ def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int) 
 
 
 def check_task(task: str, tasks: Sequence[str] = TASKS) -> str:
-    if task not in tasks:
-        raise JinalocError(f"unknown task {task!r}: choose one of {', '.join(tasks)}")
-    return task
+    return check_choice("task", task, tasks)
 
 
 def check_prompt(prompt: str) -> str:
-    if prompt not in PROMPTS:
-        raise JinalocError(f"unknown prompt {prompt!r}: choose one of {', '.join(PROMPTS)}")
-    return prompt
+    return check_choice("prompt", prompt, PROMPTS)
 
 
 def load_embedder(
@@ -181,8 +177,7 @@ def load_embedder(
     `offline` never touches the network; `download=False` also refuses to fetch."""
     from .backends import open_backend
 
-    if backend not in BACKENDS:
-        raise JinalocError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    check_choice("backend", backend, BACKENDS)
     spec = resolve(model)
     if backend == "auto":
         backend = default_backend()

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import JinalocError
+from .errors import JinalocError, check_choice
 
 INPUT_FORMATS = ("auto", "lines", "jsonl")
 
@@ -36,10 +36,7 @@ def parse_jsonl_line(line: str, lineno: int) -> Record:
 
 def records(lines: Iterable[str], fmt: str = "auto") -> Iterator[Record]:
     """Non-empty lines as records. `auto` reads JSON lines when the first line is an object."""
-    if fmt not in INPUT_FORMATS:
-        raise JinalocError(
-            f"unknown input format {fmt!r}: choose one of {', '.join(INPUT_FORMATS)}"
-        )
+    check_choice("input format", fmt, INPUT_FORMATS)
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")
         if not line.strip():

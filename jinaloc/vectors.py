@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from .errors import JinalocError
+from .errors import JinalocError, check_choice
 
 # sqlite-vec's vec_quantize_binary and bit[N] columns pack bit i of byte j as element
 # 8*j + i (LSB-first); numpy's default and sentence-transformers are MSB-first.
@@ -50,19 +50,22 @@ def unpack_bits(packed: np.ndarray, dim: int) -> np.ndarray:
     return np.unpackbits(packed, axis=-1, count=dim, bitorder=BIT_ORDER).astype(bool)
 
 
-def encode(x: np.ndarray, kind: str) -> list:
-    """Per-row values in Jina's API encodings: float, binary (int8), ubinary (uint8), base64."""
+def quantize(x: np.ndarray, kind: str) -> np.ndarray:
+    """Arrays in Jina's API types: float32, ubinary (packed uint8), binary (packed - 128, int8)."""
+    check_choice("output type", kind, OUTPUT_TYPES[:3])
     if kind == "float":
-        return [row.tolist() for row in np.asarray(x, dtype=np.float32)]
+        return np.asarray(x, dtype=np.float32)
+    packed = pack_bits(x)
     if kind == "ubinary":
-        return [row.tolist() for row in pack_bits(x)]
-    if kind == "binary":
-        # Jina's `binary`: the packed byte minus 128, as int8.
-        return [(row.astype(np.int16) - 128).astype(np.int8).tolist() for row in pack_bits(x)]
+        return packed
+    return (packed.astype(np.int16) - 128).astype(np.int8)
+
+
+def encode(x: np.ndarray, kind: str) -> list:
+    """Per-row JSON values: float, binary, ubinary lists, or base64 of little-endian float32
+    (as OpenAI's encoding_format=base64)."""
+    check_choice("output type", kind, OUTPUT_TYPES)
     if kind == "base64":
-        # Little-endian float32 bytes, as OpenAI's encoding_format=base64.
-        return [
-            base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-            for row in np.asarray(x, dtype=np.float32)
-        ]
-    raise JinalocError(f"unknown output type {kind!r}: choose one of {', '.join(OUTPUT_TYPES)}")
+        rows = np.asarray(x, dtype="<f4")
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]
+    return [row.tolist() for row in quantize(x, kind)]
