@@ -1,0 +1,139 @@
+"""What the pipeline commands read (stdin lines, JSON lines, files) and how it streams
+through the model: in blocks, files read only when their block is embedded."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import JinalocError
+from ..inputs import batched, records
+
+log = logging.getLogger("jinaloc")
+
+# Texts per embedding round: enough for length-sorted batching, small enough to stream.
+STREAM_BLOCK = 512
+# grep -n / grep -rn output: "path:line:text" (the path without colons).
+_GREP_LINE = re.compile(r"([^\s:][^:]*):(\d+):(.*)", re.DOTALL)
+_HEADING = re.compile(r"#{1,6}\s+(.+?)\s*#*\s*$")
+TITLE_CHARS = 120
+
+
+@dataclass
+class Item:
+    """One input: `text` is embedded, `out` is printed back as it came in."""
+
+    out: str
+    text: str | None = None  # None for files until their block is read
+    path: str | None = None
+    line: int | None = None
+    id: Any = None
+    has_id: bool = False
+    title: str | None = None
+
+    def describe(self) -> dict:
+        """The item's identity for JSON output (its text only where it is short input)."""
+        row: dict[str, Any] = {}
+        if self.has_id:
+            row["id"] = self.id
+        if self.path is not None:
+            row["path"] = self.path
+        if self.line is not None:
+            row["line"] = self.line
+        if self.line is not None or self.path is None:
+            row["text"] = self.text
+        return row
+
+
+def split_grep_prefix(line: str) -> tuple[str, int, str] | None:
+    """(path, line number, text) of a `grep -n`-style line, else None."""
+    m = _GREP_LINE.fullmatch(line)
+    return (m.group(1), int(m.group(2)), m.group(3)) if m else None
+
+
+def line_items(lines: Iterable[str], fmt: str = "auto", grep_prefix: bool = True) -> Iterator[Item]:
+    """Items from stdin lines: plain (a grep prefix is kept for output, not embedded) or
+    JSON lines {"id", "text"}, which are printed back as JSON."""
+    for rec in records(lines, fmt):
+        parsed = split_grep_prefix(rec.text) if grep_prefix and not rec.has_id else None
+        if parsed:
+            path, lineno, text = parsed
+            yield Item(out=rec.text, text=text, path=path, line=lineno, title=text.strip())
+        elif rec.has_id:
+            out = json.dumps({"id": rec.id, "text": rec.text}, ensure_ascii=False)
+            yield Item(out=out, text=rec.text, id=rec.id, has_id=True, title=rec.text.strip())
+        else:
+            yield Item(out=rec.text, text=rec.text, title=rec.text.strip())
+
+
+def path_items(paths: Iterable[str | Path]) -> Iterator[Item]:
+    """Items for files, read later by `embed_blocks`; blank lines (from find, say) skipped."""
+    for p in paths:
+        p = str(p).rstrip("\r\n")
+        if p.strip():
+            yield Item(out=p, path=p)
+
+
+def file_title(text: str, path: str) -> str:
+    """The first markdown heading, else the first non-blank line, else the file name."""
+    first = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _HEADING.match(line.strip())
+        if m:
+            return m.group(1)[:TITLE_CHARS]
+        if first is None:
+            first = line.strip()
+    return (first or Path(path).name)[:TITLE_CHARS]
+
+
+def _load(block: list[Item], read: Callable[[Path], str]) -> list[Item]:
+    """The block with file texts read in; unreadable files warned about and dropped."""
+    kept = []
+    for item in block:
+        if item.text is None:
+            try:
+                item.text = read(Path(item.path))
+            except JinalocError as e:
+                log.warning("skipped %s", e)
+                continue
+            item.title = file_title(item.text, item.path)
+        kept.append(item)
+    return kept
+
+
+def embed_blocks(
+    items: Iterable[Item],
+    embed: Callable[[list[str]], np.ndarray],
+    read: Callable[[Path], str],
+    block: int = STREAM_BLOCK,
+) -> Iterator[tuple[list[Item], np.ndarray]]:
+    """(items, their vectors) one block at a time. File contents are dropped once embedded,
+    so memory holds one block of texts however many files stream through."""
+    for chunk in batched(items, block):
+        chunk = _load(chunk, read)
+        if not chunk:
+            continue
+        vectors = embed([item.text for item in chunk])
+        for item in chunk:
+            if item.path is not None and item.line is None:
+                item.text = None
+        yield chunk, vectors
+
+
+def nonempty(items: Iterable[Item], what: str = "stdin") -> Iterator[Item]:
+    """`items`, or a one-line error now (before loading a model) when there are none."""
+    it = iter(items)
+    first = next(it, None)
+    if first is None:
+        raise JinalocError(f"no input: {what} is empty")
+    return itertools.chain([first], it)
