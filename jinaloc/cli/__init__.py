@@ -6,32 +6,26 @@ from __future__ import annotations
 
 import logging
 
-import click
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import JinalocError
 from .common import err_console
 
 
-class UserError(click.ClickException):
-    """A JinalocError as click sees it: one line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        err_console.print(f"[red]error:[/] {self.message}", highlight=False, soft_wrap=True)
-
-
 class JinalocGroup(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    """Turns a JinalocError into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except JinalocError as e:
-            raise UserError(str(e)) from None
+            err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
-            raise click.exceptions.Exit(130) from None
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
@@ -48,7 +42,7 @@ app = typer.Typer(
 
 class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
 
 
 def _setup_logging() -> None:

@@ -1,0 +1,213 @@
+"""`jinaloc models`: list, inspect, download, locate and remove models."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import hub
+from ..embedder import check_task, default_backend
+from ..errors import JinalocError, check_choice
+from ..output import write_json
+from ..registry import ModelSpec, load_registry
+from . import app
+from .common import OfflineOpt, err_console, out_console
+
+models_app = typer.Typer(
+    help="List, inspect, download, locate and remove models.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="mlx or gguf (default: this machine's backend).")
+]
+TasksOpt = Annotated[
+    list[str] | None, typer.Option("--task", "-t", help="GGUF task(s) (repeatable; default all).")
+]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help="GGUF quant (default per model).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)
+
+
+def _status(spec: ModelSpec, cached: dict[str, hub.CachedRepo]) -> dict:
+    """What is on disk for a model: the MLX repo and the GGUF quants per task."""
+    if spec.path is not None:
+        return {"local_path": str(spec.path), "mlx": None, "gguf": {}, "size": None}
+    mlx = cached.get(spec.hf_repo) if spec.hf_repo else None
+    gguf: dict[str, list[str]] = {}
+    size = mlx.size if mlx else 0
+    for task in spec.tasks if spec.gguf_repo else []:
+        repo = cached.get(spec.gguf_repo_for(task))
+        if repo:
+            size += repo.size
+            suffix = f"-{task}-"
+            quants = [f.split(suffix, 1)[1][:-5] for f in repo.files if f.endswith(".gguf")]
+            gguf[task] = sorted(q for q in quants if q)
+    has_mlx = bool(mlx and "model.safetensors" in mlx.files)
+    return {"local_path": None, "mlx": has_mlx, "gguf": gguf, "size": size}
+
+
+def _info(spec: ModelSpec, default: str, cached) -> dict:
+    return {
+        "name": spec.name,
+        "default": spec.name == default,
+        "description": spec.description,
+        "architecture": spec.architecture,
+        "dims": spec.dims,
+        "matryoshka_dims": spec.matryoshka_dims,
+        "max_tokens": spec.max_tokens,
+        "tasks": spec.tasks,
+        "prompts": spec.prompts,
+        "license": spec.license,
+        "license_url": spec.license_url,
+        "hf_repo": spec.hf_repo,
+        "gguf_repos": {t: spec.gguf_repo_for(t) for t in spec.tasks} if spec.gguf_repo else {},
+        "gguf_quants": spec.gguf_quants,
+        "default_quant": spec.default_quant,
+        "downloaded": _status(spec, cached),
+    }
+
+
+@models_app.command("list", epilog="[b]Example[/b]\n\n  jinaloc models list --json | jq .")
+def list_models(as_json: JsonOpt = False) -> None:
+    """Known models, what is downloaded (MLX repo, GGUF quants per task), sizes, license."""
+    registry = load_registry()
+    cached = hub.cached_repos()
+    infos = [_info(s, registry.default, cached) for s in registry.models.values()]
+    if as_json:
+        write_json(infos)
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "arch", "dims", "max tokens", "downloaded", "size", "license"):
+        table.add_column(col)
+    for info in infos:
+        d = info["downloaded"]
+        if d["local_path"]:
+            have = f"local: {d['local_path']}"
+        else:
+            parts = ["mlx"] if d["mlx"] else []
+            quants = sorted({q for qs in d["gguf"].values() for q in qs})
+            if quants:
+                parts.append(f"gguf {','.join(quants)} ({len(d['gguf'])} tasks)")
+            have = "; ".join(parts) or "-"
+        name = info["name"] + (" (default)" if info["default"] else "")
+        size = _human(d["size"]) if d["size"] else "-"
+        table.add_row(
+            name, info["architecture"] or "?", str(info["dims"] or "?"),
+            str(info["max_tokens"] or "?"), have, size, info["license"] or "?",
+        )  # fmt: skip
+    out_console.print(table)
+
+
+@models_app.command("info", epilog="[b]Example[/b]\n\n  jinaloc models info v5-small")
+def info(name: str, as_json: JsonOpt = False) -> None:
+    """Everything the registry knows about a model, and what is downloaded."""
+    registry = load_registry()
+    data = _info(registry.get(name), registry.default, hub.cached_repos())
+    if as_json:
+        write_json(data)
+        return
+    for key, value in data.items():
+        out_console.print(f"[b]{key}[/b]: {value}", highlight=False, soft_wrap=True)
+
+
+def _format(fmt: str | None) -> str:
+    return check_choice("--format", fmt or default_backend(), hub.FORMATS)
+
+
+def _tasks(spec: ModelSpec, tasks: list[str] | None) -> list[str]:
+    return [check_task(t, spec.tasks) for t in tasks] if tasks else list(spec.tasks)
+
+
+PULL_EXAMPLES = """
+[b]Examples[/b]
+
+  jinaloc models pull v5-nano                          [dim]# this machine's default format[/]
+  jinaloc models pull v5-small --format mlx
+  jinaloc models pull v5-nano --format gguf --task retrieval --quant Q4_K_M
+"""
+
+
+@models_app.command("pull", epilog=PULL_EXAMPLES)
+def pull(
+    name: str,
+    fmt: FormatOpt = None,
+    task: TasksOpt = None,
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Download only the files a format needs (MLX: base + adapters; GGUF: per task/quant)."""
+    spec = load_registry().get(name)
+    fmt = _format(fmt)
+    if spec.path is not None:
+        raise JinalocError(f"{name} is a local folder ({spec.path}): nothing to download")
+    if hub.is_offline(offline):
+        raise JinalocError("cannot download in offline mode (unset HF_HUB_OFFLINE / --offline)")
+    if fmt == "mlx":
+        if task or quant:
+            raise JinalocError("--task/--quant apply to GGUF; MLX gets all adapters (small)")
+        paths = [hub.mlx_dir(spec)]
+    else:
+        q = quant or spec.default_quant
+        paths = [hub.gguf_file(spec, t, q) for t in _tasks(spec, task)]
+    for p in paths:
+        print(p)
+    if spec.license:
+        err_console.print(
+            f"{spec.name} is licensed {spec.license}: non-commercial use only"
+            + (f" ({spec.license_url})" if spec.license_url else ""),
+            highlight=False,
+        )
+
+
+@models_app.command("path", epilog="[b]Example[/b]\n\n  jinaloc models path v5-nano --format gguf")
+def path(
+    name: str,
+    fmt: FormatOpt = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="GGUF task.")] = "retrieval",
+    quant: QuantOpt = None,
+) -> None:
+    """Where a downloaded model is on disk (never downloads)."""
+    spec = load_registry().get(name)
+    fmt = _format(fmt)
+    if fmt == "mlx":
+        print(hub.mlx_dir(spec, download=False))
+    else:
+        from ..backends import pick_gguf_quant
+
+        check_task(task, spec.tasks)
+        print(hub.gguf_file(spec, task, pick_gguf_quant(spec, task, quant), download=False))
+
+
+@models_app.command("rm", epilog="[b]Example[/b]\n\n  jinaloc models rm v5-small --yes")
+def rm(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a model's downloaded files (all formats) from the Hugging Face cache."""
+    spec = load_registry().get(name)
+    if spec.path is not None:
+        raise JinalocError(f"{name} is a local folder ({spec.path}): jinaloc does not delete it")
+    cached = hub.cached_repos()
+    present = [cached[r] for r in hub.repos_of(spec) if r in cached]
+    if not present:
+        err_console.print(f"{name}: nothing downloaded")
+        raise typer.Exit(1)
+    total = sum(r.size for r in present)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise JinalocError("refusing to delete without confirmation: pass --yes")
+        typer.confirm(f"Delete {len(present)} repo(s), {_human(total)}?", abort=True)
+    hub.remove_cached(spec)
+    err_console.print(f"removed {name}: {_human(total)} freed", highlight=False)
