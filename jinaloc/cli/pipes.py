@@ -1,0 +1,480 @@
+"""Shell pipeline commands: `rerank`, `classify`, `cluster`, `dedup`.
+
+stdin (lines, grep -n output, JSON lines, or file paths) streams through the model in blocks;
+stdout carries only results; exit codes follow grep: 0 results, 1 none passed the filter,
+2 errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from ..errors import JinalocError, check_choice
+from ..inputs import INPUT_FORMATS
+from ..output import write_json, write_jsonl, write_lines
+from ..pipelines import classify as classify_
+from ..pipelines import cluster as cluster_
+from ..pipelines import dedup as dedup_
+from ..pipelines.items import Item, embed_blocks, line_items, nonempty, path_items
+from ..pipelines.rerank import TopK, query_scorer
+from . import app
+from .common import (
+    BackendOpt,
+    BatchOpt,
+    ModelOpt,
+    OfflineOpt,
+    QuantOpt,
+    embed_progress,
+    iter_stdin,
+    load_embedder,
+    read_text_file,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+InputOpt = Annotated[
+    str,
+    typer.Option("--input", help='stdin as lines, jsonl ({"id", "text"}) or auto.'),
+]
+ReadFilesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--read-files", help="stdin lines are file paths: use each file's contents (from find)."
+    ),
+]
+NoPrefixOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-prefix", help="Embed whole lines: do not split off a grep path:line: prefix."
+    ),
+]
+FilesArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Files to read; else stdin lines (or paths with --read-files).", show_default=False
+    ),
+]
+
+INPUT_HELP = """
+[b]Input[/b]: one text per stdin line. Lines from [cyan]grep -n[/] ([cyan]path:line:text[/]) are
+embedded on their text and printed back whole; [cyan]--no-prefix[/] embeds the whole line. JSON
+lines ([cyan]{"id": ..., "text": ...}[/]) keep their id. With [cyan]--read-files[/] (or FILES),
+whole files are embedded (truncated to the model's context); unreadable or binary files are
+skipped with a warning.
+"""
+
+
+def _format(as_json: bool, as_jsonl: bool) -> str | None:
+    if as_json and as_jsonl:
+        raise JinalocError("--json and --jsonl don't mix: choose one")
+    return "json" if as_json else "jsonl" if as_jsonl else None
+
+
+def _inputs(
+    files: list[Path] | None, read_files: bool, input_format: str, no_prefix: bool
+) -> tuple[Iterator[Item], int | None]:
+    """The items to embed and their count when known up front (for the progress bar)."""
+    check_choice("--input", input_format, INPUT_FORMATS)
+    if files:
+        if read_files:
+            raise JinalocError("give FILES or --read-files, not both")
+        return path_items(files), len(files)
+    lines = iter_stdin()
+    if read_files:
+        return nonempty(path_items(lines)), None
+    return nonempty(line_items(lines, input_format, grep_prefix=not no_prefix)), None
+
+
+def _no_readable(count: int) -> None:
+    if count == 0:
+        raise JinalocError("no input: none of the files could be read")
+
+
+def _nothing_passed() -> None:
+    """grep's exit code 1: the input was fine, nothing passed the filter."""
+    raise typer.Exit(1)
+
+
+# --- rerank -------------------------------------------------------------------------------
+
+RERANK_EXAMPLES = (
+    """
+[b]Examples[/b]
+
+  grep -rn "retry" src/ | jinaloc rerank "error handling" -k 5
+  find notes -name "*.md" | jinaloc rerank --read-files "trip to Japan" -k 3
+  cat titles.txt | jinaloc rerank "gpu memory" --min-score 0.3 --scores
+  jq -c '{id: .url, text: .title}' items.jsonl | jinaloc rerank "pricing" --jsonl
+"""
+    + INPUT_HELP
+)
+
+
+@app.command(epilog=RERANK_EXAMPLES)
+def rerank(
+    query: Annotated[str, typer.Argument(help="What the lines should be about.")],
+    top: Annotated[
+        int | None, typer.Option("-k", "--top", help="Keep the best K lines only.", min=1)
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop lines scoring below this cosine.")
+    ] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Prefix lines with score<TAB>.")] = False,
+    read_files: ReadFilesOpt = False,
+    no_prefix: NoPrefixOpt = False,
+    input_format: InputOpt = "auto",
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Order stdin lines (or files) by relevance to QUERY, most relevant first.
+
+    Retrieval adapter: the query takes the "Query: " prompt, the lines "Document: ".
+    Exit code 1 when nothing reaches --min-score."""
+    fmt = _format(as_json, as_jsonl)
+    items, total = _inputs(None, read_files, input_format, no_prefix)
+    embedder = load_embedder(model, backend, quant, offline)
+    scorer = query_scorer(embedder, query, batch_size=batch_size)
+    best = TopK(top, min_score)
+    count = 0
+    with embed_progress(total, "reranking", quiet) as progress:
+        for block, sims in embed_blocks(
+            items, lambda texts: scorer.scores(texts, progress)[:, 0], read_text_file
+        ):
+            best.push(sims, block)
+            count += len(block)
+    _no_readable(count)
+    results = best.results()
+    if fmt:
+        rows = [
+            {"rank": n, "score": round(s, 6), **item.describe()}
+            for n, (s, item) in enumerate(results, 1)
+        ]
+        write_json(rows) if fmt == "json" else write_jsonl(rows)
+    else:
+        write_lines(f"{s:.4f}\t{item.out}" if scores else item.out for s, item in results)
+    if not results:
+        _nothing_passed()
+
+
+# --- classify -----------------------------------------------------------------------------
+
+CLASSIFY_EXAMPLES = (
+    """
+[b]Examples[/b]
+
+  cat issues.txt | jinaloc classify -l "a bug report" -l "a feature request" -l "a question"
+  cat issues.txt | jinaloc classify --labels-file labels.txt --only-label "a bug report"
+  jinaloc classify -l recipe -l "travel notes" -l "work meeting" notes/*.md --counts
+  git log --format=%s | jinaloc classify -l fix -l feature -l docs --jsonl | jq .label
+
+[b]Labels[/b] are embedded as written with the classification adapter and the "Document: "
+prompt, like the texts; each text gets the closest label. Short descriptions ("a bug report")
+separate better than single words. Output: [cyan]label<TAB>score<TAB>line[/], in input order.
+"""
+    + INPUT_HELP
+)
+
+
+def _read_labels(labels: list[str] | None, labels_file: Path | None) -> list[str]:
+    given = list(labels or [])
+    if labels_file is not None:
+        given += read_text_file(labels_file).splitlines()
+    return classify_.check_labels(given)
+
+
+@app.command(epilog=CLASSIFY_EXAMPLES)
+def classify(
+    files: FilesArg = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="A class label (repeatable).")
+    ] = None,
+    labels_file: Annotated[
+        Path | None, typer.Option("--labels-file", help="Labels, one per line.")
+    ] = None,
+    only_label: Annotated[
+        str | None,
+        typer.Option("--only-label", help="Print only the lines given this label (like grep)."),
+    ] = None,
+    counts: Annotated[
+        bool, typer.Option("--counts", help="Print label<TAB>count for each label instead.")
+    ] = False,
+    read_files: ReadFilesOpt = False,
+    no_prefix: NoPrefixOpt = False,
+    input_format: InputOpt = "auto",
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Zero-shot classification of stdin lines or files into the given labels.
+
+    Exit code 1 when --only-label matches nothing."""
+    fmt = _format(as_json, as_jsonl)
+    labels = _read_labels(label, labels_file)
+    if only_label is not None and only_label not in labels:
+        raise JinalocError(f"--only-label {only_label!r} is not one of the labels")
+    if only_label is not None and counts:
+        raise JinalocError("--only-label and --counts don't mix: choose one")
+    items, total = _inputs(files, read_files, input_format, no_prefix)
+    embedder = load_embedder(model, backend, quant, offline)
+    scorer = classify_.label_scorer(embedder, labels, batch_size=batch_size)
+    tally = dict.fromkeys(labels, 0)
+    rows: list[dict] = []  # --json only: one document at the end
+    count = printed = 0
+    with embed_progress(total, "classifying", quiet) as progress:
+        for block, sims in embed_blocks(
+            items, lambda texts: scorer.scores(texts, progress), read_text_file
+        ):
+            count += len(block)
+            best, score = classify_.best_labels(sims)
+            chosen = [(labels[b], float(s)) for b, s in zip(best, score, strict=True)]
+            for name, _ in chosen:
+                tally[name] += 1
+            if counts:
+                continue
+            keep = [
+                (item, name, s, row)
+                for item, (name, s), row in zip(block, chosen, sims, strict=True)
+                if only_label is None or name == only_label
+            ]
+            printed += len(keep)
+            if fmt:
+                out = [_classified(item, name, s, labels, row) for item, name, s, row in keep]
+                rows.extend(out) if fmt == "json" else write_jsonl(out)
+            elif only_label is not None:
+                write_lines(item.out for item, *_ in keep)
+            else:
+                write_lines(f"{name}\t{s:.4f}\t{item.out}" for item, name, s, _ in keep)
+    _no_readable(count)
+    if counts:
+        summary = sorted(tally.items(), key=lambda kv: -kv[1])  # stable: ties in label order
+        if fmt == "json":
+            write_json(dict(summary))
+        elif fmt == "jsonl":
+            write_jsonl({"label": name, "count": n} for name, n in summary)
+        else:
+            write_lines(f"{name}\t{n}" for name, n in summary)
+    elif fmt == "json":
+        write_json(rows)
+    if only_label is not None and printed == 0:
+        _nothing_passed()
+
+
+def _classified(item: Item, name: str, score: float, labels: list[str], row: np.ndarray) -> dict:
+    return {
+        "label": name,
+        "score": round(score, 6),
+        "scores": {lab: round(float(s), 6) for lab, s in zip(labels, row, strict=True)},
+        **item.describe(),
+    }
+
+
+# --- cluster ------------------------------------------------------------------------------
+
+CLUSTER_EXAMPLES = (
+    """
+[b]Examples[/b]
+
+  cat titles.txt | jinaloc cluster                 [dim](k estimated)[/]
+  jinaloc cluster -k 5 notes/*.md --json | jq '.clusters[] | .title'
+  find notes -name "*.md" | jinaloc cluster --read-files --max-k 12
+
+Clustering adapter ("Document: " prompt), spherical k-means (cosine) with k-means++ seeding,
+deterministic for a given [cyan]--seed[/]. Without [cyan]-k[/], k is the one in 2..--max-k with
+the best mean silhouette. Each cluster prints as a [cyan]# N: title (size)[/] header, then its
+members closest to the centroid first; the title is that of the closest member (a file's first
+heading or line). Clusters are separated by a blank line, largest first.
+"""
+    + INPUT_HELP
+)
+
+
+def _collect(
+    items: Iterator[Item], embed, total: int | None, label: str, quiet: bool
+) -> tuple[list[Item], np.ndarray]:
+    """Every item and its vector: clustering needs them all at once."""
+    kept: list[Item] = []
+    vectors: list[np.ndarray] = []
+    with embed_progress(total, label, quiet) as progress:
+        for block, vecs in embed_blocks(
+            items, lambda texts: embed(texts, progress), read_text_file
+        ):
+            kept.extend(block)
+            vectors.append(vecs)
+    _no_readable(len(kept))
+    return kept, np.concatenate(vectors)
+
+
+@app.command(epilog=CLUSTER_EXAMPLES)
+def cluster(
+    files: FilesArg = None,
+    k: Annotated[
+        int | None, typer.Option("-k", "--clusters", help="Number of clusters (else estimated).")
+    ] = None,
+    max_k: Annotated[
+        int, typer.Option("--max-k", help="Largest k tried when estimating.", min=2)
+    ] = cluster_.DEFAULT_MAX_K,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")] = 0,
+    read_files: ReadFilesOpt = False,
+    no_prefix: NoPrefixOpt = False,
+    input_format: InputOpt = "auto",
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Group stdin lines or files into clusters of similar meaning."""
+    fmt = _format(as_json, as_jsonl)
+    if k is not None and k < 1:
+        raise JinalocError(f"-k must be at least 1, got {k}")
+    items, total = _inputs(files, read_files, input_format, no_prefix)
+    embedder = load_embedder(model, backend, quant, offline)
+
+    def embed(texts, progress):
+        return embedder.embed(texts, "clustering", "document", None, batch_size, progress)
+
+    kept, vectors = _collect(items, embed, total, "embedding", quiet)
+    if k is not None and k > len(kept):
+        raise JinalocError(f"-k {k} is more than the {len(kept)} inputs")
+    result = cluster_.cluster_vectors(vectors, k, max_k, seed)
+    clusters = [
+        {
+            "cluster": n,
+            "size": len(c.members),
+            "title": kept[c.representative].title,
+            "members": [
+                {**kept[i].describe(), "score": round(s, 6)}
+                for i, s in zip(c.members, c.scores, strict=True)
+            ],
+        }
+        for n, c in enumerate(result.clusters, 1)
+    ]
+    if fmt == "json":
+        silhouette = None if result.silhouette is None else round(result.silhouette, 6)
+        write_json(
+            {
+                "k": result.k,
+                "estimated": result.estimated,
+                "silhouette": silhouette,
+                "clusters": clusters,
+            }
+        )
+    elif fmt == "jsonl":
+        write_jsonl(clusters)
+    else:
+        lines: list[str] = []
+        for n, c in enumerate(result.clusters, 1):
+            if lines:
+                lines.append("")
+            lines.append(f"# {n}: {kept[c.representative].title} ({len(c.members)})")
+            lines.extend(kept[i].out for i in c.members)
+        write_lines(lines)
+
+
+# --- dedup --------------------------------------------------------------------------------
+
+DEDUP_EXAMPLES = (
+    f"""
+[b]Examples[/b]
+
+  sort -u titles.txt | jinaloc dedup
+  jinaloc dedup --threshold 0.95 --pairs notes/*.md
+  find notes -name "*.md" | jinaloc dedup --read-files --jsonl | jq -c '[.members[].path]'
+
+Text-matching adapter ("Document: " prompt). Two texts are near-duplicates when their cosine is
+at least [cyan]--threshold[/] (default {dedup_.DEFAULT_THRESHOLD}: high on purpose, as merging distinct texts costs
+more than missing a loose paraphrase); groups are the connected components of that relation.
+Identical texts are embedded once and score 1. Output: groups of [cyan]score<TAB>line[/]
+separated by blank lines (score: best similarity to another member), or with [cyan]--pairs[/]
+[cyan]score<TAB>line<TAB>line[/], most similar first. Exit code 1 when nothing is duplicated.
+"""
+    + INPUT_HELP
+)
+
+
+@app.command(epilog=DEDUP_EXAMPLES)
+def dedup(
+    files: FilesArg = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Cosine at which texts count as duplicates.")
+    ] = dedup_.DEFAULT_THRESHOLD,
+    pairs: Annotated[bool, typer.Option("--pairs", help="Print pairs instead of groups.")] = False,
+    read_files: ReadFilesOpt = False,
+    no_prefix: NoPrefixOpt = False,
+    input_format: InputOpt = "auto",
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find near-duplicate stdin lines or files."""
+    fmt = _format(as_json, as_jsonl)
+    dedup_.check_threshold(threshold)
+    items, total = _inputs(files, read_files, input_format, no_prefix)
+    embedder = load_embedder(model, backend, quant, offline)
+    distinct = dedup_.Distinct()
+
+    def embed(texts, progress):
+        new = distinct.add(texts)
+        return embedder.embed(new, "text-matching", "document", None, batch_size, progress)
+
+    kept, vectors = _collect(items, embed, total, "embedding", quiet)
+    if pairs:
+        found = dedup_.duplicate_pairs(vectors, threshold, distinct.copies)
+        if fmt:
+            rows = [
+                {"score": round(s, 6), "a": kept[a].describe(), "b": kept[b].describe()}
+                for a, b, s in found
+            ]
+            write_json(rows) if fmt == "json" else write_jsonl(rows)
+        else:
+            write_lines(f"{s:.4f}\t{kept[a].out}\t{kept[b].out}" for a, b, s in found)
+    else:
+        found = dedup_.duplicate_groups(vectors, threshold, distinct.copies)
+        if fmt:
+            rows = [
+                {
+                    "group": n,
+                    "size": len(g.members),
+                    "members": [
+                        {**kept[i].describe(), "score": round(s, 6)}
+                        for i, s in zip(g.members, g.scores, strict=True)
+                    ],
+                }
+                for n, g in enumerate(found, 1)
+            ]
+            write_json(rows) if fmt == "json" else write_jsonl(rows)
+        else:
+            lines: list[str] = []
+            for g in found:
+                if lines:
+                    lines.append("")
+                lines.extend(
+                    f"{s:.4f}\t{kept[i].out}" for i, s in zip(g.members, g.scores, strict=True)
+                )
+            write_lines(lines)
+    if not found:
+        _nothing_passed()
