@@ -401,8 +401,9 @@ DEDUP_EXAMPLES = (
   find notes -name "*.md" | jinaloc dedup --read-files --jsonl | jq -c '[.members[].path]'
 
 Text-matching adapter ("Document: " prompt). Two texts are near-duplicates when their cosine is
-at least [cyan]--threshold[/] (default {dedup_.DEFAULT_THRESHOLD}: high on purpose, as merging distinct texts costs
-more than missing a loose paraphrase); groups are the connected components of that relation.
+at least [cyan]--threshold[/] (default {dedup_.DEFAULT_THRESHOLD}: high on purpose, as merging
+distinct texts costs more than missing a loose paraphrase); groups are the connected components
+of that relation.
 Identical texts are embedded once and score 1. Output: groups of [cyan]score<TAB>line[/]
 separated by blank lines (score: best similarity to another member), or with [cyan]--pairs[/]
 [cyan]score<TAB>line<TAB>line[/], most similar first. Exit code 1 when nothing is duplicated.
