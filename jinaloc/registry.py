@@ -77,7 +77,7 @@ def _spec_from_entry(name: str, entry: dict, base: Path) -> ModelSpec:
     if unknown:
         raise JinalocError(f"models.toml entry {name!r}: unknown keys {sorted(unknown)}")
     values = {k: v for k, v in entry.items() if k != "name"}
-    if "path" in values:
+    if values.get("path") is not None:
         values["path"] = (base / Path(values["path"]).expanduser()).resolve()
     return ModelSpec(name=name, **values)
 
@@ -110,9 +110,6 @@ def load_registry(user_toml: Path | None = None) -> Registry:
         user = _read_toml(user_toml)
         for n, e in user.get("models", {}).items():
             merged = {**models[n].__dict__, **e} if n in models else e
-            merged.pop("name", None)
-            if n in models and "path" in merged and "path" not in e:
-                merged["path"] = str(merged["path"])
             models[n] = _spec_from_entry(n, merged, user_toml.parent)
         default = user.get("default", default)
     return Registry(models=models, default=default)

@@ -1,0 +1,48 @@
+import base64
+
+import numpy as np
+import pytest
+
+from jinaloc.errors import JinalocError
+from jinaloc.vectors import check_dim, encode, matryoshka, pack_bits, quantize, unpack_bits
+
+
+def test_matryoshka_slices_then_normalizes():
+    x = np.array([[3.0, 4.0, 12.0]], dtype=np.float32)
+    out = matryoshka(x, 2)
+    np.testing.assert_allclose(out, [[0.6, 0.8]], rtol=1e-6)
+    # Normalizing first and then slicing would not be unit length.
+    assert not np.isclose(np.linalg.norm(matryoshka(x)[0, :2]), 1.0)
+
+
+def test_check_dim():
+    assert check_dim(None, 768, [32, 768]) == 768
+    assert check_dim(32, 768, [32, 768]) == 32
+    with pytest.raises(JinalocError, match="Matryoshka dims: 32, 768"):
+        check_dim(100, 768, [32, 768])
+    assert check_dim(17, 64, None) == 17
+    with pytest.raises(JinalocError, match="between 1 and 64"):
+        check_dim(65, 64, None)
+
+
+def test_pack_bits_is_lsb_first():
+    v = np.zeros((1, 16), np.float32)
+    v[0, 0] = 1.0  # element 0 -> bit 0 of byte 0
+    v[0, 9] = 1.0  # element 9 -> bit 1 of byte 1
+    assert pack_bits(v).tolist() == [[1, 2]]
+    assert unpack_bits(pack_bits(v), 16)[0].nonzero()[0].tolist() == [0, 9]
+
+
+def test_encodings_round_trip():
+    rng = np.random.default_rng(0)
+    x = matryoshka(rng.standard_normal((3, 64)))
+    assert np.allclose(encode(x, "float"), x)
+    ub = np.array(encode(x, "ubinary"), dtype=np.uint8)
+    b = np.array(encode(x, "binary"), dtype=np.int16)
+    assert ub.shape == (3, 8)
+    np.testing.assert_array_equal(b + 128, ub)
+    assert quantize(x, "binary").dtype == np.int8
+    decoded = np.frombuffer(base64.b64decode(encode(x, "base64")[1]), dtype="<f4")
+    np.testing.assert_array_equal(decoded, x[1])
+    with pytest.raises(JinalocError, match="unknown output type"):
+        encode(x, "int4")
