@@ -171,14 +171,18 @@ def load_embedder(
     quant: str | None = None,
     offline: bool = False,
     download: bool = True,
+    dim: int | None = None,
 ) -> Embedder:
     """Load a registry model or local folder on the chosen backend.
 
-    `offline` never touches the network; `download=False` also refuses to fetch."""
+    `offline` never touches the network; `download=False` also refuses to fetch. A `dim`
+    is checked against the registry before anything is loaded or downloaded."""
     from .backends import open_backend
 
     check_choice("backend", backend, BACKENDS)
     spec = resolve(model)
+    if dim is not None and spec.dims and spec.path is None:
+        check_dim(dim, spec.dims, spec.allowed_dims())
     if backend == "auto":
         backend = default_backend()
     return Embedder(spec, open_backend(spec, backend, quant, offline=offline, download=download))

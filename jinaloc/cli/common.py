@@ -49,14 +49,14 @@ TaskOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 
-def load_embedder(model, backend, quant, offline):
+def load_embedder(model, backend, quant, offline, dim=None):
     """Load a model with a spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
 
     if err_console.is_terminal:
         with err_console.status(f"loading {model or 'default model'}…"):
-            return load(model, backend=backend, quant=quant, offline=offline)
-    return load(model, backend=backend, quant=quant, offline=offline)
+            return load(model, backend=backend, quant=quant, offline=offline, dim=dim)
+    return load(model, backend=backend, quant=quant, offline=offline, dim=dim)
 
 
 def iter_stdin() -> Iterator[str]:
