@@ -42,7 +42,9 @@ app = typer.Typer(
 
 class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True
+        )
 
 
 def _setup_logging() -> None:
