@@ -1,0 +1,292 @@
+"""Splitting a text file into chunks that fit a token budget, along its structure.
+
+A file is cut into blocks: headings, paragraphs, lists and fenced code (Markdown; Org and
+AsciiDoc headings too; other files are paragraphs only). Blocks are packed into chunks in
+order up to the budget; a heading of the same or a higher level than the chunk's own starts
+a new chunk, so a chunk stays within one section and its subsections. A block bigger than
+the budget is split by lines (then words, then characters) with some overlap between the
+pieces. Each chunk keeps its 1-based line range and heading path.
+
+What gets embedded is `embed_text(title, heading, text)`:
+
+    <title> > <heading> > <subheading>
+    (blank line)
+    <chunk text>
+
+The title is the front matter `title:`, else the first level-1 heading, else the file name;
+a first heading equal to the title is not repeated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+
+# Raw token counts of texts (no prompt, no special tokens), in order.
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+MARKDOWN = {".md", ".markdown", ".mdx", ".mdown", ".mkd"}
+NOTE_SUFFIXES = MARKDOWN | {".txt", ".rst", ".org", ".adoc", ".asciidoc", ".text"}
+_HEADINGS = {
+    "md": re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$"),
+    "org": re.compile(r"^(\*+)[ \t]+(.*?)[ \t]*$"),
+    "adoc": re.compile(r"^(={1,6})[ \t]+(.*?)[ \t]*$"),
+}
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+_ORG_TITLE = re.compile(r"^#\+title:[ \t]*(.+?)[ \t]*$", re.IGNORECASE)
+_FM_TITLE = re.compile(r"""^title:[ \t]*["']?(.*?)["']?[ \t]*$""", re.IGNORECASE)
+PATH_SEP = " > "
+
+
+@dataclass
+class Chunk:
+    text: str
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    heading: tuple[str, ...]  # heading path, outermost first
+    tokens: int  # raw tokens of `text` as counted while packing
+
+
+@dataclass
+class Document:
+    title: str
+    chunks: list[Chunk]
+
+
+@dataclass
+class _Block:
+    text: str
+    start: int  # 1-based line numbers, inclusive
+    end: int
+    heading: tuple[str, ...]
+    level: int = 0  # > 0 for a heading line
+    depth: int = 0  # level of the innermost heading in effect (its own for a heading)
+    tokens: int = 0
+
+
+def embed_text(title: str, heading: Sequence[str], text: str) -> str:
+    """The text that gets embedded for a chunk: its title and heading path, then the chunk."""
+    path = list(heading[1:] if heading and heading[0] == title else heading)
+    prefix = PATH_SEP.join(p for p in [title, *path] if p)
+    return f"{prefix}\n\n{text}" if prefix else text
+
+
+def syntax_of(name: str) -> str:
+    suffix = PurePath(name).suffix.lower()
+    if suffix in MARKDOWN:
+        return "md"
+    if suffix == ".org":
+        return "org"
+    if suffix in (".adoc", ".asciidoc"):
+        return "adoc"
+    return "plain"
+
+
+def chunk_text(
+    text: str, name: str, count: TokenCounter, budget: int, overlap: int | None = None
+) -> Document:
+    """Chunks of `text` (the file `name`) of at most about `budget` raw tokens each."""
+    if budget < 8:
+        raise ValueError("chunk budget must be at least 8 tokens")
+    overlap = budget // 8 if overlap is None else overlap
+    syntax = syntax_of(name)
+    lines = text.splitlines()
+    fm_title, body_start = _front_matter(lines) if syntax == "md" else (None, 0)
+    blocks = _blocks(lines, body_start, syntax)
+    title = fm_title or _first_title(blocks, lines, syntax) or _file_title(name)
+    for block, n in zip(blocks, count([b.text for b in blocks]), strict=True):
+        block.tokens = n
+    return Document(title, _pack(blocks, count, budget, overlap))
+
+
+def _file_title(name: str) -> str:
+    path = PurePath(name)
+    return path.stem if path.suffix.lower() in NOTE_SUFFIXES else path.name
+
+
+def _front_matter(lines: list[str]) -> tuple[str | None, int]:
+    """(title, first body line index) of a YAML front matter block at the top."""
+    if not lines or lines[0].strip() != "---":
+        return None, 0
+    for i in range(1, min(len(lines), 200)):
+        if lines[i].strip() in ("---", "..."):
+            titles = [m.group(1) for m in map(_FM_TITLE.match, lines[1:i]) if m]
+            return (titles[0] or None) if titles else None, i + 1
+    return None, 0
+
+
+def _first_title(blocks: list[_Block], lines: list[str], syntax: str) -> str | None:
+    if syntax == "org":
+        for line in lines[:50]:
+            m = _ORG_TITLE.match(line)
+            if m:
+                return m.group(1)
+    return next((b.heading[-1] for b in blocks if b.level == 1 and b.heading[-1]), None)
+
+
+def _blocks(lines: list[str], start: int, syntax: str) -> list[_Block]:
+    """Headings, fenced code, lists and paragraphs, with the heading path of each."""
+    heading_re = _HEADINGS.get(syntax)
+    path: list[tuple[int, str]] = []  # (level, title) of the headings in effect
+    blocks: list[_Block] = []
+    current: list[str] = []
+    first = 0  # line number of current[0]
+    fence: str | None = None
+
+    def close() -> None:
+        while current and not current[-1].strip():  # blank lines kept inside a list
+            current.pop()
+        if current:
+            heading = tuple(t for _, t in path)
+            depth = path[-1][0] if path else 0
+            blocks.append(
+                _Block("\n".join(current), first, first + len(current) - 1, heading, 0, depth)
+            )
+        current.clear()
+
+    for i in range(start, len(lines)):
+        line = lines[i]
+        if fence is not None:
+            current.append(line)
+            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+                fence = None
+                close()
+            continue
+        m = _FENCE.match(line) if syntax == "md" else None
+        if m:
+            close()
+            fence, first = m.group(1), i + 1
+            current.append(line)
+            continue
+        m = heading_re.match(line) if heading_re else None
+        if m:
+            close()
+            level = len(m.group(1))
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, (m.group(2) or "").strip()))
+            heading = tuple(t for _, t in path)
+            blocks.append(_Block(line, i + 1, i + 1, heading, level, level))
+            continue
+        if not line.strip():
+            if current and _list_continues(current[0], lines, i):
+                current.append(line)
+            else:
+                close()
+            continue
+        if not current:
+            first = i + 1
+        current.append(line)
+    close()
+    return blocks
+
+
+def _list_continues(first_line: str, lines: list[str], i: int) -> bool:
+    """A blank line inside a list: the list goes on if the next text is an item or indented."""
+    if not _LIST_ITEM.match(first_line):
+        return False
+    nxt = next((x for x in lines[i + 1 :] if x.strip()), None)
+    return nxt is not None and (bool(_LIST_ITEM.match(nxt)) or nxt[:1] in (" ", "\t"))
+
+
+def _cost(blocks: list[_Block]) -> int:
+    """Tokens of blocks joined by blank lines (one token per separator)."""
+    return sum(b.tokens for b in blocks) + max(len(blocks) - 1, 0)
+
+
+def _chunk(blocks: list[_Block]) -> Chunk:
+    text = "\n\n".join(b.text for b in blocks)
+    return Chunk(text, blocks[0].start, blocks[-1].end, blocks[0].heading, _cost(blocks))
+
+
+def _pack(blocks: list[_Block], count: TokenCounter, budget: int, overlap: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    current: list[_Block] = []
+
+    def flush(keep_heading: bool = False) -> None:
+        nonlocal current
+        # A heading at the end of a full chunk goes with its text into the next one.
+        carry = [current.pop()] if keep_heading and current and current[-1].level else []
+        if current:
+            chunks.append(_chunk(current))
+        current = carry
+
+    for block in blocks:
+        # A sibling or parent section starts a new chunk; subsections may join the current one.
+        if block.level and current and (not current[0].depth or block.level <= current[0].depth):
+            flush()
+        if block.tokens > budget:
+            flush(keep_heading=True)
+            lead, current = current, []
+            pieces = _split(block, count, budget - _cost(lead) - 1 if lead else budget, overlap)
+            if lead:
+                chunks.append(_chunk([*lead, pieces.pop(0)]))
+            chunks.extend(_chunk([p]) for p in pieces)
+            continue
+        if current and _cost(current) + 1 + block.tokens > budget:
+            flush(keep_heading=True)
+        current.append(block)
+    flush()
+    return chunks
+
+
+def _split(block: _Block, count: TokenCounter, budget: int, overlap: int) -> list[_Block]:
+    """Pieces of one oversized block, with about `overlap` tokens repeated between pieces.
+
+    Cut between lines; an overlong line between words; an overlong word between characters."""
+    budget = max(budget, 8)
+    units = _units(block, count, budget)
+    pieces: list[_Block] = []
+    group: list[tuple[str, str, int, int]] = []
+    for unit in units:
+        if group and sum(u[3] for u in group) + unit[3] > budget:
+            pieces.append(_piece(group, block))
+            group = _tail(group, overlap, budget - unit[3])
+        group.append(unit)
+    if group:
+        pieces.append(_piece(group, block))
+    return pieces
+
+
+def _units(block: _Block, count: TokenCounter, budget: int) -> list[tuple[str, str, int, int]]:
+    """(separator, text, line number, cost) pieces of a block, none over the budget."""
+    lines = block.text.split("\n")
+    units = []
+    for offset, (line, n) in enumerate(zip(lines, count(lines), strict=True)):
+        sep = "\n" if offset else ""
+        lineno = block.start + offset
+        if n <= budget:
+            units.append((sep, line, lineno, n + 1))
+            continue
+        words = line.split(" ")
+        for j, (word, m) in enumerate(zip(words, count(words), strict=True)):
+            wsep = sep if j == 0 else " "
+            if m <= budget:
+                units.append((wsep, word, lineno, m))
+                continue
+            # Characters per token of this word, with a margin: the fragments are counted again.
+            step = max(1, int(len(word) * budget / m * 0.8))
+            frags = [word[k : k + step] for k in range(0, len(word), step)]
+            for k, (frag, f) in enumerate(zip(frags, count(frags), strict=True)):
+                units.append((wsep if k == 0 else "", frag, lineno, f))
+    return units
+
+
+def _tail(group: list, overlap: int, room: int) -> list:
+    """The last units of `group` worth at most `overlap` tokens (and fitting in `room`)."""
+    tail: list = []
+    used = 0
+    for unit in reversed(group):
+        if used + unit[3] > min(overlap, room):
+            break
+        tail.insert(0, unit)
+        used += unit[3]
+    return tail
+
+
+def _piece(group: list[tuple[str, str, int, int]], block: _Block) -> _Block:
+    text = group[0][1] + "".join(sep + text for sep, text, _, _ in group[1:])
+    tokens = sum(u[3] for u in group)
+    return _Block(text, group[0][2], group[-1][2], block.heading, 0, block.depth, tokens)

@@ -1,0 +1,496 @@
+"""`jinaloc index`, `search`, `status` and `similar`: a notes folder in one sqlite-vec file."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from ..errors import JinalocError
+from ..files import parse_size
+from ..indexer import Indexer, Report, WalkOptions, check_compatible
+from ..indexer import Progress as IndexProgress
+from ..output import write_json, write_jsonl, write_lines
+from ..paths import default_db
+from ..search import DEFAULT_OVERSAMPLE, Hit, embed_query, file_vector, search_vector
+from ..store import SCHEMA_VERSION, Store
+from . import app
+from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, err_console, out_console
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="Index file (default: JINALOC_DB, else the XDG data dir)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per result line.")]
+FilesOpt = Annotated[bool, typer.Option("--files", "-l", help="Matching paths only, one a line.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="How many results.", min=1)]
+PathGlobOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--path", help="Only files matching this glob (gitignore style, e.g. 'work/*.md')."
+    ),
+]
+MinScoreOpt = Annotated[
+    float | None, typer.Option("--min-score", help="Drop results below this cosine similarity.")
+]
+AllChunksOpt = Annotated[
+    bool, typer.Option("--all-chunks", help="Every matching chunk, not the best one per file.")
+]
+ExactOpt = Annotated[
+    bool, typer.Option("--exact", help="Score every chunk exactly (slower; no coarse stage).")
+]
+# Shown at most, per list, in the human summary of a run (all of them are in --json).
+SUMMARY_LIST = 20
+SNIPPET_CHARS = 200
+
+INDEX_EXAMPLES = """
+[b]Examples[/b]
+
+  jinaloc index ~/notes                [dim]# embeds everything[/]
+  jinaloc index ~/notes                [dim]# again: only what changed[/]
+  jinaloc index                        [dim]# every folder already indexed[/]
+  jinaloc index ~/notes ~/docs --exclude 'drafts/'
+  jinaloc index ~/notes --db notes.db --model v5-small --dim 256
+  jinaloc index --reindex --model v5-small   [dim]# another model[/]
+  jinaloc index ~/notes --json | jq .skipped_files
+"""
+
+SEARCH_EXAMPLES = """
+[b]Examples[/b]
+
+  jinaloc search "how do I rotate the api keys"
+  jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
+  echo "meeting notes about the budget" | jinaloc search
+  jinaloc search "todo list" --files | xargs grep -n TODO
+  jinaloc search "tax deadlines" --jsonl | jq -r '"\\(.path):\\(.start_line) \\(.score)"'
+"""
+
+
+def _db_path(db: Path | None) -> Path:
+    return (db or default_db()).expanduser()
+
+
+class _BarProgress(IndexProgress):
+    """The run's progress on stderr: files, chunks, tokens/s and ETA."""
+
+    def __init__(self):
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[chunks]} chunks"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("scanning files", total=None, chunks=0, rate="")
+        self.tokens = 0
+        self.chunks = 0
+        self.started = time.perf_counter()
+
+    def note(self, what: str) -> None:
+        self.bar.update(self.task, description=what)
+
+    def start(self, files: int) -> None:
+        self.started = time.perf_counter()
+        self.bar.update(self.task, description="indexing", total=files, completed=0)
+
+    def embedded(self, texts: int, tokens: int) -> None:
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, rate=f"{rate:,.0f} tok/s")
+
+    def file_done(self, chunks: int) -> None:
+        self.chunks += chunks
+        self.bar.update(self.task, advance=1, chunks=self.chunks)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Interrupted
+
+
+def _summary(report: Report, db: Path) -> None:
+    r = report
+    head = "interrupted" if r.interrupted else "indexed"
+    err_console.print(
+        f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged,"
+        f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
+        f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
+        f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for label, items in (
+        ("renamed", [f"{a} → {b}" for a, b in r.renamed]),
+        ("skipped", [f"{p}: {why}" for p, why in r.skipped]),
+    ):
+        for line in items[:SUMMARY_LIST]:
+            err_console.print(f"  {label} {escape(line)}", highlight=False, soft_wrap=True)
+        if len(items) > SUMMARY_LIST:
+            err_console.print(f"  … and {len(items) - SUMMARY_LIST} more {label} (see --json)")
+
+
+def _model_args(store: Store, model, backend, quant) -> tuple[str | None, str | None]:
+    """The model to load (the index's own when none is given) and the quant: the index's
+    own when the backend is the same, so queries match the documents' quantization."""
+    from ..embedder import default_backend
+
+    meta = store.meta()
+    if model is None:
+        model = meta.get("model_ref")
+    wanted = default_backend() if backend == "auto" else backend
+    if (
+        quant is None
+        and meta.get("backend") == wanted
+        and meta.get("quant", "default") != "default"
+    ):
+        quant = meta["quant"]
+    return model, quant
+
+
+@app.command(epilog=INDEX_EXAMPLES)
+def index(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders or files to index; none: this index's folders again."),
+    ] = None,
+    db: DbOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+    dim: Annotated[
+        int | None, typer.Option("--dim", help="Matryoshka dim of a new index (default 512).")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Only files matching (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave out matches (repeatable).")
+    ] = None,
+    max_file_size: Annotated[
+        str, typer.Option("--max-file-size", help="Skip bigger files (e.g. 500K, 2M).")
+    ] = "1M",
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option("--chunk-tokens", help="Token budget per chunk of a new index (512).", min=8),
+    ] = None,
+    reindex: Annotated[
+        bool, typer.Option("--reindex", help="Empty the index first (to change model or dim).")
+    ] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Index folders of notes into one sqlite-vec file.
+
+    New and changed files are embedded, renamed ones moved, deleted ones removed.
+    Ctrl-C is safe: the next run resumes where this one stopped."""
+    from ..embedder import load_embedder
+
+    db_path = _db_path(db)
+    options = WalkOptions(list(include or []), list(exclude or []), parse_size(max_file_size))
+    store = Store.open(db_path)
+    try:
+        roots = [(p, options) for p in paths or []]
+        if not roots:
+            for root, saved in store.roots().items():
+                if Path(root).is_dir() or Path(root).is_file():
+                    roots.append((Path(root), WalkOptions(**saved)))
+                else:
+                    err_console.print(f"[yellow]warning:[/] {escape(root)} is gone; kept as is")
+        if not roots:
+            raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
+        if reindex:
+            if model is None:  # keep the model unless another is asked for
+                model = store.meta().get("model_ref")
+            store.clear()
+        load_model, quant = _model_args(store, model, backend, quant)
+        progress = _BarProgress() if not quiet and err_console.is_terminal else None
+
+        def load():
+            if progress:
+                progress.note(f"loading {load_model or 'default model'}")
+            return load_embedder(load_model, backend=backend, quant=quant, offline=offline)
+
+        indexer = Indexer(
+            store, load, model=model, dim=dim, chunk_tokens=chunk_tokens, progress=progress
+        )
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        code = 0
+        try:
+            if progress:
+                progress.bar.start()
+            indexer.run(roots)
+        except KeyboardInterrupt as e:
+            indexer.report.interrupted = True
+            code = 143 if isinstance(e, _Interrupted) else 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if progress:
+                progress.bar.stop()
+        report = indexer.report
+        if json_out:
+            write_json({**report.to_json(), "db": str(db_path)})
+        if not quiet:
+            _summary(report, db_path)
+        if code:
+            err_console.print(
+                f"[red]interrupted:[/] {report.added + report.updated} files written;"
+                " run the same command again to resume",
+                highlight=False,
+            )
+            raise typer.Exit(code)
+    finally:
+        store.close()
+
+
+def _read_query(query: str | None) -> str:
+    if query is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise JinalocError("no query: pass one as an argument or pipe it on stdin")
+        try:
+            query = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise JinalocError("stdin is not valid UTF-8") from None
+    query = query.strip()
+    if not query:
+        raise JinalocError("the query is empty")
+    return query
+
+
+def _output_mode(json_out: bool, jsonl: bool, files: bool) -> str:
+    chosen = [name for name, on in (("json", json_out), ("jsonl", jsonl), ("files", files)) if on]
+    if len(chosen) > 1:
+        raise JinalocError(f"choose one of --{' / --'.join(chosen)}")
+    return chosen[0] if chosen else "text"
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
+
+
+def _print_hits(hits: list[Hit], mode: str) -> None:
+    """Results on stdout in the chosen form; exit code 1 when there are none (like grep)."""
+    if mode == "json":
+        write_json([h.to_json() for h in hits])
+    elif mode == "jsonl":
+        write_jsonl(h.to_json() for h in hits)
+    elif mode == "files":
+        write_lines(dict.fromkeys(h.display_path() for h in hits))
+    elif out_console.is_terminal:
+        for h in hits:
+            heading = " > ".join(h.heading) or h.title
+            out_console.print(
+                f"[magenta]{escape(h.display_path())}[/]:[green]{h.start_line}[/]"
+                f"  [cyan]{h.score:.3f}[/]  [bold]{escape(heading)}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            out_console.print(f"    {escape(_snippet(h.text))}", highlight=False, style="dim")
+    else:
+        write_lines(
+            f"{h.display_path()}:{h.start_line}\t{h.score:.4f}\t{' > '.join(h.heading)}"
+            f"\t{_snippet(h.text)}"
+            for h in hits
+        )
+    if not hits:
+        raise typer.Exit(1)
+
+
+def _open_index(db: Path | None) -> Store:
+    store = Store.open(_db_path(db), create=False)
+    if not store.meta().get("model"):
+        store.close()
+        raise JinalocError(f"{_db_path(db)} is empty: build it with `jinaloc index PATH`")
+    return store
+
+
+@app.command(epilog=SEARCH_EXAMPLES)
+def search(
+    query: Annotated[
+        str | None, typer.Argument(help="What to look for; read from stdin when left out.")
+    ] = None,
+    db: DbOpt = None,
+    k: TopKOpt = 10,
+    path: PathGlobOpt = None,
+    min_score: MinScoreOpt = None,
+    json_out: JsonOpt = False,
+    jsonl: JsonlOpt = False,
+    files: FilesOpt = False,
+    all_chunks: AllChunksOpt = False,
+    exact: ExactOpt = False,
+    oversample: Annotated[
+        int, typer.Option("--oversample", help="Coarse candidates per result.", min=1)
+    ] = DEFAULT_OVERSAMPLE,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Search the index (query as argument or on stdin).
+
+    Shows path:line, score, heading and a snippet of the best chunk per file.
+    Exit code 1 when nothing matches."""
+    from .common import load_embedder
+
+    mode = _output_mode(json_out, jsonl, files)
+    text = _read_query(query)
+    with _open_index(db) as store:
+        meta = store.meta()
+        check_compatible(meta, store.path, model, None)
+        load_model, quant = _model_args(store, model, backend, quant)
+        embedder = load_embedder(load_model, backend, quant, offline)
+        vector = embed_query(embedder, text, int(meta["dim"]))
+        hits = search_vector(
+            store,
+            vector,
+            k,
+            exact=exact,
+            oversample=oversample,
+            path_glob=path,
+            min_score=min_score,
+            all_chunks=all_chunks,
+        )
+    _print_hits(hits, mode)
+
+
+@app.command(epilog="[b]Example[/b]\n\n  jinaloc similar notes/ideas.md -k 5 --files")
+def similar(
+    path: Annotated[Path, typer.Argument(help="A note; indexed ones need no model.")],
+    db: DbOpt = None,
+    k: TopKOpt = 10,
+    path_glob: PathGlobOpt = None,
+    min_score: MinScoreOpt = None,
+    json_out: JsonOpt = False,
+    jsonl: JsonlOpt = False,
+    files: FilesOpt = False,
+    exact: ExactOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """The notes most like a given note.
+
+    An indexed note uses its stored vectors; any other file is embedded on the fly."""
+    from .common import load_embedder
+
+    mode = _output_mode(json_out, jsonl, files)
+    with _open_index(db) as store:
+        check_compatible(store.meta(), store.path, model, None)
+        record = store.file(str(path.expanduser().absolute())) or store.file(
+            str(path.expanduser().resolve())
+        )
+        if record is not None:
+            vector, exclude = file_vector(store, record.id), [record.id]
+        else:
+            load_model, quant = _model_args(store, model, backend, quant)
+            indexer = Indexer(
+                store, lambda: load_embedder(load_model, backend, quant, offline), model=model
+            )
+            vector, exclude = indexer.file_vector(path), []
+        hits = search_vector(
+            store,
+            vector,
+            k,
+            exact=exact,
+            path_glob=path_glob,
+            min_score=min_score,
+            exclude_files=exclude,
+        )
+    _print_hits(hits, mode)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+@app.command()
+def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """What the index holds, and which files changed since the last run.
+
+    Roots, files, chunks, model, dim and size of the index file."""
+    db_path = _db_path(db)
+    with Store.open(db_path, create=False) as store:
+        meta = store.meta()
+        counts = store.counts()
+        roots = store.roots()
+        present = {r: o for r, o in roots.items() if Path(r).exists()}
+        indexer = Indexer(store, lambda: None)
+        plan = indexer.plan([(Path(r), WalkOptions(**o)) for r, o in present.items()])
+        root_counts = {r: len(store.files_under(r)) for r in roots}
+    changed = {
+        "new": [w.candidate.path.as_posix() for w in plan.new],
+        "modified": [w.candidate.path.as_posix() for w in plan.changed],
+        "renamed": [{"from": old.path, "to": str(w.candidate.path)} for old, w in plan.renamed],
+        "deleted": [r.path for r in plan.removed],
+    }
+    info = {
+        "db": str(db_path),
+        "db_bytes": _size(db_path),
+        "schema_version": SCHEMA_VERSION,
+        "roots": [
+            {"path": r, "files": root_counts[r], "exists": r in present, **roots[r]} for r in roots
+        ],
+        **counts,
+        "model": meta.get("model"),
+        "model_ref": meta.get("model_ref"),
+        "backend": meta.get("backend"),
+        "quant": meta.get("quant"),
+        "task": meta.get("task"),
+        "dim": int(meta["dim"]) if meta.get("dim") else None,
+        "bit_order": meta.get("bit_order"),
+        "chunk_tokens": int(meta["chunk_tokens"]) if meta.get("chunk_tokens") else None,
+        "changed": {key: len(value) for key, value in changed.items()},
+        "changed_files": changed,
+        "skipped": len(plan.skipped),
+    }
+    if json_out:
+        write_json(info)
+        return
+    _print_status(info)
+
+
+def _print_status(info: dict) -> None:
+    lines = [
+        ("index", f"{info['db']} ({info['db_bytes'] / 1e6:.1f} MB)"),
+        ("model", f"{info['model']} ({info['backend']}, {info['quant']}), dim {info['dim']}"),
+        ("files", f"{info['files']:,} ({info['chunks']:,} chunks, {info['tokens']:,} tokens)"),
+    ]
+    for root in info["roots"]:
+        gone = "" if root["exists"] else " (missing)"
+        lines.append(("root", f"{root['path']}: {root['files']:,} files{gone}"))
+    c = info["changed"]
+    total = sum(c.values())
+    lines.append(
+        (
+            "changed",
+            f"{c['new']} new, {c['modified']} modified, {c['renamed']} renamed,"
+            f" {c['deleted']} deleted since the last run"
+            + (" (run `jinaloc index` to update)" if total else ""),
+        )
+    )
+    for key, value in lines:
+        out_console.print(f"[bold]{key:>8}[/]  {escape(value)}", highlight=False, soft_wrap=True)

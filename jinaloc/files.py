@@ -1,0 +1,206 @@
+"""Finding the text files to index under some roots, and reading them safely.
+
+Ignore rules: .gitignore and .jinalocignore files (gitignore syntax, nested ones apply to
+their own folder), hidden files and folders, --exclude globs and, when given, --include
+globs. Ignored paths are left out silently; files that are candidates but cannot be
+indexed (binary, not UTF-8, empty, unreadable, too large, symlink loop) come back as a
+`Skipped` with the reason, so the caller can report them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from .errors import JinalocError
+
+IGNORE_FILES = (".gitignore", ".jinalocignore")
+DEFAULT_MAX_SIZE = 1024 * 1024
+# Bytes inspected for the binary test: enough for any header, cheap for huge files.
+SNIFF_BYTES = 8192
+# Control characters other than whitespace and escape: text almost never has them.
+_CONTROL = bytes(set(range(32)) - {8, 9, 10, 12, 13, 27})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file to index: `path` is `root / rel`, as walked (symlinked folders not resolved)."""
+
+    path: Path
+    root: Path
+    rel: str  # POSIX path relative to the root
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+class Unreadable(Exception):
+    """A candidate that cannot be indexed; the message is the reason."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '500000', '512K', '1M', '1.5MB', '2GiB' (binary multiples)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise JinalocError(f"invalid size {text!r}: use bytes or a K, M or G suffix (e.g. 2M)")
+    scale = 1024 ** " kmg".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * scale)
+
+
+def _spec(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec | None:
+    lines = [p for p in patterns if p.strip()]
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+class _Rules:
+    """The ignore files in effect for one folder: outer folders first, deeper ones win."""
+
+    def __init__(self, specs: tuple[tuple[str, pathspec.GitIgnoreSpec], ...] = ()):
+        self.specs = specs
+
+    def enter(self, folder: Path, rel: str) -> _Rules:
+        lines: list[str] = []
+        for name in IGNORE_FILES:
+            try:
+                lines += (folder / name).read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+        spec = _spec(lines)
+        return _Rules((*self.specs, (rel, spec))) if spec else self
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        result = False
+        for base, spec in self.specs:
+            if base and not rel.startswith(base + "/"):
+                continue
+            sub = rel[len(base) + 1 :] if base else rel
+            verdict = spec.check_file(sub + "/" if is_dir else sub).include
+            if verdict is not None:
+                result = verdict
+        return result
+
+
+class Walker:
+    """Walks roots with one set of options; yields candidates and skipped files, sorted."""
+
+    def __init__(
+        self,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        max_size: int = DEFAULT_MAX_SIZE,
+    ):
+        self.include = _spec(include)
+        self.exclude = _spec(exclude)
+        self.max_size = max_size
+
+    def walk(self, root: Path) -> Iterator[Candidate | Skipped]:
+        root = root.expanduser()
+        try:
+            st = root.stat()
+        except FileNotFoundError:
+            raise JinalocError(f"{root}: no such file or folder") from None
+        except OSError as e:
+            raise JinalocError(f"{root}: {e.strerror or e}") from None
+        root = root.resolve()
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._walk_dir(root, root, "", _Rules().enter(root, ""), {_key(st)})
+        else:
+            # A file named on the command line is indexed whatever the ignore rules say.
+            yield self._file(root, root.parent, root.name, st)
+
+    def _walk_dir(
+        self, root: Path, folder: Path, prefix: str, rules: _Rules, ancestors: set
+    ) -> Iterator[Candidate | Skipped]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            yield Skipped(folder, _reason(e))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = prefix + entry.name
+            path = root / rel
+            try:
+                st = os.stat(entry.path)
+            except OSError as e:
+                if self._excluded(rules, rel, entry.is_dir(follow_symlinks=False)):
+                    continue
+                yield Skipped(path, _reason(e, entry.is_symlink()))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if self._excluded(rules, rel, True):
+                    continue
+                if _key(st) in ancestors:
+                    yield Skipped(path, "symlink loop")
+                    continue
+                yield from self._walk_dir(
+                    root, path, rel + "/", rules.enter(path, rel), ancestors | {_key(st)}
+                )
+            elif stat.S_ISREG(st.st_mode):
+                if self._excluded(rules, rel, False):
+                    continue
+                if self.include and not self.include.match_file(rel):
+                    continue
+                yield self._file(path, root, rel, st)
+
+    def _excluded(self, rules: _Rules, rel: str, is_dir: bool) -> bool:
+        if self.exclude and self.exclude.match_file(rel + "/" if is_dir else rel):
+            return True
+        return rules.ignored(rel, is_dir)
+
+    def _file(self, path: Path, root: Path, rel: str, st: os.stat_result) -> Candidate | Skipped:
+        if st.st_size > self.max_size:
+            return Skipped(path, f"too large ({st.st_size} bytes > {self.max_size})")
+        return Candidate(path, root, rel, st.st_size, st.st_mtime_ns)
+
+
+def _key(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _reason(e: OSError, symlink: bool = False) -> str:
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENOENT and symlink:
+        return "broken symlink"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return e.strerror or str(e)
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a file's bytes, or Unreadable('binary' / 'not valid UTF-8' / 'empty')."""
+    head = data[:SNIFF_BYTES]
+    if b"\0" in head or len(head.translate(None, _CONTROL)) < len(head) * 0.9:
+        raise Unreadable("binary")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise Unreadable(f"not valid UTF-8 (byte {e.start})") from None
+    if not text.strip():
+        raise Unreadable("empty")
+    return text
+
+
+def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """A candidate's bytes, with the size limit checked again (files grow)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_size + 1)
+    except OSError as e:
+        raise Unreadable(_reason(e)) from None
+    if len(data) > max_size:
+        raise Unreadable(f"too large (> {max_size} bytes)")
+    return data
