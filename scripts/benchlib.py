@@ -94,11 +94,20 @@ def machine() -> dict:
     return info
 
 
+def _jsonable(x):
+    if isinstance(x, Path):
+        return str(x)
+    try:
+        return x.item()  # numpy scalars
+    except AttributeError:
+        return str(x)
+
+
 def write_json(path: Path | None, results: dict) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    path.write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
     print(f"wrote {path}", file=sys.stderr)
 
 
