@@ -23,7 +23,7 @@ from .chunking import Document, TokenCounter, chunk_text, embed_text
 from .errors import JinalocError
 from .files import DEFAULT_MAX_SIZE, Candidate, Skipped, Unreadable, Walker, decode_text, read_bytes
 from .store import FileRecord, NewChunk, Store
-from .vectors import BIT_ORDER, l2_normalize
+from .vectors import l2_normalize
 
 TASK = "retrieval"
 # Index dim when none is given (clamped to the model's width); see README "Defaults".
@@ -199,7 +199,7 @@ class Indexer:
         self._count: TokenCounter | None = None
         self._budget = 0
 
-    def model(self):
+    def embedder(self):
         """The Embedder, loaded on first use."""
         if self._embedder is None:
             self._embedder = self._load()
@@ -225,7 +225,7 @@ class Indexer:
                     "task": TASK,
                     "prompt": "document",
                     "dim": self.dim,
-                    "bit_order": f"{BIT_ORDER}-endian (LSB first)",
+                    "bit_order": "lsb-first",  # vectors.pack_bits, as sqlite-vec packs bit[N]
                     "chunk_tokens": self.chunk_tokens,
                     "chunk_format": CHUNK_FORMAT,
                     "created_by": f"jinaloc {__version__}",
@@ -240,7 +240,7 @@ class Indexer:
             text = decode_text(read_bytes(path.expanduser(), DEFAULT_MAX_SIZE))
         except Unreadable as e:
             raise JinalocError(f"{path}: {e}") from None
-        embedder = self.model()
+        embedder = self.embedder()
         doc = chunk_text(text, path.name, self._count, self._budget)
         texts = [embed_text(doc.title, c.heading, c.text) for c in doc.chunks]
         vectors = embedder.embed(texts, task=TASK, prompt="document", dim=self.dim)
@@ -303,7 +303,7 @@ class Indexer:
         report = self.report
         try:
             if not self.store.meta().get("model"):
-                self.model()  # a new index records its model and dim first
+                self.embedder()  # a new index records its model and dim first
             for root, options in roots:
                 self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
             plan = self.plan(roots)
@@ -347,7 +347,7 @@ class Indexer:
         except Unreadable as e:
             self.report.skipped.append((str(cand.path), str(e)))
             return None
-        self.model()  # the token counter comes with the model
+        self.embedder()  # the token counter comes with the model
         doc = chunk_text(text, cand.rel, self._count, self._budget)
         if not doc.chunks:
             self.report.skipped.append((str(cand.path), "no text to index"))
@@ -367,7 +367,7 @@ class Indexer:
         missing = [h for h in texts if h not in vectors]
         self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(missing)
         if missing:
-            result = self.model().embed_with_counts(
+            result = self.embedder().embed_with_counts(
                 [texts[h] for h in missing],
                 task=TASK,
                 prompt="document",

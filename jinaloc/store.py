@@ -312,6 +312,10 @@ class Store:
         chunks: Sequence[NewChunk],
     ) -> int:
         """Insert or replace one file with all its chunks, atomically. Returns its id."""
+        dim = self.dim
+        for c in chunks:
+            if np.shape(c.vector) != (dim,):
+                raise ValueError(f"vector of shape {np.shape(c.vector)} in an index of dim {dim}")
         with self.transaction():
             row = self.conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
             values = (root, rel, hash, size, mtime_ns, title, sum(c.tokens for c in chunks))
