@@ -335,3 +335,89 @@ def test_recipe_dedup_files(notes):
     groups = [g.splitlines() for g in r.stdout.strip().split("\n\n")]
     (group,) = [g for g in groups if "1.0000\tnotes/n0.md" in g]
     assert "1.0000\tnotes/copy.md" in group
+
+
+# --- the notes of an index ----------------------------------------------------------------
+
+
+@pytest.fixture
+def index_db(notes):
+    db = notes / "notes.db"
+    r = run("index", notes / "notes", "--db", db, "-q")
+    assert r.exit_code == 0, r.stderr
+    return db
+
+
+def note_vectors(db, embedder, task):
+    """Each note re-embedded directly: chunks as the index embeds them, mean, normalized."""
+    from jinaloc.chunking import embed_text
+    from jinaloc.store import Store
+
+    with Store.open(db, create=False) as store:
+        docs = list(store.iter_documents())
+    out = {}
+    for d in docs:
+        texts = [embed_text(d.title, h, t) for h, t in zip(d.headings, d.texts, strict=True)]
+        v = embedder.embed(texts, task, "document").mean(axis=0)
+        out[d.path] = (v / np.linalg.norm(v), d.title, d.vectors)
+    return out
+
+
+def test_cluster_notes_reembeds_with_the_clustering_adapter(index_db, embedder):
+    r = run("cluster", "--db", index_db, "-k", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    want = note_vectors(index_db, embedder, "clustering")
+    assert sorted(m["path"] for c in doc["clusters"] for m in c["members"]) == sorted(want)
+    for c in doc["clusters"]:
+        paths = [m["path"] for m in c["members"]]
+        x = np.stack([want[p][0] for p in paths])
+        centroid = x.sum(axis=0) / np.linalg.norm(x.sum(axis=0))
+        np.testing.assert_allclose([m["score"] for m in c["members"]], x @ centroid, atol=1e-3)
+        assert c["title"] == want[paths[0]][1]
+    # The index's own retrieval vectors: no model, the same note vector as `similar`.
+    r = run("cluster", "--db", index_db, "-k", "2", "--json", "--stored-vectors")
+    assert r.exit_code == 0, r.stderr
+    for c in json.loads(r.stdout)["clusters"]:
+        paths = [m["path"] for m in c["members"]]
+        x = np.stack(
+            [want[p][2].mean(axis=0) / np.linalg.norm(want[p][2].mean(axis=0)) for p in paths]
+        )
+        centroid = x.sum(axis=0) / np.linalg.norm(x.sum(axis=0))
+        np.testing.assert_allclose([m["score"] for m in c["members"]], x @ centroid, atol=1e-3)
+
+
+def test_dedup_notes_with_the_text_matching_adapter(index_db, embedder, monkeypatch):
+    want = note_vectors(index_db, embedder, "text-matching")
+    paths = sorted(want)
+    x = np.stack([want[p][0] for p in paths])
+    sims = x @ x.T
+    i, j = divmod(int(np.argmax(np.triu(sims, 1) - np.tril(np.ones_like(sims)))), len(paths))
+    r = run(
+        "dedup", "--db", index_db, "--pairs", "--jsonl", "--threshold", float(sims[i, j]) - 1e-4
+    )
+    assert r.exit_code == 0, r.stderr
+    (row,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert {row["a"]["path"], row["b"]["path"]} == {paths[i], paths[j]}
+    assert row["score"] == pytest.approx(sims[i, j], abs=1e-3)
+    # --notes takes the default index (JINALOC_DB here).
+    monkeypatch.setenv("JINALOC_DB", str(index_db))
+    assert run("dedup", "--notes", "--pairs", "--threshold", "-1").stdout.count("\n") == 21
+
+
+def test_notes_usage_errors(index_db, tmp_path):
+    r = run("cluster", "--db", tmp_path / "none.db")
+    assert r.exit_code == 2 and "no index at" in r.stderr
+    r = run("dedup", "--db", index_db, "--read-files")
+    assert r.exit_code == 2 and "give no FILES or --read-files" in r.stderr
+    r = run("cluster", "--stored-vectors", input="a\n")
+    assert r.exit_code == 2 and "--stored-vectors needs --notes or --db" in r.stderr
+
+
+def test_recipe_cluster_indexed_notes(notes):
+    r = sh(
+        "jinaloc index notes --db notes.db -q MODEL && jinaloc cluster --db notes.db -k 2 MODEL",
+        notes,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("# ") == 2 and r.stdout.count(".md") == 7

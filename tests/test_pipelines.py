@@ -294,3 +294,32 @@ def test_nonempty_fails_before_any_work():
     with pytest.raises(JinalocError, match="no input: stdin is empty"):
         items.nonempty(iter([]))
     assert [i.out for i in items.nonempty(items.line_items(["x"]))] == ["x"]
+
+
+def test_note_blocks_pool_chunk_vectors_per_note():
+    from jinaloc.chunking import embed_text
+    from jinaloc.store import IndexedDocument
+
+    def doc(i, n):
+        vectors = l2_normalize(np.random.default_rng(i).normal(size=(n, 4)))
+        return IndexedDocument(i, f"/n{i}.md", f"Note {i}", [f"c{j}" for j in range(n)],
+                               [["Note", f"h{j}"] for j in range(n)], vectors)  # fmt: skip
+
+    docs = [doc(0, 2), doc(1, 0), doc(2, 3), doc(3, 1)]
+    stored = list(items.note_blocks(docs, None, block=2))
+    assert [[i.path for i in b] for b, _ in stored] == [["/n0.md", "/n2.md"], ["/n3.md"]]
+    got = np.concatenate([v for _, v in stored])
+    want = l2_normalize(np.stack([docs[i].vectors.mean(axis=0) for i in (0, 2, 3)]))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert stored[0][0][0].title == "Note 0" and stored[0][0][0].describe() == {"path": "/n0.md"}
+
+    seen = []
+
+    def embed(texts):
+        seen.extend(texts)
+        return l2_normalize(np.ones((len(texts), 4), np.float32))
+
+    (block, vectors), *_ = items.note_blocks(docs[:1], embed)
+    # As the index embeds chunks: title and heading path first.
+    assert seen == [embed_text("Note 0", ["Note", f"h{j}"], f"c{j}") for j in range(2)]
+    np.testing.assert_allclose(vectors, l2_normalize(np.ones((1, 4))), atol=1e-6)

@@ -19,7 +19,14 @@ from ..output import write_json, write_jsonl, write_lines
 from ..pipelines import classify as classify_
 from ..pipelines import cluster as cluster_
 from ..pipelines import dedup as dedup_
-from ..pipelines.items import Item, embed_blocks, line_items, nonempty, path_items
+from ..pipelines.items import (
+    Item,
+    embed_blocks,
+    line_items,
+    nonempty,
+    note_blocks,
+    path_items,
+)
 from ..pipelines.rerank import TopK, query_scorer
 from . import app
 from .common import (
@@ -284,7 +291,88 @@ def _classified(item: Item, name: str, score: float, labels: list[str], row: np.
     }
 
 
-# --- cluster ------------------------------------------------------------------------------
+# --- cluster and dedup: every vector at once, from stdin, files or an index's notes ------
+
+NotesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--notes", help="Use the notes of the index (--db, else JINALOC_DB or the default)."
+    ),
+]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="Use the notes of this index file (implies --notes).")
+]
+StoredOpt = Annotated[
+    bool,
+    typer.Option(
+        "--stored-vectors",
+        help="With --notes: the index's own (retrieval) vectors, no model; fast, less apt.",
+    ),
+]
+
+NOTES_HELP = """
+[b]Notes[/b] ([cyan]--notes[/] or [cyan]--db FILE[/]): the files of an index built by
+[cyan]jinaloc index[/], one item per note (path and title). Each chunk is re-embedded with this
+command's adapter (the index stores retrieval vectors), title and heading path first as the
+index does, and a note's vector is the normalized mean of its chunks' vectors, as for
+[cyan]jinaloc similar[/]. The model is the index's unless [cyan]--model[/] says otherwise.
+[cyan]--stored-vectors[/] skips the model and uses the stored retrieval vectors.
+"""
+
+
+class _Vectors:
+    """Where cluster and dedup get their items from, checked before any model loads."""
+
+    def __init__(self, files, read_files, input_format, no_prefix, notes, db, stored):
+        self.store = None
+        if notes or db is not None:
+            if files or read_files:
+                raise JinalocError("--notes/--db read the index: give no FILES or --read-files")
+            from ..paths import default_db
+            from ..store import Store
+
+            self.store = Store.open(db or default_db(), create=False)
+        elif stored:
+            raise JinalocError("--stored-vectors needs --notes or --db")
+        else:
+            self.items, self.total = _inputs(files, read_files, input_format, no_prefix)
+        self.stored = stored
+
+    def load(self, model, backend, quant, offline):
+        """The embedder, or None with --stored-vectors; the index's model by default."""
+        if self.stored:
+            return None
+        if model is None and self.store is not None:
+            model = self.store.meta().get("model_ref")
+        return load_embedder(model, backend, quant, offline)
+
+    def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
+        """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
+        kept: list[Item] = []
+        vectors: list[np.ndarray] = []
+        if self.store is not None:
+            with (
+                self.store,
+                embed_progress(
+                    self.store.counts()["chunks"], "embedding notes", quiet or self.stored
+                ) as progress,
+            ):
+                fn = None if self.stored else (lambda texts: embed(texts, progress))
+                for block, vecs in note_blocks(self.store.iter_documents(), fn):
+                    kept.extend(block)
+                    vectors.append(vecs)
+            if not kept:
+                raise JinalocError(f"no input: the index {self.store.path} has no notes")
+        else:
+            with embed_progress(self.total, "embedding", quiet) as progress:
+                for block, vecs in embed_blocks(
+                    self.items, lambda texts: embed(texts, progress), read_text_file
+                ):
+                    kept.extend(block)
+                    vectors.append(vecs)
+            _no_readable(len(kept))
+        return kept, np.concatenate(vectors)
+
 
 CLUSTER_EXAMPLES = (
     """
@@ -293,6 +381,7 @@ CLUSTER_EXAMPLES = (
   cat titles.txt | jinaloc cluster                 [dim](k estimated)[/]
   jinaloc cluster -k 5 notes/*.md --json | jq '.clusters[] | .title'
   find notes -name "*.md" | jinaloc cluster --read-files --max-k 12
+  jinaloc cluster --notes -k 8                     [dim](the notes of your index)[/]
 
 Clustering adapter ("Document: " prompt), spherical k-means (cosine) with k-means++ seeding,
 deterministic for a given [cyan]--seed[/]. Without [cyan]-k[/], k is the one in 2..--max-k with
@@ -301,23 +390,8 @@ members closest to the centroid first; the title is that of the closest member (
 heading or line). Clusters are separated by a blank line, largest first.
 """
     + INPUT_HELP
+    + NOTES_HELP
 )
-
-
-def _collect(
-    items: Iterator[Item], embed, total: int | None, label: str, quiet: bool
-) -> tuple[list[Item], np.ndarray]:
-    """Every item and its vector: clustering needs them all at once."""
-    kept: list[Item] = []
-    vectors: list[np.ndarray] = []
-    with embed_progress(total, label, quiet) as progress:
-        for block, vecs in embed_blocks(
-            items, lambda texts: embed(texts, progress), read_text_file
-        ):
-            kept.extend(block)
-            vectors.append(vecs)
-    _no_readable(len(kept))
-    return kept, np.concatenate(vectors)
 
 
 @app.command(epilog=CLUSTER_EXAMPLES)
@@ -331,6 +405,9 @@ def cluster(
     ] = cluster_.DEFAULT_MAX_K,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")] = 0,
     read_files: ReadFilesOpt = False,
+    notes: NotesOpt = False,
+    db: DbOpt = None,
+    stored_vectors: StoredOpt = False,
     no_prefix: NoPrefixOpt = False,
     input_format: InputOpt = "auto",
     as_json: JsonOpt = False,
@@ -342,17 +419,17 @@ def cluster(
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
-    """Group stdin lines or files into clusters of similar meaning."""
+    """Group stdin lines, files or indexed notes into clusters of similar meaning."""
     fmt = _format(as_json, as_jsonl)
     if k is not None and k < 1:
         raise JinalocError(f"-k must be at least 1, got {k}")
-    items, total = _inputs(files, read_files, input_format, no_prefix)
-    embedder = load_embedder(model, backend, quant, offline)
+    source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
+    embedder = source.load(model, backend, quant, offline)
 
     def embed(texts, progress):
         return embedder.embed(texts, "clustering", "document", None, batch_size, progress)
 
-    kept, vectors = _collect(items, embed, total, "embedding", quiet)
+    kept, vectors = source.collect(embed, quiet)
     if k is not None and k > len(kept):
         raise JinalocError(f"-k {k} is more than the {len(kept)} inputs")
     result = cluster_.cluster_vectors(vectors, k, max_k, seed)
@@ -390,8 +467,6 @@ def cluster(
         write_lines(lines)
 
 
-# --- dedup --------------------------------------------------------------------------------
-
 DEDUP_EXAMPLES = (
     f"""
 [b]Examples[/b]
@@ -399,16 +474,18 @@ DEDUP_EXAMPLES = (
   sort -u titles.txt | jinaloc dedup
   jinaloc dedup --threshold 0.95 --pairs notes/*.md
   find notes -name "*.md" | jinaloc dedup --read-files --jsonl | jq -c '[.members[].path]'
+  jinaloc dedup --db notes.db --pairs              [dim](indexed notes)[/]
 
 Text-matching adapter ("Document: " prompt). Two texts are near-duplicates when their cosine is
 at least [cyan]--threshold[/] (default {dedup_.DEFAULT_THRESHOLD}: high on purpose, as merging
 distinct texts costs more than missing a loose paraphrase); groups are the connected components
-of that relation.
-Identical texts are embedded once and score 1. Output: groups of [cyan]score<TAB>line[/]
-separated by blank lines (score: best similarity to another member), or with [cyan]--pairs[/]
-[cyan]score<TAB>line<TAB>line[/], most similar first. Exit code 1 when nothing is duplicated.
+of that relation. Identical texts are embedded once and score 1. Output: groups of
+[cyan]score<TAB>line[/] separated by blank lines (score: best similarity to another member), or
+with [cyan]--pairs[/] [cyan]score<TAB>line<TAB>line[/], most similar first. Exit code 1 when
+nothing is duplicated.
 """
     + INPUT_HELP
+    + NOTES_HELP
 )
 
 
@@ -420,6 +497,9 @@ def dedup(
     ] = dedup_.DEFAULT_THRESHOLD,
     pairs: Annotated[bool, typer.Option("--pairs", help="Print pairs instead of groups.")] = False,
     read_files: ReadFilesOpt = False,
+    notes: NotesOpt = False,
+    db: DbOpt = None,
+    stored_vectors: StoredOpt = False,
     no_prefix: NoPrefixOpt = False,
     input_format: InputOpt = "auto",
     as_json: JsonOpt = False,
@@ -431,20 +511,23 @@ def dedup(
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
-    """Find near-duplicate stdin lines or files."""
+    """Find near-duplicate stdin lines, files or indexed notes."""
     fmt = _format(as_json, as_jsonl)
     dedup_.check_threshold(threshold)
-    items, total = _inputs(files, read_files, input_format, no_prefix)
-    embedder = load_embedder(model, backend, quant, offline)
-    distinct = dedup_.Distinct()
+    source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
+    embedder = source.load(model, backend, quant, offline)
+    # Notes are whole documents made of chunks: no exact-copy shortcut for them.
+    distinct = dedup_.Distinct() if source.store is None else None
 
     def embed(texts, progress):
-        new = distinct.add(texts)
-        return embedder.embed(new, "text-matching", "document", None, batch_size, progress)
+        if distinct is not None:
+            texts = distinct.add(texts)
+        return embedder.embed(texts, "text-matching", "document", None, batch_size, progress)
 
-    kept, vectors = _collect(items, embed, total, "embedding", quiet)
+    kept, vectors = source.collect(embed, quiet)
+    copies = distinct.copies if distinct is not None else None
     if pairs:
-        found = dedup_.duplicate_pairs(vectors, threshold, distinct.copies)
+        found = dedup_.duplicate_pairs(vectors, threshold, copies)
         if fmt:
             rows = [
                 {"score": round(s, 6), "a": kept[a].describe(), "b": kept[b].describe()}
@@ -454,7 +537,7 @@ def dedup(
         else:
             write_lines(f"{s:.4f}\t{kept[a].out}\t{kept[b].out}" for a, b, s in found)
     else:
-        found = dedup_.duplicate_groups(vectors, threshold, distinct.copies)
+        found = dedup_.duplicate_groups(vectors, threshold, copies)
         if fmt:
             rows = [
                 {

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..chunking import embed_text
 from ..errors import JinalocError
 from ..inputs import batched, records
+from ..vectors import l2_normalize
 
 log = logging.getLogger("jinaloc")
 
@@ -128,6 +130,33 @@ def embed_blocks(
             if item.path is not None and item.line is None:
                 item.text = None
         yield chunk, vectors
+
+
+def note_blocks(
+    documents: Iterable[Any],
+    embed: Callable[[list[str]], np.ndarray] | None,
+    block: int = STREAM_BLOCK,
+) -> Iterator[tuple[list[Item], np.ndarray]]:
+    """(items, vectors) for the notes of an index (`Store.iter_documents()`).
+
+    A note's vector is the normalized mean of its chunks' vectors, as `jinaloc similar` uses:
+    long notes count whole, not cut at the model's context. Chunks are re-embedded with
+    `embed` as the index embeds them (title and heading path first); `embed=None` takes the
+    stored vectors instead (retrieval adapter, no model needed)."""
+    for docs in batched((d for d in documents if d.texts), block):
+        if embed is None:
+            vectors = np.concatenate([d.vectors for d in docs])
+        else:
+            vectors = embed(
+                [
+                    embed_text(d.title, heading, text)
+                    for d in docs
+                    for heading, text in zip(d.headings, d.texts, strict=True)
+                ]
+            )
+        starts = np.cumsum([0] + [len(d.texts) for d in docs[:-1]])
+        pooled = l2_normalize(np.add.reduceat(vectors, starts, axis=0))
+        yield [Item(out=d.path, path=d.path, title=d.title) for d in docs], pooled
 
 
 def nonempty(items: Iterable[Item], what: str = "stdin") -> Iterator[Item]:
