@@ -1,7 +1,8 @@
 """Search at scale: synthetic clustered vectors written through jinaloc's store, then the exact
 float scan, the bit-only Hamming scan and the two-stage search (bits, then float rescoring)
 against a numpy brute-force scan of the same vectors. Reports p50/p95 latency, recall@k of
-each against the exact top k, and bytes per chunk on disk.
+each against the exact top k, and bytes per chunk on disk; and a sweep of the coarse stage's
+candidate count (bits top-N, then float rescoring) for choosing the default oversample.
 
     python scripts/bench_search.py [--sizes 10000 100000 1000000] [--dims 256 768] [--json PATH]
 """
@@ -76,8 +77,9 @@ def run_one(n: int, dim: int, args, workdir: Path, rng: np.random.Generator) -> 
         f" {size / n:.0f} B/chunk"
     )
 
-    times: dict[str, list[float]] = {m: [] for m in ("exact", "bits", "two_stage", "numpy")}
-    rec = {"two_stage": [], "bits": [], "exact_vs_numpy": []}
+    sweep = [f"sweep_{c}" for c in args.sweep]
+    times: dict[str, list[float]] = {m: [] for m in ("exact", "bits", "two_stage", "numpy", *sweep)}
+    rec: dict[str, list[float]] = {m: [] for m in ("two_stage", "bits", "exact_vs_numpy", *sweep)}
     k, over = args.k, args.oversample
     store = Store.open(path, create=False)
     # Chunk ids are 1..n in insertion order; numpy row i is chunk i + 1.
@@ -97,6 +99,12 @@ def run_one(n: int, dim: int, args, workdir: Path, rng: np.random.Generator) -> 
         t = time.perf_counter()
         truth = (numpy_top(vectors, q, k) + 1).tolist()
         times["numpy"].append(time.perf_counter() - t)
+        for c in args.sweep:  # the coarse stage alone at other candidate counts
+            t = time.perf_counter()
+            rows = store.scores(q, store.knn_bits(q, c))
+            top = [r[0] for r in sorted(rows, key=lambda r: -r[2])[:k]]
+            times[f"sweep_{c}"].append(time.perf_counter() - t)
+            rec[f"sweep_{c}"].append(recall(top, exact))
         rec["two_stage"].append(recall(two, exact))
         rec["bits"].append(recall(bits, exact))
         rec["exact_vs_numpy"].append(recall(exact, truth))
@@ -135,6 +143,13 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=120, help="seconds of queries per size")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--oversample", type=int, default=DEFAULT_OVERSAMPLE)
+    p.add_argument(
+        "--sweep",
+        type=int,
+        nargs="*",
+        default=[50, 100, 256, 1000],
+        help="also time bits top-N + float rescoring at these N (store calls, no details)",
+    )
     p.add_argument("--chunks-per-file", type=int, default=1000)
     p.add_argument("--dir", type=Path, help="where the index files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the index files")
@@ -159,11 +174,20 @@ def main() -> None:
     cols += ["two_stage_p50_ms", "two_stage_p95_ms", "numpy_p50_ms", "recall_two_stage"]
     cols += ["recall_bits", "bytes_per_chunk"]
     print(table(rows, cols))
+    sweep_cols = [f"sweep_{c}_{m}" for c in args.sweep for m in ("p50_ms", "recall")]
+    print(table([{**r, **sweep_view(r, args.sweep)} for r in rows], ["n", "dim", *sweep_cols]))
     for t in targets:
         print(f"- {t['target']}: {t['value']:.3g} ({'met' if t['met'] else 'MISSED'})")
     write_json(
         args.json, {"machine": machine(), "args": vars(args), "results": rows, "targets": targets}
     )
+
+
+def sweep_view(row: dict, sweep: list[int]) -> dict:
+    return {
+        **{f"sweep_{c}_p50_ms": row[f"sweep_{c}_p50_ms"] for c in sweep},
+        **{f"sweep_{c}_recall": row[f"recall_sweep_{c}"] for c in sweep},
+    }
 
 
 def targets_for(rows: list[dict]) -> list[dict]:

@@ -1,0 +1,377 @@
+"""Embedding throughput: jinaloc's GGUF and MLX backends against PyTorch fp32 and the matmul roof.
+
+For each family (nano, small) every runtime is loaded once, then each workload (short ~16,
+medium ~128, long ~512 tokens; one text per call, or a batch per call) is timed in rounds that
+visit every runtime in turn, so the ratios compare measurements taken side by side. Reports the
+median over rounds of tokens/s and ms per call, the ratio to PyTorch fp32 in the same run, the
+fraction of the arithmetic roof (model FLOPs/token vs measured matmul GFLOP/s) and the cosine
+of each runtime's vectors against PyTorch fp32's.
+
+    python scripts/make_bench_models.py           # once: full-size random-weight models
+    python scripts/bench_embed.py [--families nano small] [--rounds 5] [--json PATH]
+    python scripts/bench_embed.py --quick         # the tiny test fixtures, seconds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    bench_models_dir,
+    fixtures_dir,
+    log,
+    machine,
+    median,
+    parser,
+    table,
+    timeit,
+    write_json,
+)
+
+from jinaloc.embedder import load_embedder  # noqa: E402
+from jinaloc.errors import JinalocError  # noqa: E402
+
+TASK = "retrieval"
+SAMPLE = """the note about a meeting with the team on budget planning and next quarter goals
+includes several open questions on hiring travel costs software licenses office space and the
+new customer onboarding process which should be documented before the review in march while
+the research group tests retrieval models embeddings vector search and local inference"""
+
+
+@dataclass
+class Workload:
+    name: str
+    tokens: int  # target tokens per text, prompt and special tokens included
+    single: int  # texts timed one per call
+    batched: int  # texts in one call
+    prompt: str = "document"
+
+
+WORKLOADS = [
+    Workload("short", 16, 8, 64, prompt="query"),
+    Workload("medium", 128, 4, 16),
+    Workload("long", 512, 2, 4),
+]
+QUICK_WORKLOADS = [
+    Workload("short", 16, 2, 8, prompt="query"),
+    Workload("medium", 128, 1, 4),
+    Workload("long", 400, 1, 2),
+]
+
+
+@dataclass
+class Runtime:
+    name: str
+    embed: object  # (texts, prompt, batch_size) -> np.ndarray (n, dim) normalized
+    count: object = None  # (texts, prompt) -> token counts
+    cap: int = 0  # >0: at most this many texts per measurement (slow runtimes)
+    workloads: list[str] = field(default_factory=list)  # empty: all
+    close: object = None
+
+
+def make_texts(tokenizer, prefix: str, tokens: int, n: int, seed: int) -> list[str]:
+    """n distinct texts of about `tokens` tokens each (with prefix and special tokens)."""
+    rng = np.random.default_rng(seed)
+    vocabulary = SAMPLE.split()
+    texts = []
+    for _ in range(n):
+        words: list[str] = []
+        while True:
+            words.append(str(rng.choice(vocabulary)))
+            if len(tokenizer.encode(prefix + " ".join(words)).ids) >= tokens:
+                break
+        texts.append(" ".join(words))
+    return texts
+
+
+# --- runtimes ---
+
+
+def jinaloc_runtime(name: str, folder: Path, backend: str, quant: str | None, **kw) -> Runtime:
+    emb = load_embedder(str(folder), backend=backend, quant=quant, offline=True)
+    emb.embed(["warm up"], task=TASK)  # opens the task's model / adapter
+
+    def embed(texts, prompt, batch_size):
+        return emb.embed(texts, task=TASK, prompt=prompt, batch_size=batch_size)
+
+    return Runtime(name, embed, count=emb.count_tokens, close=emb.close, **kw)
+
+
+def torch_runtime(folder: Path, tokenizer, prompts: dict, threads: int) -> Runtime:
+    import torch
+    from make_bench_models import torch_model
+
+    torch.set_num_threads(threads)
+    model = torch_model(folder, TASK)
+
+    def embed(texts, prompt, batch_size):
+        out = []
+        for i in range(0, len(texts), batch_size):
+            ids = [
+                e.ids
+                for e in tokenizer.encode_batch(
+                    [prompts[prompt] + t for t in texts[i : i + batch_size]]
+                )
+            ]
+            n = max(map(len, ids))
+            x = torch.zeros((len(ids), n), dtype=torch.long)
+            mask = torch.zeros((len(ids), n), dtype=torch.long)
+            for row, seq in enumerate(ids):
+                x[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            with torch.inference_mode():
+                hidden = model(input_ids=x, attention_mask=mask).last_hidden_state
+            last = mask.sum(1) - 1
+            out.append(hidden[torch.arange(len(ids)), last].float().numpy())
+        pooled = np.concatenate(out)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    return Runtime("pytorch-fp32", embed)
+
+
+# --- arithmetic roof ---
+
+
+def matmul_gflops(quick: bool) -> dict:
+    """Measured fp32 matmul throughput at model-like shapes (tokens x hidden @ hidden x FFN)."""
+    m, k, n = (256, 256, 512) if quick else (512, 1024, 3072)
+    a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
+    flops = 2 * m * k * n
+    out = {"shape": [m, k, n]}
+    out["numpy_fp32"] = flops / median(timeit(lambda: a @ b, repeat=15 if not quick else 3)) / 1e9
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        out["torch_fp32"] = flops / median(timeit(lambda: ta @ tb, repeat=15)) / 1e9
+        ta, tb = ta.bfloat16(), tb.bfloat16()
+        out["torch_bf16"] = flops / median(timeit(lambda: ta @ tb, repeat=15)) / 1e9
+    except ImportError:
+        pass
+    return out
+
+
+def flops_per_token(config: dict, seq: int, causal: bool) -> float:
+    """Multiply-adds x 2 of the transformer body for one token in a sequence of `seq` tokens
+    (the embedding lookup is free; attention is QK^T plus AV, causal attends to half on average)."""
+    h, f, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    hd = config.get("head_dim") or h // heads
+    linear = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * f
+    attended = (seq + 1) / 2 if causal else seq
+    return 2 * layers * (linear + 2 * heads * hd * attended)
+
+
+# --- measuring ---
+
+
+def measure(rt: Runtime, texts: list[str], prompt: str, batch: bool) -> tuple[float, list[float]]:
+    """Seconds for all texts (one call, or one call per text) and the per-call times."""
+    if batch:
+        t = time.perf_counter()
+        rt.embed(texts, prompt, 32)
+        dt = time.perf_counter() - t
+        return dt, [dt]
+    calls = []
+    for text in texts:
+        t = time.perf_counter()
+        rt.embed([text], prompt, 1)
+        calls.append(time.perf_counter() - t)
+    return sum(calls), calls
+
+
+def bench_family(family: str, folder: Path, args, roof: dict) -> tuple[list[dict], list[dict]]:
+    from tokenizers import Tokenizer
+
+    config = json.loads((folder / "config.json").read_text())
+    causal = "head_dim" in config
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    prompts = {"query": "Query: ", "document": "Document: "}
+    threads = int(os.environ.get("JINALOC_THREADS") or 0) or None
+    if threads is None:
+        from jinaloc.backends.gguf import default_threads
+
+        threads = default_threads()
+    workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+    runtimes: list[Runtime] = []
+    skipped: list[dict] = []
+
+    def add(name, make):
+        if args.runtimes and name not in args.runtimes:
+            return
+        log(f"{family}: loading {name}")
+        try:
+            t = time.perf_counter()
+            rt = make()
+            log(f"{family}: {name} loaded in {time.perf_counter() - t:.1f} s")
+            runtimes.append(rt)
+        except (ImportError, JinalocError, OSError) as e:
+            log(f"{family}: skipping {name}: {e}")
+            skipped.append({"family": family, "runtime": name, "reason": str(e)})
+
+    add("pytorch-fp32", lambda: torch_runtime(folder, tokenizer, prompts, threads))
+    gguf_quants = ("F32", "Q8_0") if args.quick else ("F16", "Q8_0", "Q4_K_M")
+    for q in gguf_quants:
+        add(f"gguf-{q}", lambda q=q: jinaloc_runtime(f"gguf-{q}", folder, "gguf", q))
+    mlx_kw = {} if args.quick else {"cap": 1, "workloads": args.mlx_workloads}
+    for q in ("fp32", "q8", "q4"):
+        add(f"mlx-{q}", lambda q=q: jinaloc_runtime(f"mlx-{q}", folder, "mlx", q, **mlx_kw))
+
+    rows: list[dict] = []
+    cos_rows: list[dict] = []
+    for w in workloads:
+        texts = make_texts(tokenizer, prompts[w.prompt], w.tokens, max(w.single, w.batched), 7)
+        n_tokens = [
+            len(e.ids) for e in tokenizer.encode_batch([prompts[w.prompt] + t for t in texts])
+        ]
+        flop = flops_per_token(config, int(np.mean(n_tokens)), causal)
+        vectors = {}
+        for mode, n in (("single", w.single), ("batched", w.batched)):
+            times: dict[str, list[float]] = {rt.name: [] for rt in runtimes}
+            calls: dict[str, list[float]] = {rt.name: [] for rt in runtimes}
+            for r in range(args.rounds):
+                for rt in runtimes:
+                    if rt.workloads and f"{w.name}-{mode}" not in rt.workloads:
+                        continue
+                    if rt.cap and r > 0:
+                        continue  # slow runtimes: one round
+                    use = texts[: min(n, rt.cap)] if rt.cap else texts[:n]
+                    if r == 0:
+                        rt.embed(use[:1], w.prompt, 1)  # warm-up at this length
+                    seconds, per_call = measure(rt, use, w.prompt, mode == "batched")
+                    times[rt.name].append(seconds)
+                    calls[rt.name] += per_call
+                    if mode == "batched" and r == 0:
+                        vectors[rt.name] = rt.embed(texts[:2], w.prompt, 32)
+                log(f"{family} {w.name}-{mode} round {r + 1}/{args.rounds} done")
+            for rt in runtimes:
+                if not times[rt.name]:
+                    continue
+                used = min(n, rt.cap) if rt.cap else n
+                tokens = sum(n_tokens[:used])
+                sec = median(times[rt.name])
+                rows.append(
+                    {
+                        "family": family,
+                        "runtime": rt.name,
+                        "workload": w.name,
+                        "mode": mode,
+                        "texts": used,
+                        "tokens_per_text": round(tokens / used, 1),
+                        "rounds": len(times[rt.name]),
+                        "seconds": sec,
+                        "tok_per_s": tokens / sec,
+                        "ms_per_call": 1000 * median(calls[rt.name]),
+                        "gflop_per_token": flop / 1e9,
+                        "roof_fraction": tokens / sec * flop / 1e9 / roof["numpy_fp32"],
+                    }
+                )
+        ref = vectors.get("pytorch-fp32")
+        for name, v in vectors.items():
+            if ref is not None and name != "pytorch-fp32":
+                cos = float(np.min(np.sum(v * ref, axis=1)))
+                cos_rows.append(
+                    {"family": family, "runtime": name, "workload": w.name, "min_cos": cos}
+                )
+    for rt in runtimes:
+        if rt.close:
+            rt.close()
+    add_ratios(rows)
+    return rows + skipped, cos_rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    ref = {
+        (r["workload"], r["mode"]): r["tok_per_s"] for r in rows if r["runtime"] == "pytorch-fp32"
+    }
+    for r in rows:
+        base = ref.get((r["workload"], r["mode"]))
+        r["vs_pytorch"] = r["tok_per_s"] / base if base else None
+
+
+def targets_for(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r.get("runtime") == "gguf-Q8_0" and r.get("vs_pytorch") is not None:
+            out.append(
+                {
+                    "target": f"{r['family']} GGUF Q8_0 / PyTorch fp32 tok/s, {r['workload']}"
+                    f" {r['mode']} >= 3",
+                    "value": r["vs_pytorch"],
+                    "met": r["vs_pytorch"] >= 3,
+                }
+            )
+    return out
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
+    p.add_argument("--families", nargs="+", default=["nano", "small"])
+    p.add_argument("--rounds", type=int, default=5, help="measurements per runtime (median)")
+    p.add_argument("--runtimes", nargs="*", help="only these (e.g. pytorch-fp32 gguf-Q8_0)")
+    p.add_argument(
+        "--mlx-workloads",
+        nargs="*",
+        default=["short-single", "medium-single"],
+        help="MLX on Linux CPU is ~100x slower: only these workloads, one text, one round",
+    )
+    args = p.parse_args()
+    if args.quick:
+        args.rounds = min(args.rounds, 2)
+        fixtures = fixtures_dir()
+        if fixtures is None:
+            raise SystemExit("--quick needs the tiny fixtures: set JINALOC_FIXTURES")
+        folders = {f: fixtures / f"tiny-v5-{f}" for f in args.families}
+    else:
+        base = args.models or bench_models_dir()
+        folders = {f: base / f"bench-v5-{f}" for f in args.families}
+        missing = [str(d) for d in folders.values() if not (d / "config.json").is_file()]
+        if missing:
+            raise SystemExit(f"missing {missing}: run scripts/make_bench_models.py first")
+    roof = matmul_gflops(args.quick)
+    log(f"matmul roof: {roof}")
+    rows, cos_rows, models = [], [], {}
+    for family, folder in folders.items():
+        config = json.loads((folder / "config.json").read_text())
+        causal = "head_dim" in config
+        models[family] = {
+            "folder": str(folder),
+            "gflop_per_token_at_128": flops_per_token(config, 128, causal) / 1e9,
+        }
+        r, c = bench_family(family, folder, args, roof)
+        rows += r
+        cos_rows += c
+    timed = [r for r in rows if "tok_per_s" in r]
+    cols = ["family", "runtime", "workload", "mode", "tokens_per_text", "tok_per_s", "ms_per_call"]
+    print(table(timed, cols + ["vs_pytorch", "roof_fraction"]))
+    print(table(cos_rows, ["family", "runtime", "workload", "min_cos"]))
+    targets = targets_for(timed)
+    for t in targets:
+        print(f"- {t['target']}: {t['value']:.2f} ({'met' if t['met'] else 'MISSED'})")
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "args": vars(args),
+            "roof_gflops": roof,
+            "models": models,
+            "results": timed,
+            "skipped": [r for r in rows if "reason" in r],
+            "cosine_vs_pytorch": cos_rows,
+            "targets": targets,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
