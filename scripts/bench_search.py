@@ -63,19 +63,19 @@ def recall(found: list[int], truth: list[int]) -> float:
     return len(set(found) & set(truth)) / len(truth)
 
 
-def run_one(n: int, dim: int, args, workdir: Path, rng: np.random.Generator) -> dict:
+def run_one(n: int, dim: int, args, workdir: Path) -> dict:
+    rng = np.random.default_rng([args.seed, n, dim])  # the same vectors whatever else runs
     centers = l2_normalize(rng.standard_normal((max(1, n // POINTS_PER_CLUSTER), dim)))
     vectors = clustered(rng, centers, n)
     queries = clustered(rng, centers, args.queries)
-    path = workdir / f"search-{n}x{dim}.db"
-    path.unlink(missing_ok=True)
-    log(f"{n} x {dim}: writing through the store")
-    write_s = build(path, vectors, args.chunks_per_file)
+    path = workdir / f"search-{n}x{dim}-s{args.seed}.db"
+    write_s = None
+    if not (args.keep and path.is_file()):  # --keep reuses an earlier run's index
+        path.unlink(missing_ok=True)
+        log(f"{n} x {dim}: writing through the store")
+        write_s = build(path, vectors, args.chunks_per_file)
+        log(f"{n} x {dim}: {write_s:.1f} s to write ({n / write_s:,.0f} chunks/s)")
     size = path.stat().st_size
-    log(
-        f"{n} x {dim}: {write_s:.1f} s to write ({n / write_s:,.0f} chunks/s),"
-        f" {size / n:.0f} B/chunk"
-    )
 
     sweep = [f"sweep_{c}" for c in args.sweep]
     times: dict[str, list[float]] = {m: [] for m in ("exact", "bits", "two_stage", "numpy", *sweep)}
@@ -122,7 +122,7 @@ def run_one(n: int, dim: int, args, workdir: Path, rng: np.random.Generator) -> 
         "oversample": over,
         "candidates": max(k * over, MIN_CANDIDATES),
         "write_s": write_s,
-        "write_chunks_per_s": n / write_s,
+        "write_chunks_per_s": n / write_s if write_s else None,
         "bytes_per_chunk": size / n,
         "float_bytes_per_chunk": 4 * dim,
     }
@@ -152,19 +152,18 @@ def main() -> None:
     )
     p.add_argument("--chunks-per-file", type=int, default=1000)
     p.add_argument("--dir", type=Path, help="where the index files go (default: a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the index files")
+    p.add_argument("--keep", action="store_true", help="keep the index files, and reuse kept ones")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.quick:
         args.sizes, args.dims, args.queries, args.chunks_per_file = [3000], [64], 10, 500
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="jinaloc-bench-search-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
     rows = []
     try:
         for dim in args.dims:
             for n in args.sizes:
-                rows.append(run_one(n, dim, args, workdir, rng))
+                rows.append(run_one(n, dim, args, workdir))
                 print(table(rows[-1:], list(rows[-1])), flush=True)
     finally:
         if args.dir is None and not args.keep:
