@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,19 +160,9 @@ def repos_of(spec: ModelSpec) -> list[str]:
 
 
 def remove_cached(spec: ModelSpec) -> list[CachedRepo]:
-    """Delete every cached repo of the model from the HF cache."""
-    from huggingface_hub import scan_cache_dir
-
+    """Delete every cached repo of the model (all revisions) from the HF cache."""
     cached = cached_repos()
     gone = [cached[r] for r in repos_of(spec) if r in cached]
-    if not gone:
-        return []
-    info = scan_cache_dir()
-    hashes = [
-        rev.commit_hash
-        for repo in info.repos
-        if repo.repo_id in {g.repo_id for g in gone}
-        for rev in repo.revisions
-    ]
-    info.delete_revisions(*hashes).execute()
+    for repo in gone:
+        shutil.rmtree(repo.path)
     return gone

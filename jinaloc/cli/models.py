@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import hub
 from ..embedder import check_task, default_backend
 from ..errors import JinalocError, check_choice
-from ..output import write_json
+from ..output import write_json, write_lines
 from ..registry import ModelSpec, load_registry
 from . import app
 from .common import OfflineOpt, err_console, out_console
@@ -88,9 +88,7 @@ def list_models(as_json: JsonOpt = False) -> None:
     if as_json:
         write_json(infos)
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("name", "arch", "dims", "max tokens", "downloaded", "size", "license"):
-        table.add_column(col)
+    rows = []
     for info in infos:
         d = info["downloaded"]
         if d["local_path"]:
@@ -103,10 +101,17 @@ def list_models(as_json: JsonOpt = False) -> None:
             have = "; ".join(parts) or "-"
         name = info["name"] + (" (default)" if info["default"] else "")
         size = _human(d["size"]) if d["size"] else "-"
-        table.add_row(
-            name, info["architecture"] or "?", str(info["dims"] or "?"),
-            str(info["max_tokens"] or "?"), have, size, info["license"] or "?",
-        )  # fmt: skip
+        arch, dims, max_tokens = info["architecture"], info["dims"], info["max_tokens"]
+        rows.append([name, arch or "?", str(dims or "?"), str(max_tokens or "?"), have, size,
+                     info["license"] or "?"])  # fmt: skip
+    if not out_console.is_terminal:
+        write_lines("\t".join(row) for row in rows)
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "arch", "dims", "max tokens", "downloaded", "size", "license"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     out_console.print(table)
 
 
