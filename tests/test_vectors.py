@@ -46,3 +46,24 @@ def test_encodings_round_trip():
     np.testing.assert_array_equal(decoded, x[1])
     with pytest.raises(JinalocError, match="unknown output type"):
         encode(x, "int4")
+
+
+def test_pack_bits_equals_sqlite_vec_quantize_binary(tmp_path):
+    from jinaloc.store import Store
+
+    rng = np.random.default_rng(1)
+    x = matryoshka(rng.standard_normal((20, 256)))
+    with Store.open(tmp_path / "bits.db") as store:
+        for row in x:
+            (blob,) = store.conn.execute(
+                "SELECT vec_quantize_binary(?)", [row.astype(np.float32).tobytes()]
+            ).fetchone()
+            assert np.frombuffer(blob, np.uint8).tolist() == pack_bits(row).tolist()
+        # Hamming distance in sqlite-vec agrees with numpy on the same packed bits.
+        a, b = pack_bits(x[0]), pack_bits(x[1])
+        (dist,) = store.conn.execute(
+            "SELECT vec_distance_hamming(vec_bit(?), vec_bit(?))", [a.tobytes(), b.tobytes()]
+        ).fetchone()
+        assert dist == int(np.unpackbits(a ^ b).sum())
+    # MSB-first (numpy's default) would not match.
+    assert np.packbits(x[0] > 0).tolist() != pack_bits(x[0]).tolist()
