@@ -33,7 +33,8 @@ def test_real_model_ranks_the_relevant_passage_first(model):
         "Photosynthesis turns light into chemical energy in plants.",
     ]
     d = embedder.embed(docs, task="retrieval", prompt="document", dim=256)
-    q = embedder.embed(["What is the capital of France?"], task="retrieval", prompt="query", dim=256)
+    query = "What is the capital of France?"
+    q = embedder.embed([query], task="retrieval", prompt="query", dim=256)
     scores = d @ q[0]
     assert int(np.argmax(scores)) == 0
     assert scores[0] - max(scores[1:]) > 0.1
