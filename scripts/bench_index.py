@@ -1,0 +1,206 @@
+"""Indexing overhead: end-to-end `jinaloc index` on a generated notes corpus against pure
+embedding time of the same chunks, so the cost of walking, chunking and storing is visible.
+
+Each round runs, side by side: the CLI on a fresh index (a new process, as a user runs it);
+the same process start-up and model load alone (`load`: import, load, embed one text); and
+the pure embedding of every chunk text the index stored, in one Embedder call with the model
+already loaded. overhead = (index - load - embed) / embed.
+
+    python scripts/bench_index.py [--families nano small] [--files 60] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    ROOT,
+    bench_models_dir,
+    fixtures_dir,
+    log,
+    machine,
+    median,
+    parser,
+    table,
+    write_json,
+)
+
+from jinaloc.chunking import embed_text  # noqa: E402
+from jinaloc.embedder import load_embedder  # noqa: E402
+from jinaloc.store import Store  # noqa: E402
+
+TOPICS = """budget hiring travel roadmap release security backup garden recipes reading
+fitness taxes meeting research embeddings retrieval onboarding design review"""
+SAMPLE = """the note about a meeting with the team on budget planning and next quarter goals
+includes several open questions on hiring travel costs software licenses office space and the
+new customer onboarding process which should be documented before the review in march while
+the research group tests retrieval models embeddings vector search and local inference we
+should also remember to water the tomatoes renew the passport and call the accountant"""
+LOAD = """
+import sys, time
+from jinaloc.embedder import load_embedder
+e = load_embedder(sys.argv[1], backend=sys.argv[2], quant=sys.argv[3] or None, offline=True)
+e.embed(["warm up"], task="retrieval", dim=int(sys.argv[4]))
+"""
+
+
+def sentence(rng: np.random.Generator) -> str:
+    words = rng.choice(SAMPLE.split(), size=int(rng.integers(6, 20)))
+    return " ".join(words).capitalize() + "."
+
+
+def make_corpus(folder: Path, files: int, seed: int = 0) -> int:
+    """Markdown notes in a few sub-folders: a title, 1-6 sections, paragraphs and lists."""
+    rng = np.random.default_rng(seed)
+    topics = TOPICS.split()
+    total = 0
+    for i in range(files):
+        topic = topics[i % len(topics)]
+        lines = [f"# {topic.capitalize()} notes {i}", ""]
+        for s in range(int(rng.integers(1, 7))):
+            lines += [f"## {topic} part {s}", ""]
+            for _ in range(int(rng.integers(1, 5))):
+                lines += [" ".join(sentence(rng) for _ in range(int(rng.integers(2, 8)))), ""]
+            if rng.random() < 0.3:
+                lines += [f"- {sentence(rng)}" for _ in range(int(rng.integers(2, 6)))] + [""]
+        path = folder / topic / f"note-{i:04d}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "\n".join(lines)
+        path.write_text(text)
+        total += len(text)
+    return total
+
+
+def chunk_texts(db: Path) -> list[str]:
+    """The exact texts the index embedded: title and heading path, then the chunk."""
+    with Store.open(db, create=False) as store:
+        rows = store.conn.execute(
+            "SELECT f.title, c.heading, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
+            " ORDER BY f.path, c.seq"
+        ).fetchall()
+    return [embed_text(t, json.loads(h), x) for t, h, x in rows]
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    dt = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return dt, out.stdout
+
+
+def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -> dict:
+    model, backend, quant, dim = str(folder), args.backend, args.quant, args.dim
+    embedder = load_embedder(model, backend=backend, quant=quant, offline=True)
+    embedder.embed(["warm up"], task="retrieval", dim=dim)
+    index_s, load_s, embed_s, reports = [], [], [], []
+    texts: list[str] = []
+    for r in range(args.rounds):
+        db = workdir / f"{family}-{r}.db"
+        cmd = [sys.executable, "-m", "jinaloc", "index", str(corpus), "--db", str(db)]
+        cmd += ["--model", model, "--backend", backend, "--dim", str(dim), "--json", "-q"]
+        dt, out = run(cmd + (["--quant", quant] if quant else []))
+        index_s.append(dt)
+        reports.append(json.loads(out))
+        texts = chunk_texts(db)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        dt, _ = run([sys.executable, "-c", LOAD, model, backend, quant or "", str(dim)])
+        load_s.append(dt)
+        t = time.perf_counter()
+        embedder.embed(texts, task="retrieval", prompt="document", dim=dim)
+        embed_s.append(time.perf_counter() - t)
+        log(
+            f"{family} round {r + 1}: index {index_s[-1]:.1f} s, load {load_s[-1]:.1f} s,"
+            f" embed {embed_s[-1]:.1f} s"
+        )
+    tokens = sum(embedder.count_tokens(texts, "document"))
+    embedder.close()
+    index, load, embed = median(index_s), median(load_s), median(embed_s)
+    report = reports[-1]
+    return {
+        "family": family,
+        "backend": backend,
+        "quant": quant,
+        "dim": dim,
+        "files": report["added"],
+        "chunks": len(texts),
+        "tokens": tokens,
+        "rounds": args.rounds,
+        "index_s": index,
+        "load_s": load,
+        "embed_s": embed,
+        "indexer_run_s": median([r["seconds"] for r in reports]),
+        "embed_tok_per_s": tokens / embed,
+        "index_tok_per_s": tokens / index,
+        "overhead": (index - load - embed) / embed,
+        "overhead_with_load": (index - embed) / embed,
+        "index_s_all": index_s,
+        "load_s_all": load_s,
+        "embed_s_all": embed_s,
+    }
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
+    p.add_argument("--families", nargs="+", default=["nano", "small"])
+    p.add_argument("--files", type=int, default=60, help="notes in the generated corpus")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--backend", default="gguf")
+    p.add_argument("--quant", default="Q8_0", help="GGUF quant, or MLX fp32/q8/q4")
+    p.add_argument("--dim", type=int, default=512)
+    args = p.parse_args()
+    if args.quick:
+        args.files, args.rounds, args.dim, args.families = 3, 1, 32, args.families[:1]
+        fixtures = fixtures_dir()
+        if fixtures is None:
+            raise SystemExit("--quick needs the tiny fixtures: set JINALOC_FIXTURES")
+        folders = {f: fixtures / f"tiny-v5-{f}" for f in args.families}
+    else:
+        base = args.models or bench_models_dir()
+        folders = {f: base / f"bench-v5-{f}" for f in args.families}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jinaloc-bench-index-") as tmp:
+        corpus = Path(tmp) / "notes"
+        size = make_corpus(corpus, args.files)
+        log(f"corpus: {args.files} files, {size / 1e3:.0f} kB")
+        for family, folder in folders.items():
+            rows.append(bench_family(family, folder, corpus, Path(tmp), args))
+    cols = ["family", "quant", "files", "chunks", "tokens", "index_s", "load_s", "embed_s"]
+    print(table(rows, cols + ["embed_tok_per_s", "overhead", "overhead_with_load"]))
+    targets = [
+        {
+            "target": f"{r['family']} indexing overhead over pure embedding <= 0.10",
+            "value": r["overhead"],
+            "met": r["overhead"] <= 0.10,
+        }
+        for r in rows
+    ]
+    for t in targets:
+        print(f"- {t['target']}: {t['value']:.3f} ({'met' if t['met'] else 'MISSED'})")
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "args": vars(args),
+            "corpus_bytes": size,
+            "results": rows,
+            "targets": targets,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
