@@ -74,6 +74,13 @@ def test_estimate_k_finds_the_blobs(centers):
     assert set(scores) == set(range(2, 9))
 
 
+def test_estimate_k_on_a_sample_of_large_inputs(monkeypatch):
+    monkeypatch.setattr(cluster, "ESTIMATE_SAMPLE", 40)
+    x, _ = blobs(4, 30, seed=9)
+    k, scores = cluster.estimate_k(x, max_k=8)
+    assert k == 4 and max(scores) == 8
+
+
 def test_cluster_vectors_orders_clusters_and_members():
     x, truth = blobs(3, 10)
     x = np.concatenate([x, x[truth == 0][:5]])  # cluster 0 becomes the largest

@@ -385,9 +385,10 @@ CLUSTER_EXAMPLES = (
 
 Clustering adapter ("Document: " prompt), spherical k-means (cosine) with k-means++ seeding,
 deterministic for a given [cyan]--seed[/]. Without [cyan]-k[/], k is the one in 2..--max-k with
-the best mean silhouette. Each cluster prints as a [cyan]# N: title (size)[/] header, then its
-members closest to the centroid first; the title is that of the closest member (a file's first
-heading or line). Clusters are separated by a blank line, largest first.
+the best mean silhouette (on a sample of 2000 inputs when there are more). Each cluster prints
+as a [cyan]# N: title (size)[/] header, then its members closest to the centroid first; the
+title is that of the closest member (a file's first heading or line). Clusters are separated
+by a blank line, largest first.
 """
     + INPUT_HELP
     + NOTES_HELP
