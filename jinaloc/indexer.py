@@ -151,6 +151,17 @@ def check_compatible(meta: dict, db: Path, model: str | None, dim: int | None) -
         )
 
 
+def quant_name(embedder, quant: str | None) -> str:
+    """The quantization an index is built with, for its meta record."""
+    if quant:
+        return quant
+    if embedder.backend.name == "gguf":
+        from .backends import pick_gguf_quant
+
+        return pick_gguf_quant(embedder.spec, TASK, None)
+    return "default"
+
+
 def token_counter(embedder) -> tuple[TokenCounter, int]:
     """Raw token counts with the model's tokenizer, and the tokens the prompt and special
     tokens add to every text."""
@@ -176,6 +187,7 @@ class Indexer:
         dim: int | None = None,
         chunk_tokens: int | None = None,
         progress: Progress | None = None,
+        quant: str | None = None,
     ):
         self.store = store
         self._load = load
@@ -194,6 +206,7 @@ class Indexer:
                 f"{store.path} was written by another jinaloc version: {reindex_hint(store.path)}"
             )
         self.model = model
+        self.quant = quant
         self.dim = int(meta["dim"]) if meta.get("dim") else dim
         self.chunk_tokens = int(meta.get("chunk_tokens") or chunk_tokens or DEFAULT_CHUNK_TOKENS)
         self._count: TokenCounter | None = None
@@ -221,7 +234,7 @@ class Indexer:
                     "model": e.spec.name,
                     "model_ref": model_ref(self.model) or e.spec.name,
                     "backend": e.backend.name,
-                    "quant": getattr(e.backend, "quant", None) or "default",
+                    "quant": quant_name(e, self.quant),
                     "task": TASK,
                     "prompt": "document",
                     "dim": self.dim,
@@ -302,11 +315,9 @@ class Indexer:
         start = time.monotonic()
         report = self.report
         try:
-            if not self.store.meta().get("model"):
-                self.embedder()  # a new index records its model and dim first
+            plan = self.plan(roots)  # before any model is loaded: a bad root fails fast
             for root, options in roots:
                 self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
-            plan = self.plan(roots)
             report.skipped = plan.skipped
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:

@@ -69,20 +69,22 @@ TOPICS = {
 }
 
 
-def make_notes(folder: Path, n: int, seed: int = 0, paragraphs: int = 3) -> list[Path]:
+def make_notes(
+    folder: Path, n: int, seed: int = 0, paragraphs: int = 3, words: int = 30
+) -> list[Path]:
     """`n` small markdown notes, each about one topic, with headings and a list."""
     rng = random.Random(seed)
     names = list(TOPICS)
     paths = []
     for i in range(n):
         topic = names[i % len(names)]
-        words = TOPICS[topic].split()
+        vocab = TOPICS[topic].split()
         sub = folder / topic
         sub.mkdir(parents=True, exist_ok=True)
         body = [f"# {topic.title()} note {i}", ""]
         for p in range(paragraphs):
-            body += [f"## Part {p}", "", " ".join(rng.choice(words) for _ in range(30)), ""]
-        body += [f"- {rng.choice(words)} item" for _ in range(3)]
+            body += [f"## Part {p}", "", " ".join(rng.choice(vocab) for _ in range(words)), ""]
+        body += [f"- {rng.choice(vocab)} item" for _ in range(3)]
         path = sub / f"note-{i:04d}.md"
         path.write_text("\n".join(body) + "\n", encoding="utf-8")
         paths.append(path)

@@ -234,7 +234,13 @@ def index(
             return load_embedder(load_model, backend=backend, quant=quant, offline=offline)
 
         indexer = Indexer(
-            store, load, model=model, dim=dim, chunk_tokens=chunk_tokens, progress=progress
+            store,
+            load,
+            model=model,
+            dim=dim,
+            chunk_tokens=chunk_tokens,
+            progress=progress,
+            quant=quant,
         )
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         code = 0

@@ -1,0 +1,109 @@
+"""How the index's defaults were picked: recall of the two-stage search against the exact
+scan for each dim and oversample, its latency, and bytes per chunk on disk.
+
+Synthetic clustered unit vectors (a cluster per 100 chunks; queries drawn like documents)
+are written through jinaloc's store, 5 chunks per file, and searched with search_vector.
+Recall@k compares the two-stage top k with the exact scan's, per chunk and per file (best
+chunk each, the search default). Retrieval quality per dim needs real weights and is not
+measured here.
+
+    python scripts/tune_index_defaults.py [--n 20000] [--dims 128 256 512 768]
+        [--oversample 1 2 5 10 20] [--queries 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jinaloc import search as search_mod
+from jinaloc.search import search_vector
+from jinaloc.store import NewChunk, Store
+from jinaloc.vectors import l2_normalize
+
+CHUNKS_PER_FILE = 5
+SPREAD = 1.2  # noise norm against the unit cluster centre
+
+
+def vectors(rng, centers, n):
+    dim = centers.shape[1]
+    which = rng.integers(0, len(centers), n)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * np.float32(SPREAD / np.sqrt(dim))
+    return l2_normalize(centers[which] + noise)
+
+
+def build(path: Path, data: np.ndarray) -> None:
+    store = Store.open(path)
+    store.set_meta({"model": "synthetic", "dim": data.shape[1]})
+    for f, first in enumerate(range(0, len(data), CHUNKS_PER_FILE)):
+        rows = data[first : first + CHUNKS_PER_FILE]
+        chunks = [NewChunk(1, 1, [], "x", 1, f"{first + i}", v) for i, v in enumerate(rows)]
+        store.write_file(f"/s/{f}.md", "/s", f"{f}.md", str(f), 0, 0, "t", chunks)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+
+
+def measure(store, queries, k, oversample, per_file) -> tuple[float, float]:
+    """(mean recall@k against the exact scan, median ms) of the two-stage search."""
+    recalls, times = [], []
+    for q in queries:
+        truth = {
+            h.chunk_id for h in search_vector(store, q, k, exact=True, all_chunks=not per_file)
+        }
+        start = time.perf_counter()
+        hits = search_vector(store, q, k, oversample=oversample, all_chunks=not per_file)
+        times.append(time.perf_counter() - start)
+        recalls.append(len(truth & {h.chunk_id for h in hits}) / k)
+    return float(np.mean(recalls)), statistics.median(times) * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000, help="chunks")
+    p.add_argument("--dims", type=int, nargs="+", default=[128, 256, 512, 768])
+    p.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    p.add_argument("--queries", type=int, default=40)
+    p.add_argument("--k", type=int, default=10)
+    args = p.parse_args()
+    # Measure the coarse stage itself, not the floor that makes small indexes exact.
+    search_mod.MIN_CANDIDATES = 1
+    rng = np.random.default_rng(0)
+    print(
+        "| dim | B/chunk | exact ms | "
+        + " | ".join(f"x{o} recall chunk/file (ms)" for o in args.oversample)
+        + " |"
+    )
+    print("|---" * (3 + len(args.oversample)) + "|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for dim in args.dims:
+            centers = l2_normalize(rng.standard_normal((args.n // 100, dim)))
+            data = vectors(rng, centers, args.n)
+            queries = vectors(rng, centers, args.queries)
+            path = Path(tmp) / f"{dim}.db"
+            build(path, data)
+            size = path.stat().st_size / args.n
+            store = Store.open(path, create=False)
+            start = time.perf_counter()
+            for q in queries:
+                search_vector(store, q, args.k, exact=True)
+            exact_ms = (time.perf_counter() - start) / len(queries) * 1000
+            cells = []
+            for o in args.oversample:
+                chunk_recall, ms = measure(store, queries, args.k, o, per_file=False)
+                file_recall, _ = measure(store, queries, args.k, o, per_file=True)
+                cells.append(f"{chunk_recall:.3f} / {file_recall:.3f} ({ms:.1f})")
+            store.close()
+            print(
+                f"| {dim} | {size:.0f} | {exact_ms:.1f} | " + " | ".join(cells) + " |", flush=True
+            )
+    print(f"\n{args.n} chunks, k={args.k}, {args.queries} queries", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
