@@ -61,9 +61,9 @@ WORKLOADS = [
     Workload("long", 512, 2, 4),
 ]
 QUICK_WORKLOADS = [
-    Workload("short", 16, 2, 8, prompt="query"),
-    Workload("medium", 128, 1, 4),
-    Workload("long", 400, 1, 2),
+    Workload("short", 16, 2, 4, prompt="query"),
+    Workload("medium", 128, 1, 2),
+    Workload("long", 300, 1, 2),
 ]
 
 
@@ -147,14 +147,15 @@ def matmul_gflops(quick: bool) -> dict:
     b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
     flops = 2 * m * k * n
     out = {"shape": [m, k, n]}
-    out["numpy_fp32"] = flops / median(timeit(lambda: a @ b, repeat=15 if not quick else 3)) / 1e9
+    repeat = 3 if quick else 21
+    out["numpy_fp32"] = flops / median(timeit(lambda: a @ b, repeat=repeat)) / 1e9
     try:
         import torch
 
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        out["torch_fp32"] = flops / median(timeit(lambda: ta @ tb, repeat=15)) / 1e9
+        out["torch_fp32"] = flops / median(timeit(lambda: ta @ tb, repeat=repeat)) / 1e9
         ta, tb = ta.bfloat16(), tb.bfloat16()
-        out["torch_bf16"] = flops / median(timeit(lambda: ta @ tb, repeat=15)) / 1e9
+        out["torch_bf16"] = flops / median(timeit(lambda: ta @ tb, repeat=repeat)) / 1e9
     except ImportError:
         pass
     return out
@@ -223,7 +224,7 @@ def bench_family(family: str, folder: Path, args, roof: dict) -> tuple[list[dict
     for q in gguf_quants:
         add(f"gguf-{q}", lambda q=q: jinaloc_runtime(f"gguf-{q}", folder, "gguf", q))
     mlx_kw = {} if args.quick else {"cap": 1, "workloads": args.mlx_workloads}
-    for q in ("fp32", "q8", "q4"):
+    for q in ("fp32", "q8") if args.quick else ("fp32", "q8", "q4"):
         add(f"mlx-{q}", lambda q=q: jinaloc_runtime(f"mlx-{q}", folder, "mlx", q, **mlx_kw))
 
     rows: list[dict] = []
@@ -327,7 +328,7 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.quick:
-        args.rounds = min(args.rounds, 2)
+        args.rounds = 1
         fixtures = fixtures_dir()
         if fixtures is None:
             raise SystemExit("--quick needs the tiny fixtures: set JINALOC_FIXTURES")

@@ -69,6 +69,7 @@ def percentile(xs: list[float], q: float) -> float:
 def machine() -> dict:
     """A short description of the CPU, memory and Python this run used."""
     info = {
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work on the machine
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -288,7 +288,7 @@ def main() -> None:
     p.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(SHAPES))
     p.add_argument("--tasks", nargs="+", default=["retrieval"], choices=TASKS)
     p.add_argument("--quants", nargs="*", default=list(QUANT_FTYPES), choices=list(QUANT_FTYPES))
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "f32"], help="base weights dtype")
+    p.add_argument("--dtype", default="f32", choices=["bf16", "f32"], help="base weights dtype")
     p.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree with convert_hf_to_gguf.py")
     p.add_argument("--fixtures", type=Path, default=fixtures_dir(), help="tokenizer templates")
     p.add_argument("--skip-gguf", action="store_true")
