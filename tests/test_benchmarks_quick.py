@@ -1,0 +1,74 @@
+"""The benchmark scripts' --quick smoke runs: they finish and write sane JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import FIXTURES, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_quick(script: str, tmp_path, *extra: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / script), "--quick", "--json", str(out), *extra]
+    env = {**os.environ, "JINALOC_FIXTURES": str(FIXTURES)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["machine"]["cpus"] >= 1
+    return data
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, (int, float)) and v > 0 for v in values)
+
+
+def test_bench_embed_quick(tmp_path):
+    data = run_quick("bench_embed.py", tmp_path)
+    assert positive(data["roof_gflops"]["numpy_fp32"])
+    rows = data["results"]
+    assert {r["family"] for r in rows} == {"nano", "small"}
+    assert {r["workload"] for r in rows} == {"short", "medium", "long"}
+    assert {r["mode"] for r in rows} == {"single", "batched"}
+    runtimes = {r["runtime"] for r in rows}
+    assert runtimes & {"gguf-F32", "gguf-Q8_0", "mlx-fp32"}, data["skipped"]
+    for r in rows:
+        assert positive(r["tok_per_s"], r["ms_per_call"], r["seconds"], r["gflop_per_token"])
+        assert r["texts"] >= 1 and r["tokens_per_text"] > 1
+        assert r["roof_fraction"] > 0
+    if "pytorch-fp32" in runtimes:  # the bench extra is installed
+        assert all(positive(r["vs_pytorch"]) for r in rows)
+        assert data["targets"] and all("met" in t for t in data["targets"])
+        # Every runtime computes the same model: vectors agree with PyTorch's.
+        assert data["cosine_vs_pytorch"]
+        assert all(c["min_cos"] > 0.95 for c in data["cosine_vs_pytorch"])
+
+
+def test_bench_index_quick(tmp_path):
+    data = run_quick("bench_index.py", tmp_path)
+    (row,) = data["results"]
+    assert row["files"] == data["args"]["files"]
+    assert row["chunks"] >= row["files"]
+    assert positive(row["tokens"], row["index_s"], row["load_s"], row["embed_s"])
+    assert positive(row["embed_tok_per_s"])
+    assert isinstance(row["overhead"], float)
+    assert data["targets"][0]["target"].startswith(row["family"])
+
+
+def test_bench_search_quick(tmp_path):
+    data = run_quick("bench_search.py", tmp_path)
+    (row,) = data["results"]
+    for key in ("exact", "bits", "two_stage", "numpy"):
+        assert positive(row[f"{key}_p50_ms"], row[f"{key}_p95_ms"])
+        assert row[f"{key}_p95_ms"] >= row[f"{key}_p50_ms"]
+    assert row["bytes_per_chunk"] > row["float_bytes_per_chunk"] > 0
+    assert 0.8 <= row["recall_two_stage"] <= 1
+    assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
+    assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
+    assert positive(row["write_chunks_per_s"])
