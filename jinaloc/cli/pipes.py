@@ -126,7 +126,7 @@ RERANK_EXAMPLES = (
 def rerank(
     query: Annotated[str, typer.Argument(help="What the lines should be about.")],
     top: Annotated[
-        int | None, typer.Option("-k", "--top", help="Keep the best K lines only.", min=1)
+        int | None, typer.Option("-k", "--top-k", help="Keep the best K lines only.", min=1)
     ] = None,
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Drop lines scoring below this cosine.")
