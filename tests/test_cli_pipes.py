@@ -90,10 +90,11 @@ def test_rerank_json_and_jsonl_input_keeps_ids():
     plain = run("rerank", "cake", input=lines(docs)).stdout.splitlines()
     assert [json.loads(x)["id"] for x in plain] == [row["id"] for row in rows]
     r = run("rerank", "cake", "--json", "-k", "1", input="x.md:3:cake\n")
-    assert json.loads(r.stdout) == [
-        {"rank": 1, "score": pytest.approx(json.loads(r.stdout)[0]["score"]),
-         "path": "x.md", "line": 3, "text": "cake"}
-    ]  # fmt: skip
+    (row,) = json.loads(r.stdout)
+    assert {k: v for k, v in row.items() if k != "score"} == {
+        "rank": 1, "path": "x.md", "line": 3, "text": "cake"
+    }  # fmt: skip
+    assert -1 <= row["score"] <= 1
 
 
 def test_rerank_read_files_skips_unreadable_ones(tmp_path, embedder):

@@ -68,12 +68,16 @@ def line_items(lines: Iterable[str], fmt: str = "auto", grep_prefix: bool = True
         parsed = split_grep_prefix(rec.text) if grep_prefix and not rec.has_id else None
         if parsed:
             path, lineno, text = parsed
-            yield Item(out=rec.text, text=text, path=path, line=lineno, title=text.strip())
+            yield Item(
+                out=rec.text, text=text, path=path, line=lineno, title=text.strip()[:TITLE_CHARS]
+            )
         elif rec.has_id:
             out = json.dumps({"id": rec.id, "text": rec.text}, ensure_ascii=False)
-            yield Item(out=out, text=rec.text, id=rec.id, has_id=True, title=rec.text.strip())
+            yield Item(
+                out=out, text=rec.text, id=rec.id, has_id=True, title=rec.text.strip()[:TITLE_CHARS]
+            )
         else:
-            yield Item(out=rec.text, text=rec.text, title=rec.text.strip())
+            yield Item(out=rec.text, text=rec.text, title=rec.text.strip()[:TITLE_CHARS])
 
 
 def path_items(paths: Iterable[str | Path]) -> Iterator[Item]:
