@@ -84,6 +84,12 @@ def syntax_of(name: str) -> str:
     return "plain"
 
 
+def is_heading(line: str, name: str) -> bool:
+    """Whether `line` is a heading in the file `name`'s syntax (never in plain text or code)."""
+    pattern = _HEADINGS.get(syntax_of(name))
+    return bool(pattern and pattern.match(line))
+
+
 def chunk_text(
     text: str, name: str, count: TokenCounter, budget: int, overlap: int | None = None
 ) -> Document:

@@ -265,9 +265,17 @@ class Indexer:
         plan = Plan()
         known: dict[str, FileRecord] = {}
         present: dict[str, tuple[Candidate, int]] = {}
+        db = str(self.store.path.resolve())
+        own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal")}
         for root, options in roots:
-            known.update(self.store.files_under(str(Path(root).expanduser().resolve())))
+            resolved = str(Path(root).expanduser().resolve())
+            known.update(self.store.files_under(resolved))
+            record = self.store.file(resolved)  # a file given as a root
+            if record:
+                known[record.path] = record
             for item in options.walker().walk(Path(root)):
+                if str(item.path) in own:
+                    continue
                 if isinstance(item, Skipped):
                     plan.skipped.append((str(item.path), item.reason))
                 else:

@@ -3,6 +3,7 @@ in-process and as real subprocesses interrupted mid-run."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -118,7 +119,7 @@ def test_search_outputs(indexed, monkeypatch):
     path_line, score, heading, snippet = plain[0].split("\t")
     assert path_line == f"{rows[0]['path']}:{rows[0]['start_line']}"
     assert float(score) == pytest.approx(rows[0]["score"], abs=1e-4)
-    assert heading == rows[0]["heading"] and snippet.startswith("# ")
+    assert heading == rows[0]["heading"] and snippet and not snippet.startswith("#")
 
     piped = cli("search", "--db", db, "--json", input="tomato basil garlic\n").stdout
     assert json.loads(piped) == rows
@@ -208,6 +209,8 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     assert "no such file or folder" in result.stderr
     result = cli("index", "--db", tmp_path / "i.db", ok=(2,))
     assert "nothing to index" in result.stderr
+    result = cli("index", "--db", tmp_path / "i.db", "--include", "*.md", ok=(2,))
+    assert "go with the PATHs" in result.stderr
 
 
 def test_default_db_is_under_the_data_dir(tmp_path, monkeypatch):
@@ -217,6 +220,23 @@ def test_default_db_is_under_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("JINALOC_DB", str(tmp_path / "env.db"))
     index_json(tmp_path / "notes", *MODEL)
     assert (tmp_path / "env.db").is_file()
+
+
+def test_progress_on_a_terminal_and_summary(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from jinaloc.cli import index as index_cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(index_cli, "err_console", Console(file=screen, force_terminal=True))
+    make_notes(tmp_path / "notes", 6, paragraphs=1, words=5)
+    (tmp_path / "notes" / "bad.md").write_bytes(b"\0\1\2")
+    cli("index", tmp_path / "notes", "--db", tmp_path / "i.db", *MODEL)
+    shown = screen.getvalue()
+    assert "tok/s" in shown and "chunks" in shown  # the bar was drawn
+    assert "indexed: 6 added" in shown and "bad.md: binary" in shown
+    result = cli("index", tmp_path / "notes", "--db", tmp_path / "i.db", "-q")
+    assert result.stderr == ""
 
 
 def test_help_has_examples():
@@ -284,7 +304,9 @@ def check_consistent(db: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)]
+    ("sig", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
+    ids=["SIGINT", "SIGTERM", "SIGKILL"],
 )
 def test_killed_mid_run_then_resumed(tmp_path, sig, code):
     notes = tmp_path / "notes"

@@ -240,3 +240,19 @@ def test_file_vector_of_an_unindexed_file(db, tmp_path):
     assert vector.shape == (64,)
     with pytest.raises(JinalocError, match="missing.md"):
         Indexer(db, Loader()).file_vector(tmp_path / "missing.md")
+
+
+def test_a_file_given_as_root_is_unchanged_on_the_next_run(db, tmp_path):
+    note = tmp_path / "single.md"
+    note.write_text("# One\n\njust one note\n")
+    assert run(db, note)[0].added == 1
+    report, loader = run(db, note)
+    assert (report.added, report.unchanged, loader.calls) == (0, 1, 0)
+
+
+def test_the_index_file_inside_the_folder_is_left_out(tmp_path):
+    make_notes(tmp_path, 3)
+    with Store.open(tmp_path / "index.db") as store:
+        report, _ = run(store, tmp_path)
+        report, _ = run(store, tmp_path)  # now with -wal and -shm files next to it
+    assert (report.unchanged, report.skipped) == (3, [])

@@ -189,3 +189,9 @@ def test_no_extension_support_names_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pysqlite3", None)
     with pytest.raises(JinalocError, match="pip install pysqlite3-binary"):
         Store.open(tmp_path / "x.db")
+
+
+def test_a_file_that_is_not_an_index_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a database " * 100)
+    with pytest.raises(JinalocError, match="cannot open index .*notes.txt"):
+        Store.open(tmp_path / "notes.txt")

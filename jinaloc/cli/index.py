@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..chunking import is_heading
 from ..errors import JinalocError
 from ..files import parse_size
 from ..indexer import Indexer, Report, WalkOptions, check_compatible
@@ -56,7 +57,7 @@ ExactOpt = Annotated[
 ]
 # Shown at most, per list, in the human summary of a run (all of them are in --json).
 SUMMARY_LIST = 20
-SNIPPET_CHARS = 200
+SNIPPET_CHARS = 160
 
 INDEX_EXAMPLES = """
 [b]Examples[/b]
@@ -190,8 +191,9 @@ def index(
         list[str] | None, typer.Option("--exclude", help="Leave out matches (repeatable).")
     ] = None,
     max_file_size: Annotated[
-        str, typer.Option("--max-file-size", help="Skip bigger files (e.g. 500K, 2M).")
-    ] = "1M",
+        str | None,
+        typer.Option("--max-file-size", help="Skip bigger files (default 1M; e.g. 500K, 2M)."),
+    ] = None,
     chunk_tokens: Annotated[
         int | None,
         typer.Option("--chunk-tokens", help="Token budget per chunk of a new index (512).", min=8),
@@ -209,7 +211,13 @@ def index(
     from ..embedder import load_embedder
 
     db_path = _db_path(db)
-    options = WalkOptions(list(include or []), list(exclude or []), parse_size(max_file_size))
+    if not paths and (include or exclude or max_file_size):
+        raise JinalocError(
+            "--include, --exclude and --max-file-size go with the PATHs they apply to"
+        )
+    options = WalkOptions(list(include or []), list(exclude or []))
+    if max_file_size:
+        options.max_size = parse_size(max_file_size)
     store = Store.open(db_path)
     try:
         roots = [(p, options) for p in paths or []]
@@ -231,7 +239,10 @@ def index(
         def load():
             if progress:
                 progress.note(f"loading {load_model or 'default model'}")
-            return load_embedder(load_model, backend=backend, quant=quant, offline=offline)
+            embedder = load_embedder(load_model, backend=backend, quant=quant, offline=offline)
+            if progress:
+                progress.note("indexing")
+            return embedder
 
         indexer = Indexer(
             store,
@@ -292,8 +303,10 @@ def _output_mode(json_out: bool, jsonl: bool, files: bool) -> str:
     return chosen[0] if chosen else "text"
 
 
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
+def _snippet(hit: Hit) -> str:
+    """The chunk on one line, without its heading lines (the heading is shown apart)."""
+    lines = [x for x in hit.text.splitlines() if not is_heading(x, hit.rel)]
+    flat = " ".join(" ".join(lines).split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
@@ -314,11 +327,11 @@ def _print_hits(hits: list[Hit], mode: str) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
-            out_console.print(f"    {escape(_snippet(h.text))}", highlight=False, style="dim")
+            out_console.print(f"    {escape(_snippet(h))}", highlight=False, style="dim")
     else:
         write_lines(
             f"{h.display_path()}:{h.start_line}\t{h.score:.4f}\t{' > '.join(h.heading)}"
-            f"\t{_snippet(h.text)}"
+            f"\t{_snippet(h)}"
             for h in hits
         )
     if not hits:
