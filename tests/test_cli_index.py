@@ -188,9 +188,11 @@ def test_model_and_dim_mismatch_refused(work):
     assert "--reindex" in result.stderr
     result = cli("index", notes, "--db", db, "--dim", "32", ok=(2,))
     assert "indexed at dim 64, not 32" in result.stderr and "--reindex" in result.stderr
-    report = index_json(notes, "--db", db, "--reindex", "--dim", "32", *MODEL)
+    # --reindex keeps the model and its quantization unless told otherwise.
+    report = index_json(notes, "--db", db, "--reindex", "--dim", "32")
     assert report["added"] == N
-    assert json.loads(cli("status", "--db", db, "--json").stdout)["dim"] == 32
+    status = json.loads(cli("status", "--db", db, "--json").stdout)
+    assert (status["dim"], status["model"], status["quant"]) == (32, "tiny-v5-nano", "F32")
     assert len(json.loads(cli("search", "tax", "--db", db, "--json").stdout)) == 10
 
 

@@ -230,8 +230,8 @@ def index(
         if not roots:
             raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
         if reindex:
-            if model is None:  # keep the model unless another is asked for
-                model = store.meta().get("model_ref")
+            if model is None:  # keep the model (and its quant) unless another is asked for
+                model, quant = _model_args(store, None, backend, quant)
             store.clear()
         load_model, quant = _model_args(store, model, backend, quant)
         progress = _BarProgress() if not quiet and err_console.is_terminal else None
