@@ -139,11 +139,14 @@ def test_search_all_chunks_path_filter_and_no_match(indexed):
     assert "choose one of" in result.stderr
 
 
-def test_two_stage_equals_exact(indexed):
+def test_two_stage_equals_exact(indexed, monkeypatch):
+    # The fixture's 64 dims are below COARSE_MIN_DIM (always exact); force the two stages
+    # through the CLI here. Their recall at realistic dims is tested in test_search.
+    monkeypatch.setattr("jinaloc.search.COARSE_MIN_DIM", 1)
     notes, db = indexed
     for query in ("tomato basil", "airport hotel", "tax invoice", "python bug", "roses"):
         for extra in ([], ["--all-chunks"]):
-            args = ("search", query, "--db", db, "--json", "-k", "10", *extra)
+            args = ("search", query, "--db", db, "--json", "-k", "5", "--oversample", "40", *extra)
             fast = json.loads(cli(*args).stdout)
             exact = json.loads(cli(*args, "--exact").stdout)
             assert fast == exact, query

@@ -14,6 +14,7 @@ from jinaloc.indexer import Indexer, WalkOptions
 from jinaloc.search import embed_query, file_vector, search_vector
 from jinaloc.store import Store
 
+DIM = 256  # the smallest dim searched in two stages
 QUERIES = ["tomato basil sauce", "passport hotel", "tax invoice", "compost roses", "python bug"]
 
 
@@ -22,7 +23,7 @@ def index(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     make_notes(tmp / "notes", 200, paragraphs=4)
     store = Store.open(tmp / "index.db")
-    fake = FakeEmbedder()
+    fake = FakeEmbedder(hidden=DIM)
     # Small chunks: several per file, so best-per-file grouping matters.
     Indexer(store, lambda: fake, chunk_tokens=40).run([(tmp / "notes", WalkOptions())])
     yield store, fake
@@ -40,15 +41,28 @@ def test_two_stage_top_results_equal_exact(index, monkeypatch, all_chunks):
     # A real coarse stage: candidates well below the index size.
     monkeypatch.setattr(search_mod, "MIN_CANDIDATES", 1)
     for text in QUERIES:
-        q = embed_query(fake, text, 64)
+        q = embed_query(fake, text, DIM)
         exact = search_vector(store, q, 10, exact=True, all_chunks=all_chunks)
         fast = search_vector(store, q, 10, all_chunks=all_chunks)
         assert key(fast) == key(exact), text
 
 
+def test_small_dims_are_always_scanned_exactly(tmp_path, monkeypatch):
+    make_notes(tmp_path / "notes", 20)
+    with Store.open(tmp_path / "index.db") as store:
+        fake = FakeEmbedder(hidden=64)
+        Indexer(store, lambda: fake).run([(tmp_path / "notes", WalkOptions())])
+
+        def no_bits(*args, **kwargs):
+            raise AssertionError("64 bits are too coarse for a first stage")
+
+        monkeypatch.setattr(store, "knn_bits", no_bits)
+        assert len(search_vector(store, embed_query(fake, "tax", 64), 5)) == 5
+
+
 def test_best_chunk_per_file_by_default(index):
     store, fake = index
-    q = embed_query(fake, "tomato basil sauce", 64)
+    q = embed_query(fake, "tomato basil sauce", DIM)
     hits = search_vector(store, q, 10)
     assert len({h.file_id for h in hits}) == 10
     assert all("cooking" in h.path or "garden" in h.path for h in hits[:5])
@@ -61,7 +75,7 @@ def test_best_chunk_per_file_by_default(index):
 
 def test_hit_fields(index):
     store, fake = index
-    hit = search_vector(store, embed_query(fake, "passport", 64), 1)[0]
+    hit = search_vector(store, embed_query(fake, "passport", DIM), 1)[0]
     assert hit.path.endswith(".md") and hit.rel.startswith("travel/")
     assert hit.heading[0].startswith("Travel note")
     lines = Path(hit.path).read_text().splitlines()
@@ -73,10 +87,13 @@ def test_hit_fields(index):
 
 def test_path_filter_min_score_and_exclude(index):
     store, fake = index
-    q = embed_query(fake, "tomato basil sauce", 64)
+    q = embed_query(fake, "tomato basil sauce", DIM)
     hits = search_vector(store, q, 5, path_glob="travel/*")
     assert len(hits) == 5 and all(h.rel.startswith("travel/") for h in hits)
-    assert key(hits) == key(search_vector(store, q, 5, path_glob="travel/*", exact=True))
+    travel = embed_query(fake, "passport hotel luggage", DIM)
+    assert key(search_vector(store, travel, 5, path_glob="travel/*")) == key(
+        search_vector(store, travel, 5, path_glob="travel/*", exact=True)
+    )
     assert search_vector(store, q, 5, path_glob="nothing/*") == []
     best = search_vector(store, q, 3)
     assert search_vector(store, q, 3, min_score=best[0].score + 1e-6) == []
@@ -89,7 +106,7 @@ def test_path_filter_min_score_and_exclude(index):
 def test_coarse_stage_widens_when_files_are_too_few(index, monkeypatch):
     store, fake = index
     monkeypatch.setattr(search_mod, "MIN_CANDIDATES", 1)
-    q = embed_query(fake, "python bug", 64)
+    q = embed_query(fake, "python bug", DIM)
     # oversample 1: k chunks only, mostly from the same few files; it must widen to k files.
     hits = search_vector(store, q, 30, oversample=1)
     assert len({h.file_id for h in hits}) == 30
@@ -105,4 +122,4 @@ def test_similar_from_stored_vectors(index):
 
 def test_bad_k(index):
     with pytest.raises(JinalocError, match="k must be"):
-        search_vector(index[0], np.ones(64, np.float32), 0)
+        search_vector(index[0], np.ones(DIM, np.float32), 0)
