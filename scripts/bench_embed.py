@@ -56,9 +56,9 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("short", 16, 8, 64, prompt="query"),
-    Workload("medium", 128, 4, 16),
-    Workload("long", 512, 2, 4),
+    Workload("short", 16, 4, 32, prompt="query"),
+    Workload("medium", 128, 2, 8),
+    Workload("long", 512, 1, 2),
 ]
 QUICK_WORKLOADS = [
     Workload("short", 16, 2, 4, prompt="query"),
@@ -337,7 +337,7 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
     p.add_argument("--families", nargs="+", default=["nano", "small"])
-    p.add_argument("--rounds", type=int, default=5, help="measurements per runtime (median)")
+    p.add_argument("--rounds", type=int, default=3, help="measurements per runtime (median)")
     p.add_argument("--runtimes", nargs="*", help="only these (e.g. pytorch-fp32 gguf-Q8_0)")
     p.add_argument(
         "--mlx-workloads",
