@@ -31,8 +31,9 @@ DEFAULT_DIM = 512
 DEFAULT_CHUNK_TOKENS = 512
 # Layout of embed_text(); a new layout needs a re-index.
 CHUNK_FORMAT = "1"
-# Chunks embedded per step: bigger batches run faster, smaller ones lose less when interrupted.
-STEP_CHUNKS = 64
+# Chunks embedded per step (then their files are written): one batch of the embedder, so an
+# interrupted run loses at most one forward pass of work.
+STEP_CHUNKS = 32
 # Tokens kept free for the title/heading prefix under the model's maximum.
 PREFIX_RESERVE = 32
 
@@ -350,6 +351,7 @@ class Indexer:
         for work in todo:
             doc = self._read(work)
             if doc is None:
+                self.progress.file_done(0)
                 continue
             pending.append((work, doc))
             if sum(len(d.chunks) for _, d in pending) >= STEP_CHUNKS:

@@ -252,8 +252,10 @@ def test_help_has_examples():
 # Real processes, slowed down so that a signal lands mid-run.
 
 SLOW_INDEX = """
-import sys, time
+import signal, sys, time
 import jinaloc.embedder, jinaloc.indexer
+# Ctrl-C as on a terminal, even when pytest itself runs in the background (SIGINT ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 jinaloc.indexer.STEP_CHUNKS = 4
 embed = jinaloc.embedder.Embedder.embed_with_counts
 def slow(self, *args, **kwargs):
