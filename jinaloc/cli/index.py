@@ -77,8 +77,8 @@ SEARCH_EXAMPLES = """
   jinaloc search "how do I rotate the api keys"
   jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
   echo "meeting notes about the budget" | jinaloc search
-  jinaloc search "todo list" --files | xargs grep -n TODO
-  jinaloc search "tax deadlines" --jsonl | jq -r '"\\(.path):\\(.start_line) \\(.score)"'
+  jinaloc search "todo list" --files | xargs -I{} grep -Hn TODO {}
+  jinaloc search "taxes" --jsonl | jq -r 'select(.score > 0.5) | .path'
 """
 
 
