@@ -36,6 +36,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("JINALOC_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("HF_HOME", str(base / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(base / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("JINALOC_DB", raising=False)
 
 
