@@ -6,7 +6,7 @@ the same process start-up and model load alone (`load`: import, load, embed one 
 the pure embedding of every chunk text the index stored, in one Embedder call with the model
 already loaded. overhead = (index - load - embed) / embed.
 
-    python scripts/bench_index.py [--families nano small] [--files 60] [--json PATH]
+    python scripts/bench_index.py [--families nano small] [--files 10] [--json PATH]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
     p.add_argument("--families", nargs="+", default=["nano", "small"])
-    p.add_argument("--files", type=int, default=60, help="notes in the generated corpus")
+    p.add_argument("--files", type=int, default=10, help="notes in the generated corpus")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--backend", default="gguf")
     p.add_argument("--quant", default="Q8_0", help="GGUF quant, or MLX fp32/q8/q4")
