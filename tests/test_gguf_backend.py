@@ -25,9 +25,10 @@ MIN_COS = {"F32": 0.9999, "Q8_0": 0.999}
 def make_embedder(family: str, quant: str = "F32", **kw) -> Embedder:
     folder = model_dir(family)
     spec = spec_from_folder(folder)
-    return Embedder(
-        spec, GGUFBackend(lambda task: find_local_gguf(folder, task, quant), spec, **kw)
-    )
+    # One thread: the tiny models gain nothing from more, and llama.cpp's spinning thread
+    # barriers make them crawl on a busy machine.
+    backend = GGUFBackend(lambda task: find_local_gguf(folder, task, quant), spec, threads=1, **kw)
+    return Embedder(spec, backend)
 
 
 @pytest.fixture(
