@@ -46,6 +46,13 @@ TaskOpt = Annotated[
     str,
     typer.Option("--task", "-t", help="retrieval, text-matching, clustering or classification."),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+InputOpt = Annotated[
+    str,
+    typer.Option("--input", help='stdin as lines, jsonl ({"id", "text"}) or auto.'),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 

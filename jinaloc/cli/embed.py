@@ -19,9 +19,11 @@ from . import app
 from .common import (
     BackendOpt,
     BatchOpt,
+    InputOpt,
     ModelOpt,
     OfflineOpt,
     QuantOpt,
+    QuietOpt,
     TaskOpt,
     embed_progress,
     iter_stdin,
@@ -66,12 +68,9 @@ def embed(
     out_format: Annotated[
         str, typer.Option("--format", help="jsonl (one object per input), json or npy.")
     ] = "jsonl",
-    input_format: Annotated[
-        str,
-        typer.Option("--input", help='stdin as lines, jsonl ({"id", "text"}) or auto.'),
-    ] = "auto",
+    input_format: InputOpt = "auto",
     batch_size: BatchOpt = 32,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed texts with a v5 model: arguments, --file paths, or one text per stdin line."""
     check_task(task)

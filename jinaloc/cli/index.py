@@ -29,15 +29,22 @@ from ..paths import default_db
 from ..search import DEFAULT_OVERSAMPLE, Hit, embed_query, file_vector, search_vector
 from ..store import SCHEMA_VERSION, Store
 from . import app
-from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, err_console, out_console
+from .common import (
+    BackendOpt,
+    JsonlOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    QuantOpt,
+    QuietOpt,
+    err_console,
+    out_console,
+)
 
 DbOpt = Annotated[
     Path | None,
     typer.Option("--db", help="Index file (default: JINALOC_DB, else the XDG data dir)."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per result line.")]
 FilesOpt = Annotated[bool, typer.Option("--files", "-l", help="Matching paths only, one a line.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="How many results.", min=1)]
 PathGlobOpt = Annotated[

@@ -14,7 +14,7 @@ from ..errors import JinalocError, check_choice
 from ..output import write_json, write_lines
 from ..registry import ModelSpec, load_registry
 from . import app
-from .common import OfflineOpt, err_console, out_console
+from .common import JsonOpt, OfflineOpt, err_console, out_console
 
 models_app = typer.Typer(
     help="List, inspect, download, locate and remove models.",
@@ -29,7 +29,6 @@ TasksOpt = Annotated[
     list[str] | None, typer.Option("--task", "-t", help="GGUF task(s) (repeatable; default all).")
 ]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="GGUF quant (default per model).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _human(size: int) -> str:

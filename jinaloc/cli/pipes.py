@@ -32,22 +32,19 @@ from . import app
 from .common import (
     BackendOpt,
     BatchOpt,
+    InputOpt,
+    JsonlOpt,
+    JsonOpt,
     ModelOpt,
     OfflineOpt,
     QuantOpt,
+    QuietOpt,
     embed_progress,
     iter_stdin,
     load_embedder,
     read_text_file,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-InputOpt = Annotated[
-    str,
-    typer.Option("--input", help='stdin as lines, jsonl ({"id", "text"}) or auto.'),
-]
 ReadFilesOpt = Annotated[
     bool,
     typer.Option(
