@@ -1,14 +1,16 @@
 """Embedding throughput: jinaloc's GGUF and MLX backends against PyTorch fp32 and the matmul roof.
 
 For each family (nano, small) every runtime is loaded once, then each workload (short ~16,
-medium ~128, long ~512 tokens; one text per call, or a batch per call) is timed in rounds that
-visit every runtime in turn, so the ratios compare measurements taken side by side. Reports the
-median over rounds of tokens/s and ms per call, the ratio to PyTorch fp32 in the same run, the
-fraction of the arithmetic roof (model FLOPs/token vs measured matmul GFLOP/s) and the cosine
-of each runtime's vectors against PyTorch fp32's.
+medium ~128, long ~512 tokens; one text per call, or a batch per call) is timed in rounds: a
+round makes one call on every runtime, in an order rotated each round, until a time budget is
+spent. Reports per runtime the median tokens/s and ms per call over rounds, the best round, the
+ratio to PyTorch fp32 (median of per-round ratios: each pairs calls made seconds apart, which is
+what keeps the ratio meaningful on a shared, noisy machine), the fraction of the arithmetic roof
+(model FLOPs/token x tokens/s vs fp32 matmul GFLOP/s sampled every round) and the cosine of each
+runtime's vectors against PyTorch fp32's.
 
     python scripts/make_bench_models.py           # once: full-size random-weight models
-    python scripts/bench_embed.py [--families nano small] [--rounds 5] [--json PATH]
+    python scripts/bench_embed.py [--families nano small] [--budget 60] [--json PATH]
     python scripts/bench_embed.py --quick         # the tiny test fixtures, seconds
 """
 
@@ -72,7 +74,7 @@ class Runtime:
     name: str
     embed: object  # (texts, prompt, batch_size) -> np.ndarray (n, dim) normalized
     count: object = None  # (texts, prompt) -> token counts
-    cap: int = 0  # >0: at most this many texts per measurement (slow runtimes)
+    cap: int = 0  # >0: at most this many rounds per workload (slow runtimes)
     workloads: list[str] = field(default_factory=list)  # empty: all
     close: object = None
 
@@ -191,19 +193,24 @@ def flops_per_token(config: dict, seq: int, causal: bool) -> float:
 # --- measuring ---
 
 
-def measure(rt: Runtime, texts: list[str], prompt: str, batch: bool) -> tuple[float, list[float]]:
-    """Seconds for all texts (one call, or one call per text) and the per-call times."""
-    if batch:
-        t = time.perf_counter()
-        rt.embed(texts, prompt, 32)
-        dt = time.perf_counter() - t
-        return dt, [dt]
-    calls = []
-    for text in texts:
-        t = time.perf_counter()
-        rt.embed([text], prompt, 1)
-        calls.append(time.perf_counter() - t)
-    return sum(calls), calls
+def interleaved(runtimes, units, prompt, batch_size, budget, min_rounds, roof) -> dict:
+    """Time one call per runtime per round, rotating the order each round, until `budget`
+    seconds have passed (at least `min_rounds`). units[r] is round r's list of texts.
+    Returns per runtime the list of (round, seconds)."""
+    samples: dict[str, list[tuple[int, float]]] = {rt.name: [] for rt in runtimes}
+    start = time.perf_counter()
+    r = 0
+    while r < min_rounds or (time.perf_counter() - start < budget and r < len(units)):
+        roof.sample(repeat=1)
+        k = r % max(len(runtimes), 1)
+        for rt in runtimes[k:] + runtimes[:k]:
+            if rt.cap and r >= rt.cap:
+                continue  # slow runtimes: `cap` rounds
+            t = time.perf_counter()
+            rt.embed(units[r % len(units)], prompt, batch_size)
+            samples[rt.name].append((r, time.perf_counter() - t))
+        r += 1
+    return samples
 
 
 def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict], list[dict]]:
@@ -253,46 +260,58 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
         flop = flops_per_token(config, int(np.mean(n_tokens)), causal)
         vectors = {}
         for mode, n in (("single", w.single), ("batched", w.batched)):
-            times: dict[str, list[float]] = {rt.name: [] for rt in runtimes}
-            calls: dict[str, list[float]] = {rt.name: [] for rt in runtimes}
-            for r in range(args.rounds):
-                roof.sample()
-                for rt in runtimes:
-                    if rt.workloads and f"{w.name}-{mode}" not in rt.workloads:
-                        continue
-                    if rt.cap and r > 0:
-                        continue  # slow runtimes: one round
-                    use = texts[: min(n, rt.cap)] if rt.cap else texts[:n]
-                    if r == 0:
-                        rt.embed(use[:1], w.prompt, 1)  # warm-up at this length
-                    seconds, per_call = measure(rt, use, w.prompt, mode == "batched")
-                    times[rt.name].append(seconds)
-                    calls[rt.name] += per_call
-                    if mode == "batched" and r == 0:
-                        vectors[rt.name] = rt.embed(texts[:2], w.prompt, 32)
-                log(f"{family} {w.name}-{mode} round {r + 1}/{args.rounds} done")
-            for rt in runtimes:
-                if not times[rt.name]:
-                    continue
-                used = min(n, rt.cap) if rt.cap else n
-                tokens = sum(n_tokens[:used])
-                sec = median(times[rt.name])
+            active = [
+                rt for rt in runtimes if not rt.workloads or f"{w.name}-{mode}" in rt.workloads
+            ]
+            for rt in active:
+                if not rt.cap:
+                    rt.embed(texts[:1], w.prompt, 1)  # warm-up at this length
+            if mode == "single":  # one text per call, a different one each round
+                units = [[t] for t in texts[:n]] * args.max_rounds
+                tokens = [[k] for k in n_tokens[:n]] * args.max_rounds
+            else:
+                units, tokens = [texts[:n]] * args.max_rounds, [n_tokens[:n]]
+            samples = interleaved(
+                active,
+                units,
+                w.prompt,
+                1 if mode == "single" else 32,
+                args.budget,
+                args.rounds,
+                roof,
+            )
+            log(f"{family} {w.name}-{mode}: {max(map(len, samples.values()))} rounds")
+            per_round = {
+                name: {r: sum(tokens[r % len(tokens)]) / dt for r, dt in got}
+                for name, got in samples.items()
+            }
+            ref = per_round.get("pytorch-fp32", {})
+            for rt in active:
+                got = samples[rt.name]
+                rates = per_round[rt.name]
+                paired = [rate / ref[r] for r, rate in rates.items() if r in ref]
+                mean_tokens = float(np.mean([sum(tokens[r % len(tokens)]) for r, _ in got]))
                 rows.append(
                     {
                         "family": family,
                         "runtime": rt.name,
                         "workload": w.name,
                         "mode": mode,
-                        "texts": used,
-                        "tokens_per_text": round(tokens / used, 1),
-                        "rounds": len(times[rt.name]),
-                        "seconds": sec,
-                        "tok_per_s": tokens / sec,
-                        "ms_per_call": 1000 * median(calls[rt.name]),
+                        "texts": len(units[0]),
+                        "tokens_per_text": round(mean_tokens / len(units[0]), 1),
+                        "rounds": len(got),
+                        "tok_per_s": median(list(rates.values())),
+                        "best_tok_per_s": max(rates.values()),
+                        "ms_per_call": 1000 * median([dt for _, dt in got]),
+                        "best_ms_per_call": 1000 * min(dt for _, dt in got),
+                        "vs_pytorch": median(paired) if paired else None,
                         "gflop_per_token": flop / 1e9,
-                        "gflops": tokens / sec * flop / 1e9,
+                        "gflops": median(list(rates.values())) * flop / 1e9,
                     }
                 )
+            if mode == "batched":
+                for rt in active:
+                    vectors[rt.name] = rt.embed(texts[:2], w.prompt, 32)
         ref = vectors.get("pytorch-fp32")
         for name, v in vectors.items():
             if ref is not None and name != "pytorch-fp32":
@@ -303,19 +322,9 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
     for rt in runtimes:
         if rt.close:
             rt.close()
-    add_ratios(rows)
     for r in rows:  # against the peak sampled over the whole family's run
         r["roof_fraction"] = r["gflops"] / roof.gflops()
     return rows + skipped, cos_rows
-
-
-def add_ratios(rows: list[dict]) -> None:
-    ref = {
-        (r["workload"], r["mode"]): r["tok_per_s"] for r in rows if r["runtime"] == "pytorch-fp32"
-    }
-    for r in rows:
-        base = ref.get((r["workload"], r["mode"]))
-        r["vs_pytorch"] = r["tok_per_s"] / base if base else None
 
 
 def targets_for(rows: list[dict]) -> list[dict]:
@@ -337,7 +346,9 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
     p.add_argument("--families", nargs="+", default=["nano", "small"])
-    p.add_argument("--rounds", type=int, default=3, help="measurements per runtime (median)")
+    p.add_argument("--rounds", type=int, default=3, help="least rounds per workload")
+    p.add_argument("--max-rounds", type=int, default=30, help="most rounds per workload")
+    p.add_argument("--budget", type=float, default=60, help="seconds per workload and mode")
     p.add_argument("--runtimes", nargs="*", help="only these (e.g. pytorch-fp32 gguf-Q8_0)")
     p.add_argument(
         "--mlx-workloads",
@@ -347,7 +358,7 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.quick:
-        args.rounds = 1
+        args.rounds, args.max_rounds, args.budget = 1, 2, 0
         fixtures = fixtures_dir()
         if fixtures is None:
             raise SystemExit("--quick needs the tiny fixtures: set JINALOC_FIXTURES")
