@@ -172,11 +172,13 @@ def load_embedder(
     offline: bool = False,
     download: bool = True,
     dim: int | None = None,
+    task: str | None = None,
 ) -> Embedder:
     """Load a registry model or local folder on the chosen backend.
 
     `offline` never touches the network; `download=False` also refuses to fetch. A `dim`
-    is checked against the registry before anything is loaded or downloaded."""
+    is checked against the registry before anything is loaded or downloaded. `task`, the
+    adapter used first, saves fetching another task's GGUF just for its tokenizer."""
     from .backends import open_backend
 
     check_choice("backend", backend, BACKENDS)
@@ -185,4 +187,7 @@ def load_embedder(
         check_dim(dim, spec.dims, spec.allowed_dims())
     if backend == "auto":
         backend = default_backend()
-    return Embedder(spec, open_backend(spec, backend, quant, offline=offline, download=download))
+    if task is not None:
+        check_task(task, spec.tasks)
+    opened = open_backend(spec, backend, quant, offline=offline, download=download, task=task)
+    return Embedder(spec, opened)

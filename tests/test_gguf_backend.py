@@ -244,3 +244,19 @@ def test_threads(monkeypatch):
         default_threads()
     monkeypatch.delenv("JINALOC_THREADS")
     assert default_threads() >= 1
+
+
+def test_first_task_file_gives_the_tokenizer(nano_dir):
+    """A caller that names its task never opens another task's file (no extra download)."""
+    opened = []
+
+    def path_for(task):
+        opened.append(task)
+        return find_local_gguf(nano_dir, task, "F32")
+
+    backend = GGUFBackend(path_for, spec_from_folder(nano_dir), threads=1, task="clustering")
+    ids, _ = backend.tokenize(["Hello"])
+    backend.embed_tokens(ids, "clustering")
+    assert backend.hidden_size == 64
+    assert set(opened) == {"clustering"}
+    backend.close()

@@ -37,8 +37,14 @@ def pick_gguf_quant(spec: ModelSpec, task: str, quant: str | None) -> str:
 
 
 def open_backend(
-    spec: ModelSpec, backend: str, quant: str | None, offline: bool = False, download: bool = True
+    spec: ModelSpec,
+    backend: str,
+    quant: str | None,
+    offline: bool = False,
+    download: bool = True,
+    task: str | None = None,
 ) -> Backend:
+    """`task` is the one the caller will use first (GGUF files are per task)."""
     from .. import hub
 
     if backend == "mlx":
@@ -68,5 +74,5 @@ def open_backend(
                 spec, task, pick_gguf_quant(spec, task, quant), offline=offline, download=download
             )
 
-        return GGUFBackend(path_for, spec)
+        return GGUFBackend(path_for, spec, task=task)
     raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf or auto")

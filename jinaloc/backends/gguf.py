@@ -350,9 +350,13 @@ class GGUFBackend(Backend):
         threads: int | None = None,
         pack_tokens: int = PACK_TOKENS,
         long_tokens: int = LONG_TOKENS,
+        task: str | None = None,
     ):
         self.path_for = path_for
         self.spec = spec
+        # The task whose file gives the tokenizer before any is used: the caller's, so that
+        # a classify-only user never needs the retrieval file.
+        self.first_task = task or spec.tasks[0]
         self.threads = threads or default_threads()
         self.pack_tokens = pack_tokens  # token budget of a packed decode (0: no packing)
         self.long_tokens = long_tokens  # longer inputs use flash attention
@@ -362,10 +366,10 @@ class GGUFBackend(Backend):
         self._vocab_only: _internals.LlamaModel | None = None
 
     # Tokenizer and shapes come from the first file opened (every task file has the same
-    # vocab). Before any task is used, that is the first task's file, opened vocab-only.
+    # vocab). Before any task is used, that is `first_task`'s file, opened vocab-only.
     def _tokenizer(self) -> _internals.LlamaModel:
         if self._vocab is None:
-            self._vocab_only, self._info = _load(self.path_for(self.spec.tasks[0]), True)
+            self._vocab_only, self._info = _load(self.path_for(self.first_task), True)
             self._vocab = self._vocab_only
         return self._vocab
 

@@ -56,14 +56,15 @@ InputOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 
-def load_embedder(model, backend, quant, offline, dim=None):
+def load_embedder(model, backend, quant, offline, dim=None, task=None):
     """Load a model with a spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
 
+    args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
     if err_console.is_terminal:
         with err_console.status(f"loading {model or 'default model'}…"):
-            return load(model, backend=backend, quant=quant, offline=offline, dim=dim)
-    return load(model, backend=backend, quant=quant, offline=offline, dim=dim)
+            return load(model, **args)
+    return load(model, **args)
 
 
 def iter_stdin() -> Iterator[str]:

@@ -95,7 +95,7 @@ def embed(
         blocks = batched(records(iter_stdin(), input_format), STREAM_BLOCK)
         total = None
 
-    embedder = load_embedder(model, backend, quant, offline, dim)
+    embedder = load_embedder(model, backend, quant, offline, dim, task)
     dim = embedder.check_dim(dim)
     run = _Run(embedder, task, prompt, dim, batch_size, out_type, out_format)
     with embed_progress(total, quiet=quiet) as progress:

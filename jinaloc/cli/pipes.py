@@ -235,7 +235,7 @@ def classify(
     if only_label is not None and counts:
         raise JinalocError("--only-label and --counts don't mix: choose one")
     items, total = _inputs(files, read_files, input_format, no_prefix)
-    embedder = load_embedder(model, backend, quant, offline)
+    embedder = load_embedder(model, backend, quant, offline, task="classification")
     scorer = classify_.label_scorer(embedder, labels, batch_size=batch_size)
     tally = dict.fromkeys(labels, 0)
     rows: list[dict] = []  # --json only: one document at the end
@@ -335,13 +335,13 @@ class _Vectors:
             self.items, self.total = _inputs(files, read_files, input_format, no_prefix)
         self.stored = stored
 
-    def load(self, model, backend, quant, offline):
+    def load(self, model, backend, quant, offline, task):
         """The embedder, or None with --stored-vectors; the index's model by default."""
         if self.stored:
             return None
         if model is None and self.store is not None:
             model = self.store.meta().get("model_ref")
-        return load_embedder(model, backend, quant, offline)
+        return load_embedder(model, backend, quant, offline, task=task)
 
     def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
         """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
@@ -422,7 +422,7 @@ def cluster(
     if k is not None and k < 1:
         raise JinalocError(f"-k must be at least 1, got {k}")
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
-    embedder = source.load(model, backend, quant, offline)
+    embedder = source.load(model, backend, quant, offline, "clustering")
 
     def embed(texts, progress):
         return embedder.embed(texts, "clustering", "document", None, batch_size, progress)
@@ -513,7 +513,7 @@ def dedup(
     fmt = _format(as_json, as_jsonl)
     dedup_.check_threshold(threshold)
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
-    embedder = source.load(model, backend, quant, offline)
+    embedder = source.load(model, backend, quant, offline, "text-matching")
     # Notes are whole documents made of chunks: no exact-copy shortcut for them.
     distinct = dedup_.Distinct() if source.store is None else None
 
