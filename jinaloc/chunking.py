@@ -97,14 +97,24 @@ def chunk_text(
     if budget < 8:
         raise ValueError("chunk budget must be at least 8 tokens")
     overlap = budget // 8 if overlap is None else overlap
+    title, blocks = _parse(text, name)
+    for block, n in zip(blocks, count([b.text for b in blocks]), strict=True):
+        block.tokens = n
+    return Document(title, _pack(blocks, count, budget, overlap))
+
+
+def title_of(text: str, name: str) -> str:
+    """The one title rule: front matter `title:` (Org `#+title:`), else the first level-1
+    heading, else the file name (without a note suffix)."""
+    return _parse(text, name)[0]
+
+
+def _parse(text: str, name: str) -> tuple[str, list[_Block]]:
     syntax = syntax_of(name)
     lines = text.splitlines()
     fm_title, body_start = _front_matter(lines) if syntax == "md" else (None, 0)
     blocks = _blocks(lines, body_start, syntax)
-    title = fm_title or _first_title(blocks, lines, syntax) or _file_title(name)
-    for block, n in zip(blocks, count([b.text for b in blocks]), strict=True):
-        block.tokens = n
-    return Document(title, _pack(blocks, count, budget, overlap))
+    return fm_title or _first_title(blocks, lines, syntax) or _file_title(name), blocks
 
 
 def _file_title(name: str) -> str:

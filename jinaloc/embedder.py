@@ -61,6 +61,10 @@ class Embedder:
     def max_tokens(self) -> int:
         return self.backend.max_tokens
 
+    @property
+    def quant(self) -> str:
+        return self.backend.quant
+
     def check_dim(self, dim: int | None) -> int:
         allowed = self.spec.allowed_dims()
         # Fixture-sized or user folders may be smaller than the registry's trained dims.

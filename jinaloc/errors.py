@@ -1,8 +1,78 @@
-"""The one exception type the CLI turns into a one-line error and exit code 2."""
+"""The errors jinaloc raises for its users: a message and, where there is one, a fix.
+
+Library code says what is wrong and names the fix in its own terms (`hint`); the CLI turns
+each type into one line with its own commands (cli/errors.py) and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class JinalocError(Exception):
     """A user-facing error: the message is shown as is, without a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class IndexNotFound(JinalocError):
+    """No index file where one was expected."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"no index at {path}", "build one first")
+        self.path = path
+
+
+class IndexEmpty(JinalocError):
+    """An index file that holds no vectors yet."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is empty", "build it first")
+        self.path = path
+
+
+class SchemaTooNew(JinalocError):
+    def __init__(self, path: Path, version: int, supported: int):
+        super().__init__(
+            f"{path} has schema version {version}, newer than this jinaloc ({supported})",
+            "upgrade jinaloc",
+        )
+        self.path, self.version, self.supported = path, version, supported
+
+
+class IndexMismatch(JinalocError):
+    """A request the index cannot serve as built: another model, dim, chunking or format.
+
+    `setting` is what differs ("model", "dim", "chunk_tokens", "chunk_format"); `have` is the
+    index's own value; `model_ref` how to load the index's model again."""
+
+    def __init__(self, path: Path, setting: str, have, wanted, model_ref: str | None = None):
+        what = {
+            "model": f"was indexed with model {have}, not {wanted}",
+            "dim": f"was indexed at dim {have}, not {wanted}",
+            "chunk_tokens": f"was chunked at {have} tokens, not {wanted}",
+            "chunk_format": "was written by another jinaloc version",
+        }[setting]
+        super().__init__(f"{path} {what}", "re-index it, or use another index file")
+        self.path, self.setting, self.have, self.wanted = path, setting, have, wanted
+        self.model_ref = model_ref
+
+
+class ModelNotDownloaded(JinalocError):
+    """Model files that are not on this machine while downloads are off."""
+
+    def __init__(self, model: str, fmt: str, task: str | None = None, quant: str | None = None):
+        extra = f", task {task}, quant {quant}" if task else ""
+        super().__init__(
+            f"{model} ({fmt}{extra}) is not downloaded and offline mode is on",
+            "download it while online",
+        )
+        self.model, self.fmt, self.task, self.quant = model, fmt, task, quant
 
 
 def check_choice(what: str, value: str, choices) -> str:

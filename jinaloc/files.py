@@ -22,6 +22,9 @@ from .errors import JinalocError
 
 IGNORE_FILES = (".gitignore", ".jinalocignore")
 DEFAULT_MAX_SIZE = 1024 * 1024
+# Files a user names one by one (`embed --file`, pipes) may be bigger than notes; the model
+# truncates them anyway.
+INPUT_MAX_SIZE = 50_000_000
 # Bytes inspected for the binary test: enough for any header, cheap for huge files.
 SNIFF_BYTES = 8192
 # Control characters other than whitespace and escape: text almost never has them.
@@ -173,18 +176,20 @@ def _key(st: os.stat_result) -> tuple[int, int]:
 def _reason(e: OSError, symlink: bool = False) -> str:
     if e.errno == errno.ELOOP:
         return "symlink loop"
-    if e.errno == errno.ENOENT and symlink:
-        return "broken symlink"
+    if e.errno == errno.ENOENT:
+        return "broken symlink" if symlink else "no such file"
+    if e.errno == errno.EISDIR:
+        return "is a directory"
     if e.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     return e.strerror or str(e)
 
 
 def decode_text(data: bytes) -> str:
-    """The text of a file's bytes, or Unreadable('binary' / 'not valid UTF-8' / 'empty')."""
+    """The text of a file's bytes, or Unreadable('binary file' / 'not valid UTF-8' / 'empty')."""
     head = data[:SNIFF_BYTES]
     if b"\0" in head or len(head.translate(None, _CONTROL)) < len(head) * 0.9:
-        raise Unreadable("binary")
+        raise Unreadable("binary file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -204,3 +209,16 @@ def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     if len(data) > max_size:
         raise Unreadable(f"too large (> {max_size} bytes)")
     return data
+
+
+def read_text(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> str:
+    """A file's text by the rules every command shares (size, binary, UTF-8, BOM)."""
+    return decode_text(read_bytes(path, max_size))
+
+
+def read_input(path: Path, max_size: int = INPUT_MAX_SIZE) -> str:
+    """A file named by the user (`embed --file`, pipes): its text, or a one-line error."""
+    try:
+        return read_text(Path(path).expanduser(), max_size)
+    except Unreadable as e:
+        raise JinalocError(f"{path}: {e}") from None

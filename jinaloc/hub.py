@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import JinalocError
+from .errors import JinalocError, ModelNotDownloaded
 from .registry import ModelSpec
+
+log = logging.getLogger("jinaloc")
 
 # Only what the MLX backend reads: never the repo's Python files (no remote code).
 MLX_PATTERNS = [
@@ -31,17 +33,15 @@ def is_offline(offline: bool = False) -> bool:
     return offline or flag in ("1", "true", "yes", "on")
 
 
+_noted: set[str] = set()
+
+
 def _note_license(spec: ModelSpec) -> None:
-    if spec.license:
+    """Once per model and process, where a download may start."""
+    if spec.license and spec.name not in _noted:
+        _noted.add(spec.name)
         url = f" ({spec.license_url})" if spec.license_url else ""
-        print(f"{spec.name}: weights licensed {spec.license}{url}", file=sys.stderr)
-
-
-def _not_cached(spec: ModelSpec, fmt: str, extra: str = "") -> JinalocError:
-    return JinalocError(
-        f"{spec.name} ({fmt}{extra}) is not downloaded and offline mode is on:"
-        f" run `jinaloc models pull {spec.name} --format {fmt}{extra and ' ' + extra}` while online"
-    )
+        log.warning("%s weights are licensed %s%s", spec.name, spec.license, url)
 
 
 def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Path:
@@ -65,11 +65,11 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
         folder = Path(snapshot)
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
-            raise _not_cached(spec, "mlx") from None
+            raise ModelNotDownloaded(spec.name, "mlx") from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise _not_cached(spec, "mlx")
+            raise ModelNotDownloaded(spec.name, "mlx")
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 
@@ -118,7 +118,7 @@ def gguf_file(
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except Exception as e:
         if local_only:
-            raise _not_cached(spec, "gguf", f"--task {task} --quant {quant}") from None
+            raise ModelNotDownloaded(spec.name, "gguf", task, quant) from None
         raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
 
 

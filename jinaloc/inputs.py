@@ -10,6 +10,8 @@ from typing import Any
 from .errors import JinalocError, check_choice
 
 INPUT_FORMATS = ("auto", "lines", "jsonl")
+# Inputs per embedding round: enough for length-sorted batching, small enough to stream.
+STREAM_BLOCK = 512
 
 
 @dataclass

@@ -1,13 +1,21 @@
-"""Writing results to stdout: JSON, JSON lines, plain lines. Data only, never logs."""
+"""Writing results to stdout: data only, never logs.
+
+Commands produce rows; a `Renderer` writes them in the format the user chose:
+plain text (one function for a terminal, one for pipes), one JSON document, JSON lines
+(streamed as rows come) or file paths."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-FORMATS = ("json", "jsonl")
+from .errors import JinalocError
+
+FORMATS = ("text", "json", "jsonl", "files")
+
+Row = Any
 
 
 def _dumps(obj: Any) -> str:
@@ -33,3 +41,74 @@ def write_lines(lines: Iterable[str], out=None) -> None:
     for line in lines:
         out.write(line + "\n")
     out.flush()
+
+
+def output_format(json: bool = False, jsonl: bool = False, files: bool = False) -> str:
+    """The one format asked for by --json / --jsonl / --files ("text" when none)."""
+    chosen = [name for name, on in (("json", json), ("jsonl", jsonl), ("files", files)) if on]
+    if len(chosen) > 1:
+        flags = [f"--{name}" for name in chosen]
+        raise JinalocError(f"{' and '.join(flags)} don't mix: choose one of {' / '.join(flags)}")
+    return chosen[0] if chosen else "text"
+
+
+class Renderer:
+    """Writes rows in one format.
+
+    `data(row)` is a row as JSON (default: the row itself); `line(row)` is it as plain text
+    (tab-separated fields for pipes; it may hold several lines); `tty(row)` prints it for a
+    terminal instead, when stdout is one; `path(row)` is its file for --files (each path
+    once); `document(rows)` wraps all rows' JSON into the --json document (default: the
+    list); `separator` goes between rows in text output."""
+
+    def __init__(
+        self,
+        fmt: str,
+        *,
+        data: Callable[[Row], Any] | None = None,
+        line: Callable[[Row], str] | None = None,
+        tty: Callable[[Row], None] | None = None,
+        path: Callable[[Row], str] | None = None,
+        document: Callable[[list], Any] | None = None,
+        separator: str | None = None,
+        terminal: bool | None = None,
+    ):
+        if fmt not in FORMATS:
+            raise JinalocError(f"unknown output format {fmt!r}")
+        if fmt == "files" and path is None:
+            raise JinalocError("--files does not apply here")
+        self.fmt = fmt
+        self.data = data or (lambda row: row)
+        self.line = line or (lambda row: _dumps(self.data(row)))
+        self.tty = tty if (sys.stdout.isatty() if terminal is None else terminal) else None
+        self.path = path
+        self.document = document or list
+        self.separator = separator
+        self.count = 0
+        self._rows: list = []
+        self._paths: set[str] = set()
+
+    def add(self, rows: Iterable[Row]) -> None:
+        rows = list(rows)
+        if self.fmt == "json":
+            self._rows.extend(map(self.data, rows))
+        elif self.fmt == "jsonl":
+            write_jsonl(map(self.data, rows))
+        elif self.fmt == "files":
+            new = [p for p in map(self.path, rows) if not (p in self._paths or self._paths.add(p))]
+            write_lines(new)
+        else:
+            for n, row in enumerate(rows, self.count):
+                if n and self.separator is not None:
+                    write_lines([self.separator])
+                if self.tty is not None:
+                    self.tty(row)
+                else:
+                    write_lines([self.line(row)])
+        self.count += len(rows)
+
+    def close(self) -> int:
+        """Finish the output (the --json document); returns how many rows there were."""
+        if self.fmt == "json":
+            write_json(self.document(self._rows))
+        return self.count

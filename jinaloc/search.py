@@ -18,7 +18,7 @@ import pathspec
 
 from .errors import JinalocError
 from .store import MAX_K, Store
-from .vectors import l2_normalize
+from .vectors import note_vectors
 
 # Coarse candidates per wanted result; see README "Defaults" for the measurements.
 DEFAULT_OVERSAMPLE = 10
@@ -138,4 +138,4 @@ def file_vector(store: Store, file_id: int) -> np.ndarray:
     vectors = store.file_vectors(file_id)
     if not len(vectors):
         raise JinalocError("that file has no indexed chunks")
-    return l2_normalize(vectors.mean(axis=0))
+    return note_vectors(vectors, [len(vectors)])[0]

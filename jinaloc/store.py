@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import JinalocError
+from .errors import IndexNotFound, JinalocError, SchemaTooNew
 from .vectors import pack_bits
 
 # Numbered schema migrations; PRAGMA user_version is how many have been applied.
@@ -152,7 +152,7 @@ class Store:
     def open(cls, path: Path, create: bool = True) -> Store:
         path = Path(path).expanduser()
         if not create and not path.is_file():
-            raise JinalocError(f"no index at {path}: build one with `jinaloc index PATH`")
+            raise IndexNotFound(path)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -197,10 +197,7 @@ class Store:
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise JinalocError(
-                f"{self.path} has schema version {version}, newer than this jinaloc"
-                f" ({SCHEMA_VERSION}): upgrade jinaloc"
-            )
+            raise SchemaTooNew(self.path, version, SCHEMA_VERSION)
         for number in range(version, SCHEMA_VERSION):
             with self.transaction():
                 # Re-read inside the write lock: another process may have just migrated.

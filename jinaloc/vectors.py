@@ -33,6 +33,16 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.float32(1e-12))
 
 
+def note_vectors(vectors: np.ndarray, counts) -> np.ndarray:
+    """One vector per note from its chunks' vectors (consecutive rows, `counts` per note):
+    the normalized mean, so long notes count whole, not cut at the model's context."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if (counts < 1).any():
+        raise ValueError("every note needs at least one chunk vector")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return l2_normalize(np.add.reduceat(np.asarray(vectors, dtype=np.float32), starts, axis=0))
+
+
 def matryoshka(pooled: np.ndarray, dim: int | None = None) -> np.ndarray:
     """Slice the raw pooled vectors to `dim`, then L2-normalize (Jina's order)."""
     pooled = np.asarray(pooled, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Helpers for the index tests: a model-free embedder and a generated notes folder."""
+"""Helpers for the index tests: a model-free backend and a generated notes folder."""
 
 from __future__ import annotations
 
@@ -6,58 +6,68 @@ import hashlib
 import random
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from conftest import model_dir
 
-from jinaloc.embedder import Embedding
-from jinaloc.vectors import check_dim, matryoshka
+from jinaloc.backends.base import Backend
+from jinaloc.embedder import Embedder
+from jinaloc.registry import ModelSpec
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
 
-class FakeEmbedder:
-    """Same interface as jinaloc's Embedder: one word-hashed vector per token, summed, so
-    texts sharing words are close. Counts its calls and embedded texts."""
+VOCAB = 1 << 16
+BOS, EOS = 1, 2
 
-    def __init__(self, name: str = "fake-model", hidden: int = 64, max_tokens: int = 512):
-        self.spec = SimpleNamespace(name=name, matryoshka_dims=[], prompts={})
-        self.backend = SimpleNamespace(name="fake")
+
+class HashBackend(Backend):
+    """A model-free backend: each word is a token (hashed into a vocabulary), a text's
+    hidden state is the sum of its words' fixed random vectors, so texts sharing words are
+    close. Runs inside the real Embedder (prompts, batching, truncation, Matryoshka)."""
+
+    name = "fake"
+
+    def __init__(self, hidden: int = 64, max_tokens: int = 512):
         self.hidden_size = hidden
         self.max_tokens = max_tokens
+        self.table = np.random.default_rng(0).standard_normal((VOCAB, hidden)).astype(np.float32)
+
+    def tokenize(self, texts):
+        ids, lengths = [], []
+        for text in texts:
+            words = [
+                3 + int.from_bytes(hashlib.sha1(w.encode()).digest()[:4], "little") % (VOCAB - 3)
+                for w in WORD.findall(text.lower())
+            ]
+            full = [BOS, *words, EOS]
+            lengths.append(len(full))
+            ids.append(
+                full if len(full) <= self.max_tokens else [*full[: self.max_tokens - 1], EOS]
+            )
+        return ids, lengths
+
+    def embed_tokens(self, batch, task):
+        out = np.ones((len(batch), self.hidden_size), np.float32)
+        for row, seq in zip(out, batch, strict=True):
+            words = [t for t in seq if t not in (BOS, EOS)]
+            if words:
+                row[:] = self.table[words].sum(axis=0)
+        return out
+
+
+class FakeEmbedder(Embedder):
+    """The real Embedder on the HashBackend; records the texts it embedded."""
+
+    def __init__(self, name: str = "fake-model", hidden: int = 64, max_tokens: int = 512):
+        spec = ModelSpec(name=name, dims=hidden, max_tokens=max_tokens, prompts={})
+        super().__init__(spec, HashBackend(hidden, max_tokens))
         self.embedded: list[str] = []
 
-    def check_dim(self, dim):
-        return check_dim(dim, self.hidden_size, None)
-
-    def count_tokens(self, texts, prompt="document"):
-        return [len(WORD.findall(t)) + 2 for t in texts]  # the prompt word and an EOS
-
-    def _vector(self, text: str) -> np.ndarray:
-        v = np.zeros(self.hidden_size, np.float32)
-        for word in WORD.findall(text.lower()):
-            seed = int.from_bytes(hashlib.sha1(word.encode()).digest()[:4], "little")
-            v += np.random.default_rng(seed).standard_normal(self.hidden_size).astype(np.float32)
-        return v if v.any() else np.ones(self.hidden_size, np.float32)
-
-    def embed_with_counts(
-        self, texts, task="retrieval", prompt="document", dim=None, batch_size=32, progress=None
-    ):
+    def embed_with_counts(self, texts, *args, **kwargs):
         texts = list(texts)
         self.embedded += texts
-        raw = (
-            np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, self.hidden_size))
-        )
-        counts = self.count_tokens(texts)
-        if progress:
-            progress(len(texts), sum(counts))
-        return Embedding(matryoshka(raw, self.check_dim(dim)), counts)
-
-    def embed(
-        self, texts, task="retrieval", prompt="document", dim=None, batch_size=32, progress=None
-    ):
-        return self.embed_with_counts(texts, task, prompt, dim, batch_size, progress).vectors
+        return super().embed_with_counts(texts, *args, **kwargs)
 
 
 TOPICS = {

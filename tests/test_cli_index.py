@@ -209,7 +209,7 @@ def test_another_backend_of_the_same_model_is_allowed(indexed):
 
 def test_errors_are_one_line_with_exit_2(tmp_path):
     result = cli("search", "x", "--db", tmp_path / "none.db", ok=(2,))
-    assert "no index at" in result.stderr
+    assert "no index at" in result.stderr and "build one with `jinaloc index PATH`" in result.stderr
     result = cli("index", tmp_path / "missing", "--db", tmp_path / "i.db", ok=(2,))
     assert "no such file or folder" in result.stderr
     result = cli("index", "--db", tmp_path / "i.db", ok=(2,))

@@ -146,7 +146,7 @@ def test_decode_text_accepts_utf8_with_bom_and_escapes():
 
 
 def test_read_bytes_reasons(tmp_path):
-    with pytest.raises(Unreadable, match="No such file"):
+    with pytest.raises(Unreadable, match="no such file"):
         read_bytes(tmp_path / "missing")
     path = write(tmp_path, "grew.md", "x" * 100)
     with pytest.raises(Unreadable, match="too large"):

@@ -8,19 +8,21 @@ import shutil
 import pytest
 from index_helpers import FakeEmbedder, make_notes
 
-from jinaloc.errors import JinalocError
-from jinaloc.indexer import Indexer, WalkOptions
+from jinaloc.errors import IndexMismatch, JinalocError
+from jinaloc.index import Index
+from jinaloc.indexer import Report
+from jinaloc.planner import WalkOptions
 from jinaloc.store import Store
 
 
 class Loader:
-    """A load() for the Indexer that counts how often the model was loaded."""
+    """An Index loader that counts how often the model was loaded."""
 
     def __init__(self, embedder=None):
         self.embedder = embedder or FakeEmbedder()
         self.calls = 0
 
-    def __call__(self):
+    def __call__(self, *args, **kwargs):
         self.calls += 1
         return self.embedder
 
@@ -35,7 +37,7 @@ def db(tmp_path):
 def run(store, roots, loader=None, options=None, **kw):
     loader = loader or Loader()
     roots = roots if isinstance(roots, list) else [roots]
-    report = Indexer(store, loader, **kw).run([(r, options or WalkOptions()) for r in roots])
+    report = Index(store, loader).update([(r, options or WalkOptions()) for r in roots], **kw)
     return report, loader
 
 
@@ -129,7 +131,7 @@ def test_bad_files_are_skipped_with_reasons(db, tmp_path):
     finally:
         locked.chmod(0o644)
     reasons = {os.path.basename(p): r for p, r in report.skipped}
-    assert reasons.pop("image.png") == "binary"
+    assert reasons.pop("image.png") == "binary file"
     assert reasons.pop("latin1.txt") == "not valid UTF-8 (byte 3)"
     assert reasons.pop("empty.md") == "empty"
     assert reasons.pop("big.md") == "too large (6000 bytes > 4000)"
@@ -178,10 +180,11 @@ def test_model_dim_and_chunking_mismatch_refused(db, tmp_path):
     make_notes(root, 2)
     run(db, root, dim=32)
     assert db.meta()["dim"] == "32"
-    with pytest.raises(JinalocError, match="indexed at dim 32, not 16.*--reindex"):
-        Indexer(db, Loader(), dim=16)
-    with pytest.raises(JinalocError, match="chunked at 512 tokens, not 100"):
-        Indexer(db, Loader(), chunk_tokens=100)
+    with pytest.raises(IndexMismatch, match="indexed at dim 32, not 16: re-index") as e:
+        Index(db, Loader()).check(dim=16)
+    assert (e.value.setting, e.value.have, e.value.wanted) == ("dim", 32, 16)
+    with pytest.raises(IndexMismatch, match="chunked at 512 tokens, not 100"):
+        run(db, root, chunk_tokens=100)
     (root / "new.md").write_text("new")
     other = Loader(FakeEmbedder(name="other-model"))
     with pytest.raises(JinalocError, match="indexed with model fake-model, not other-model"):
@@ -218,10 +221,10 @@ def test_interrupted_run_keeps_finished_files_and_resumes(db, tmp_path, monkeypa
     monkeypatch.setattr("jinaloc.indexer.STEP_CHUNKS", 4)
     root = tmp_path / "notes"
     make_notes(root, 30)
-    indexer = Indexer(db, Loader(Interrupting(after=3)))
+    partial = Report()
     with pytest.raises(KeyboardInterrupt):
-        indexer.run([(root, WalkOptions())])
-    done = indexer.report.added
+        Index(db, Loader(Interrupting(after=3))).update([(root, WalkOptions())], report=partial)
+    done = partial.added
     assert 0 < done < 30
     assert db.counts()["files"] == done
     consistent(db)
@@ -236,10 +239,10 @@ def test_file_vector_of_an_unindexed_file(db, tmp_path):
     run(db, root)
     outside = tmp_path / "outside.md"
     outside.write_text("# Outside\n\nsome words here\n")
-    vector = Indexer(db, Loader()).file_vector(outside)
+    vector = Index(db, Loader()).embed_file(outside)
     assert vector.shape == (64,)
     with pytest.raises(JinalocError, match="missing.md"):
-        Indexer(db, Loader()).file_vector(tmp_path / "missing.md")
+        Index(db, Loader()).embed_file(tmp_path / "missing.md")
 
 
 def test_a_file_given_as_root_is_unchanged_on_the_next_run(db, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jinaloc.chunking import title_of
 from jinaloc.errors import JinalocError
 from jinaloc.pipelines import classify, cluster, dedup, items, rerank
 from jinaloc.vectors import l2_normalize
@@ -269,11 +270,13 @@ def test_line_items_plain_grep_and_json():
         list(items.line_items(['{"id": 1, "text": "a"}', "{oops"]))
 
 
-def test_file_title():
-    assert items.file_title("\n# Big *title* #\n\ntext", "x.md") == "Big *title*"
-    assert items.file_title("\n  first line\n## later", "x.md") == "later"
-    assert items.file_title("first line\nsecond", "x.md") == "first line"
-    assert items.file_title("\n\n", "dir/x.md") == "x.md"
+def test_file_titles_follow_the_index_rule():
+    # One title rule for pipes and the index (chunking.title_of).
+    assert title_of("\n# Big *title* #\n\ntext", "x.md") == "Big *title*"
+    assert title_of("\n  first line\n## later", "x.md") == "x"
+    assert title_of("---\ntitle: Front\n---\n# Other", "x.md") == "Front"
+    assert title_of("\n\n", "dir/x.txt") == "x"
+    assert title_of("print(1)", "dir/x.py") == "x.py"
 
 
 def test_embed_blocks_reads_files_lazily_and_skips_bad_ones(caplog):

@@ -10,7 +10,8 @@ from index_helpers import FakeEmbedder, make_notes
 
 from jinaloc import search as search_mod
 from jinaloc.errors import JinalocError
-from jinaloc.indexer import Indexer, WalkOptions
+from jinaloc.index import Index
+from jinaloc.planner import WalkOptions
 from jinaloc.search import embed_query, file_vector, search_vector
 from jinaloc.store import Store
 
@@ -25,7 +26,7 @@ def index(tmp_path_factory):
     store = Store.open(tmp / "index.db")
     fake = FakeEmbedder(hidden=DIM)
     # Small chunks: several per file, so best-per-file grouping matters.
-    Indexer(store, lambda: fake, chunk_tokens=40).run([(tmp / "notes", WalkOptions())])
+    Index(store, lambda *a, **k: fake).update([(tmp / "notes", WalkOptions())], chunk_tokens=40)
     yield store, fake
     store.close()
 
@@ -51,7 +52,7 @@ def test_small_dims_are_always_scanned_exactly(tmp_path, monkeypatch):
     make_notes(tmp_path / "notes", 20)
     with Store.open(tmp_path / "index.db") as store:
         fake = FakeEmbedder(hidden=64)
-        Indexer(store, lambda: fake).run([(tmp_path / "notes", WalkOptions())])
+        Index(store, lambda *a, **k: fake).update([(tmp_path / "notes", WalkOptions())])
 
         def no_bits(*args, **kwargs):
             raise AssertionError("64 bits are too coarse for a first stage")

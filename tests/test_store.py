@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jinaloc import store as store_mod
-from jinaloc.errors import JinalocError
+from jinaloc.errors import IndexNotFound, JinalocError
 from jinaloc.store import SCHEMA_VERSION, NewChunk, Store, bits_for
 from jinaloc.vectors import l2_normalize
 
@@ -58,8 +58,9 @@ def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path):
 
 
 def test_missing_index_is_an_error_when_not_creating(tmp_path):
-    with pytest.raises(JinalocError, match="no index at .*jinaloc index PATH"):
+    with pytest.raises(IndexNotFound, match="no index at .*none.db") as e:
         Store.open(tmp_path / "none.db", create=False)
+    assert e.value.path == tmp_path / "none.db"
 
 
 def test_newer_schema_is_refused(tmp_path):

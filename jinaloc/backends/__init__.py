@@ -58,7 +58,9 @@ def open_backend(
         from .mlx import MLXBackend
 
         folder = hub.mlx_dir(spec, offline=offline, download=download)
-        return MLXBackend(folder, spec, bits=mlx_bits(quant))
+        opened = MLXBackend(folder, spec, bits=mlx_bits(quant))
+        opened.quant = quant or "default"
+        return opened
     if backend == "gguf":
         try:
             import llama_cpp  # noqa: F401
@@ -74,5 +76,7 @@ def open_backend(
                 spec, task, pick_gguf_quant(spec, task, quant), offline=offline, download=download
             )
 
-        return GGUFBackend(path_for, spec, task=task)
+        opened = GGUFBackend(path_for, spec, task=task)
+        opened.quant = pick_gguf_quant(spec, task or "retrieval", quant)
+        return opened
     raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf or auto")

@@ -13,6 +13,8 @@ class Backend(ABC):
     name: str  # "mlx" | "gguf"
     hidden_size: int
     max_tokens: int
+    # The weights' quantization, as an index records it ("default": the format's own).
+    quant: str = "default"
 
     @abstractmethod
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:

@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from ..errors import JinalocError
 from .common import err_console
+from .errors import error_line
 
 
 class JinalocGroup(TyperGroup):
@@ -21,7 +22,9 @@ class JinalocGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except JinalocError as e:
-            err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)

@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,8 +22,9 @@ from rich.progress import (
 from ..errors import JinalocError
 
 # stdout carries only data; everything for humans goes to stderr. Rich honours NO_COLOR.
-err_console = Console(stderr=True)
-out_console = Console()
+# Data is printed as it is: no emoji codes (`:x:` in a path) and no highlighting.
+err_console = Console(stderr=True, emoji=False, highlight=False)
+out_console = Console(emoji=False, highlight=False)
 
 ModelOpt = Annotated[
     str | None,
@@ -56,12 +56,12 @@ InputOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 
-def load_embedder(model, backend, quant, offline, dim=None, task=None):
-    """Load a model with a spinner on stderr when it is a terminal."""
+def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=True):
+    """Load a model, with a spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
 
     args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
-    if err_console.is_terminal:
+    if spinner and err_console.is_terminal:
         with err_console.status(f"loading {model or 'default model'}…"):
             return load(model, **args)
     return load(model, **args)
@@ -83,29 +83,6 @@ def iter_stdin() -> Iterator[str]:
 def stdin_lines() -> list[str]:
     """Non-empty lines of stdin."""
     return [line for line in iter_stdin() if line.strip()]
-
-
-def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
-    """A whole text file, with one-line errors for the usual ways it can fail."""
-    try:
-        if path.is_dir():
-            raise JinalocError(f"{path}: is a directory")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise JinalocError(f"{path}: too large ({size} bytes, limit {max_bytes})")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise JinalocError(f"{path}: no such file") from None
-    except PermissionError:
-        raise JinalocError(f"{path}: permission denied") from None
-    except OSError as e:
-        raise JinalocError(f"{path}: {e.strerror or e}") from None
-    if b"\0" in data[:8192]:
-        raise JinalocError(f"{path}: binary file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise JinalocError(f"{path}: not valid UTF-8 (byte {e.start})") from None
 
 
 @contextmanager

@@ -12,7 +12,8 @@ import typer
 
 from ..embedder import Embedder, check_prompt, check_task
 from ..errors import JinalocError, check_choice
-from ..inputs import INPUT_FORMATS, Record, batched, records
+from ..files import read_input
+from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
 from ..output import write_json, write_jsonl
 from ..vectors import OUTPUT_TYPES, encode, quantize
 from . import app
@@ -28,12 +29,9 @@ from .common import (
     embed_progress,
     iter_stdin,
     load_embedder,
-    read_text_file,
 )
 
 OUT_FORMATS = ("json", "jsonl", "npy")
-# Lines read from stdin per embedding round, so huge inputs stream in bounded memory.
-STREAM_BLOCK = 1024
 
 EXAMPLES = """
 [b]Examples[/b]
@@ -89,7 +87,7 @@ def embed(
         blocks = [[Record(text=t) for t in texts]]
         total = len(texts)
     elif file:
-        blocks = [[Record(text=read_text_file(p), id=str(p), has_id=True) for p in file]]
+        blocks = [[Record(text=read_input(p), id=str(p), has_id=True) for p in file]]
         total = len(file)
     else:
         blocks = batched(records(iter_stdin(), input_format), STREAM_BLOCK)

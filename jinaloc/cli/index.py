@@ -20,14 +20,16 @@ from rich.progress import (
 )
 
 from ..chunking import is_heading
-from ..errors import JinalocError
+from ..errors import JinalocError, SchemaTooNew
 from ..files import parse_size
-from ..indexer import Indexer, Report, WalkOptions, check_compatible
+from ..index import Index
 from ..indexer import Progress as IndexProgress
-from ..output import write_json, write_jsonl, write_lines
+from ..indexer import Report
+from ..output import Renderer, output_format, write_json
 from ..paths import default_db
-from ..search import DEFAULT_OVERSAMPLE, Hit, embed_query, file_vector, search_vector
-from ..store import SCHEMA_VERSION, Store
+from ..planner import WalkOptions
+from ..search import DEFAULT_OVERSAMPLE
+from ..store import SCHEMA_VERSION
 from . import app
 from .common import (
     BackendOpt,
@@ -38,6 +40,7 @@ from .common import (
     QuantOpt,
     QuietOpt,
     err_console,
+    load_embedder,
     out_console,
 )
 
@@ -159,24 +162,6 @@ def _summary(report: Report, db: Path) -> None:
             err_console.print(f"  … and {len(items) - SUMMARY_LIST} more {label} (see --json)")
 
 
-def _model_args(store: Store, model, backend, quant) -> tuple[str | None, str | None]:
-    """The model to load (the index's own when none is given) and the quant: the index's
-    own when the backend is the same, so queries match the documents' quantization."""
-    from ..embedder import default_backend
-
-    meta = store.meta()
-    if model is None:
-        model = meta.get("model_ref")
-    wanted = default_backend() if backend == "auto" else backend
-    if (
-        quant is None
-        and meta.get("backend") == wanted
-        and meta.get("quant", "default") != "default"
-    ):
-        quant = meta["quant"]
-    return model, quant
-
-
 @app.command(epilog=INDEX_EXAMPLES)
 def index(
     paths: Annotated[
@@ -215,8 +200,6 @@ def index(
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
-    from ..embedder import load_embedder
-
     db_path = _db_path(db)
     if not paths and (include or exclude or max_file_size):
         raise JinalocError(
@@ -225,68 +208,56 @@ def index(
     options = WalkOptions(list(include or []), list(exclude or []))
     if max_file_size:
         options.max_size = parse_size(max_file_size)
-    store = Store.open(db_path)
-    try:
+    progress = _BarProgress() if not quiet and err_console.is_terminal else None
+
+    def load(*args, **kw):
+        if progress:
+            progress.note(f"loading {args[0] or 'default model'}")
+        embedder = load_embedder(*args, **kw, spinner=False)
+        if progress:
+            progress.note("indexing")
+        return embedder
+
+    with Index.open(db_path, create=True, loader=load) as idx:
         roots = [(p, options) for p in paths or []]
         if not roots:
-            for root, saved in store.roots().items():
-                if Path(root).is_dir() or Path(root).is_file():
-                    roots.append((Path(root), WalkOptions(**saved)))
-                else:
+            roots = idx.saved_roots()
+            for root in idx.store.roots():
+                if not Path(root).exists():
                     err_console.print(f"[yellow]warning:[/] {escape(root)} is gone; kept as is")
         if not roots:
             raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
+        # The model (and on the same backend its quant) stays the index's own unless asked.
+        idx.use_model(model, backend, quant, offline)
         if reindex:
-            if model is None:  # keep the model (and its quant) unless another is asked for
-                model, quant = _model_args(store, None, backend, quant)
-            store.clear()
-        load_model, quant = _model_args(store, model, backend, quant)
-        progress = _BarProgress() if not quiet and err_console.is_terminal else None
-
-        def load():
-            if progress:
-                progress.note(f"loading {load_model or 'default model'}")
-            embedder = load_embedder(load_model, backend=backend, quant=quant, offline=offline)
-            if progress:
-                progress.note("indexing")
-            return embedder
-
-        indexer = Indexer(
-            store,
-            load,
-            model=model,
-            dim=dim,
-            chunk_tokens=chunk_tokens,
-            progress=progress,
-            quant=quant,
-        )
+            idx.reset()
+        else:
+            idx.check(model=model)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         code = 0
+        report = Report()
         try:
             if progress:
                 progress.bar.start()
-            indexer.run(roots)
+            idx.update(roots, dim=dim, chunk_tokens=chunk_tokens, progress=progress, report=report)
         except KeyboardInterrupt as e:
-            indexer.report.interrupted = True
+            report.interrupted = True
             code = 143 if isinstance(e, _Interrupted) else 130
         finally:
             signal.signal(signal.SIGTERM, previous)
             if progress:
                 progress.bar.stop()
-        report = indexer.report
-        if json_out:
-            write_json({**report.to_json(), "db": str(db_path)})
-        if not quiet:
-            _summary(report, db_path)
-        if code:
-            err_console.print(
-                f"[red]interrupted:[/] {report.added + report.updated} files written;"
-                " run the same command again to resume",
-                highlight=False,
-            )
-            raise typer.Exit(code)
-    finally:
-        store.close()
+    if json_out:
+        write_json({**report.to_json(), "db": str(db_path)})
+    if not quiet:
+        _summary(report, db_path)
+    if code:
+        err_console.print(
+            f"[red]interrupted:[/] {report.added + report.updated} files written;"
+            " run the same command again to resume",
+            highlight=False,
+        )
+        raise typer.Exit(code)
 
 
 def _read_query(query: str | None) -> str:
@@ -303,54 +274,53 @@ def _read_query(query: str | None) -> str:
     return query
 
 
-def _output_mode(json_out: bool, jsonl: bool, files: bool) -> str:
-    chosen = [name for name, on in (("json", json_out), ("jsonl", jsonl), ("files", files)) if on]
-    if len(chosen) > 1:
-        raise JinalocError(f"choose one of --{' / --'.join(chosen)}")
-    return chosen[0] if chosen else "text"
-
-
-def _snippet(hit: Hit) -> str:
+def _snippet(row: dict) -> str:
     """The chunk on one line, without its heading lines (the heading is shown apart)."""
-    lines = [x for x in hit.text.splitlines() if not is_heading(x, hit.rel)]
+    lines = [x for x in row["text"].splitlines() if not is_heading(x, row["path"])]
     flat = " ".join(" ".join(lines).split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
-def _print_hits(hits: list[Hit], mode: str) -> None:
+def _hit_line(row: dict) -> str:
+    return (
+        f"{row['path']}:{row['start_line']}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
+    )
+
+
+def _hit_tty(row: dict) -> None:
+    out_console.print(
+        f"[magenta]{escape(row['path'])}[/]:[green]{row['start_line']}[/]"
+        f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(row['heading'] or row['title'])}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out_console.print(f"    {escape(_snippet(row))}", highlight=False, style="dim")
+
+
+def _print_hits(hits, fmt: str) -> None:
     """Results on stdout in the chosen form; exit code 1 when there are none (like grep)."""
-    if mode == "json":
-        write_json([h.to_json() for h in hits])
-    elif mode == "jsonl":
-        write_jsonl(h.to_json() for h in hits)
-    elif mode == "files":
-        write_lines(dict.fromkeys(h.display_path() for h in hits))
-    elif out_console.is_terminal:
-        for h in hits:
-            heading = " > ".join(h.heading) or h.title
-            out_console.print(
-                f"[magenta]{escape(h.display_path())}[/]:[green]{h.start_line}[/]"
-                f"  [cyan]{h.score:.3f}[/]  [bold]{escape(heading)}[/]",
-                highlight=False,
-                soft_wrap=True,
-            )
-            out_console.print(f"    {escape(_snippet(h))}", highlight=False, style="dim")
-    else:
-        write_lines(
-            f"{h.display_path()}:{h.start_line}\t{h.score:.4f}\t{' > '.join(h.heading)}"
-            f"\t{_snippet(h)}"
-            for h in hits
-        )
-    if not hits:
+    out = Renderer(
+        fmt,
+        line=_hit_line,
+        tty=_hit_tty,
+        path=lambda row: row["path"],
+        terminal=out_console.is_terminal,
+    )
+    out.add(h.to_json() for h in hits)
+    if not out.close():
         raise typer.Exit(1)
 
 
-def _open_index(db: Path | None) -> Store:
-    store = Store.open(_db_path(db), create=False)
-    if not store.meta().get("model"):
-        store.close()
-        raise JinalocError(f"{_db_path(db)} is empty: build it with `jinaloc index PATH`")
-    return store
+def _open_index(db: Path | None, model, backend, quant, offline) -> Index:
+    """A built index with the model to search it chosen (its own unless asked otherwise)."""
+    idx = Index.open(_db_path(db), loader=load_embedder)
+    try:
+        idx.require_built()
+        idx.check(model=model)
+    except BaseException:
+        idx.close()
+        raise
+    return idx.use_model(model, backend, quant, offline)
 
 
 @app.command(epilog=SEARCH_EXAMPLES)
@@ -379,19 +349,11 @@ def search(
 
     Shows path:line, score, heading and a snippet of the best chunk per file.
     Exit code 1 when nothing matches."""
-    from .common import load_embedder
-
-    mode = _output_mode(json_out, jsonl, files)
+    fmt = output_format(json_out, jsonl, files)
     text = _read_query(query)
-    with _open_index(db) as store:
-        meta = store.meta()
-        check_compatible(meta, store.path, model, None)
-        load_model, quant = _model_args(store, model, backend, quant)
-        embedder = load_embedder(load_model, backend, quant, offline)
-        vector = embed_query(embedder, text, int(meta["dim"]))
-        hits = search_vector(
-            store,
-            vector,
+    with _open_index(db, model, backend, quant, offline) as idx:
+        hits = idx.search(
+            text,
             k,
             exact=exact,
             oversample=oversample,
@@ -399,7 +361,7 @@ def search(
             min_score=min_score,
             all_chunks=all_chunks,
         )
-    _print_hits(hits, mode)
+    _print_hits(hits, fmt)
 
 
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc similar notes/ideas.md -k 5 --files")
@@ -421,36 +383,10 @@ def similar(
     """The notes most like a given note.
 
     An indexed note uses its stored vectors; any other file is embedded on the fly."""
-    from .common import load_embedder
-
-    mode = _output_mode(json_out, jsonl, files)
-    with _open_index(db) as store:
-        check_compatible(store.meta(), store.path, model, None)
-        record = store.file(str(path.expanduser().absolute())) or store.file(
-            str(path.expanduser().resolve())
-        )
-        if record is not None:
-            vector, exclude = file_vector(store, record.id), [record.id]
-        else:
-            load_model, quant = _model_args(store, model, backend, quant)
-            indexer = Indexer(
-                store, lambda: load_embedder(load_model, backend, quant, offline), model=model
-            )
-            vector, exclude = indexer.file_vector(path), []
-        hits = search_vector(
-            store,
-            vector,
-            k,
-            exact=exact,
-            path_glob=path_glob,
-            min_score=min_score,
-            exclude_files=exclude,
-        )
-    _print_hits(hits, mode)
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    fmt = output_format(json_out, jsonl, files)
+    with _open_index(db, model, backend, quant, offline) as idx:
+        hits = idx.similar(path, k, exact=exact, path_glob=path_glob, min_score=min_score)
+    _print_hits(hits, fmt)
 
 
 @app.command()
@@ -459,40 +395,18 @@ def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
 
     Roots, files, chunks, model, dim and size of the index file."""
     db_path = _db_path(db)
-    with Store.open(db_path, create=False) as store:
-        meta = store.meta()
-        counts = store.counts()
-        roots = store.roots()
-        present = {r: o for r, o in roots.items() if Path(r).exists()}
-        indexer = Indexer(store, lambda: None)
-        plan = indexer.plan([(Path(r), WalkOptions(**o)) for r, o in present.items()])
-        root_counts = {r: len(store.files_under(r)) for r in roots}
-    changed = {
-        "new": [w.candidate.path.as_posix() for w in plan.new],
-        "modified": [w.candidate.path.as_posix() for w in plan.changed],
-        "renamed": [{"from": old.path, "to": str(w.candidate.path)} for old, w in plan.renamed],
-        "deleted": [r.path for r in plan.removed],
-    }
-    info = {
-        "db": str(db_path),
-        "db_bytes": _size(db_path),
-        "schema_version": SCHEMA_VERSION,
-        "roots": [
-            {"path": r, "files": root_counts[r], "exists": r in present, **roots[r]} for r in roots
-        ],
-        **counts,
-        "model": meta.get("model"),
-        "model_ref": meta.get("model_ref"),
-        "backend": meta.get("backend"),
-        "quant": meta.get("quant"),
-        "task": meta.get("task"),
-        "dim": int(meta["dim"]) if meta.get("dim") else None,
-        "bit_order": meta.get("bit_order"),
-        "chunk_tokens": int(meta["chunk_tokens"]) if meta.get("chunk_tokens") else None,
-        "changed": {key: len(value) for key, value in changed.items()},
-        "changed_files": changed,
-        "skipped": len(plan.skipped),
-    }
+    try:
+        with Index.open(db_path) as idx:
+            info = idx.status()
+    except SchemaTooNew as e:
+        # Still a status: say what the file is and what to do, without a traceback.
+        info = {"db": str(db_path), "schema_version": e.version, "supported": SCHEMA_VERSION}
+        if json_out:
+            write_json({**info, "error": str(e)})
+        else:
+            out_console.print(f"[bold]{'index':>8}[/]  {escape(str(db_path))}", highlight=False)
+            out_console.print(f"[bold]{'schema':>8}[/]  {escape(str(e))}", highlight=False)
+        return
     if json_out:
         write_json(info)
         return

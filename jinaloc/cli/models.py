@@ -167,12 +167,6 @@ def pull(
         paths = [hub.gguf_file(spec, t, q) for t in _tasks(spec, task)]
     for p in paths:
         print(p)
-    if spec.license:
-        err_console.print(
-            f"{spec.name} is licensed {spec.license}: non-commercial use only"
-            + (f" ({spec.license_url})" if spec.license_url else ""),
-            highlight=False,
-        )
 
 
 @models_app.command("path", epilog="[b]Example[/b]\n\n  jinaloc models path v5-nano --format gguf")

@@ -14,8 +14,9 @@ import numpy as np
 import typer
 
 from ..errors import JinalocError, check_choice
+from ..files import read_input
 from ..inputs import INPUT_FORMATS
-from ..output import write_json, write_jsonl, write_lines
+from ..output import Renderer, output_format
 from ..pipelines import classify as classify_
 from ..pipelines import cluster as cluster_
 from ..pipelines import dedup as dedup_
@@ -42,7 +43,6 @@ from .common import (
     embed_progress,
     iter_stdin,
     load_embedder,
-    read_text_file,
 )
 
 ReadFilesOpt = Annotated[
@@ -71,12 +71,6 @@ lines ([cyan]{"id": ..., "text": ...}[/]) keep their id. With [cyan]--read-files
 whole files are embedded (truncated to the model's context); unreadable or binary files are
 skipped with a warning.
 """
-
-
-def _format(as_json: bool, as_jsonl: bool) -> str | None:
-    if as_json and as_jsonl:
-        raise JinalocError("--json and --jsonl don't mix: choose one")
-    return "json" if as_json else "jsonl" if as_jsonl else None
 
 
 def _inputs(
@@ -145,7 +139,7 @@ def rerank(
 
     Retrieval adapter: the query takes the "Query: " prompt, the lines "Document: ".
     Exit code 1 when nothing reaches --min-score."""
-    fmt = _format(as_json, as_jsonl)
+    fmt = output_format(as_json, as_jsonl)
     items, total = _inputs(None, read_files, input_format, no_prefix)
     embedder = load_embedder(model, backend, quant, offline)
     scorer = query_scorer(embedder, query, batch_size=batch_size)
@@ -153,21 +147,18 @@ def rerank(
     count = 0
     with embed_progress(total, "reranking", quiet) as progress:
         for block, sims in embed_blocks(
-            items, lambda texts: scorer.scores(texts, progress)[:, 0], read_text_file
+            items, lambda texts: scorer.scores(texts, progress)[:, 0], read_input
         ):
             best.push(sims, block)
             count += len(block)
     _no_readable(count)
-    results = best.results()
-    if fmt:
-        rows = [
-            {"rank": n, "score": round(s, 6), **item.describe()}
-            for n, (s, item) in enumerate(results, 1)
-        ]
-        write_json(rows) if fmt == "json" else write_jsonl(rows)
-    else:
-        write_lines(f"{s:.4f}\t{item.out}" if scores else item.out for s, item in results)
-    if not results:
+    out = Renderer(
+        fmt,
+        data=lambda r: {"rank": r[0], "score": round(r[1], 6), **r[2].describe()},
+        line=lambda r: f"{r[1]:.4f}\t{r[2].out}" if scores else r[2].out,
+    )
+    out.add((n, s, item) for n, (s, item) in enumerate(best.results(), 1))
+    if not out.close():
         _nothing_passed()
 
 
@@ -193,7 +184,7 @@ separate better than single words. Output: [cyan]label<TAB>score<TAB>line[/], in
 def _read_labels(labels: list[str] | None, labels_file: Path | None) -> list[str]:
     given = list(labels or [])
     if labels_file is not None:
-        given += read_text_file(labels_file).splitlines()
+        given += read_input(labels_file).splitlines()
     return classify_.check_labels(given)
 
 
@@ -228,7 +219,7 @@ def classify(
     """Zero-shot classification of stdin lines or files into the given labels.
 
     Exit code 1 when --only-label matches nothing."""
-    fmt = _format(as_json, as_jsonl)
+    fmt = output_format(as_json, as_jsonl)
     labels = _read_labels(label, labels_file)
     if only_label is not None and only_label not in labels:
         raise JinalocError(f"--only-label {only_label!r} is not one of the labels")
@@ -238,44 +229,39 @@ def classify(
     embedder = load_embedder(model, backend, quant, offline, task="classification")
     scorer = classify_.label_scorer(embedder, labels, batch_size=batch_size)
     tally = dict.fromkeys(labels, 0)
-    rows: list[dict] = []  # --json only: one document at the end
-    count = printed = 0
+    out = Renderer(
+        "text" if counts else fmt,
+        data=lambda r: _classified(r[0], r[1], r[2], labels, r[3]),
+        line=lambda r: r[0].out if only_label is not None else f"{r[1]}\t{r[2]:.4f}\t{r[0].out}",
+    )
+    count = 0
     with embed_progress(total, "classifying", quiet) as progress:
         for block, sims in embed_blocks(
-            items, lambda texts: scorer.scores(texts, progress), read_text_file
+            items, lambda texts: scorer.scores(texts, progress), read_input
         ):
             count += len(block)
             best, score = classify_.best_labels(sims)
             chosen = [(labels[b], float(s)) for b, s in zip(best, score, strict=True)]
             for name, _ in chosen:
                 tally[name] += 1
-            if counts:
-                continue
-            keep = [
-                (item, name, s, row)
-                for item, (name, s), row in zip(block, chosen, sims, strict=True)
-                if only_label is None or name == only_label
-            ]
-            printed += len(keep)
-            if fmt:
-                out = [_classified(item, name, s, labels, row) for item, name, s, row in keep]
-                rows.extend(out) if fmt == "json" else write_jsonl(out)
-            elif only_label is not None:
-                write_lines(item.out for item, *_ in keep)
-            else:
-                write_lines(f"{name}\t{s:.4f}\t{item.out}" for item, name, s, _ in keep)
+            if not counts:
+                out.add(
+                    (item, name, s, row)
+                    for item, (name, s), row in zip(block, chosen, sims, strict=True)
+                    if only_label is None or name == only_label
+                )
     _no_readable(count)
+    printed = out.close()
     if counts:
-        summary = sorted(tally.items(), key=lambda kv: -kv[1])  # stable: ties in label order
-        if fmt == "json":
-            write_json(dict(summary))
-        elif fmt == "jsonl":
-            write_jsonl({"label": name, "count": n} for name, n in summary)
-        else:
-            write_lines(f"{name}\t{n}" for name, n in summary)
-    elif fmt == "json":
-        write_json(rows)
-    if only_label is not None and printed == 0:
+        summary = Renderer(
+            fmt,
+            data=lambda r: {"label": r[0], "count": r[1]},
+            line=lambda r: f"{r[0]}\t{r[1]}",
+            document=lambda rows: {r["label"]: r["count"] for r in rows},
+        )
+        summary.add(sorted(tally.items(), key=lambda kv: -kv[1]))  # stable: ties in label order
+        summary.close()
+    elif only_label is not None and printed == 0:
         _nothing_passed()
 
 
@@ -321,14 +307,13 @@ class _Vectors:
     """Where cluster and dedup get their items from, checked before any model loads."""
 
     def __init__(self, files, read_files, input_format, no_prefix, notes, db, stored):
-        self.store = None
+        self.index = None
         if notes or db is not None:
             if files or read_files:
                 raise JinalocError("--notes/--db read the index: give no FILES or --read-files")
-            from ..paths import default_db
-            from ..store import Store
+            from ..index import Index
 
-            self.store = Store.open(db or default_db(), create=False)
+            self.index = Index.open(db, loader=load_embedder)
         elif stored:
             raise JinalocError("--stored-vectors needs --notes or --db")
         else:
@@ -337,33 +322,34 @@ class _Vectors:
 
     def load(self, model, backend, quant, offline, task):
         """The embedder, or None with --stored-vectors; the index's model by default."""
-        if self.stored:
-            return None
-        if model is None and self.store is not None:
-            model = self.store.meta().get("model_ref")
+        if self.index is not None:
+            self.index.require_built()
+            self.index.check(model=model)
+            if self.stored:
+                return None
+            return self.index.use_model(model, backend, quant, offline).load(task)
         return load_embedder(model, backend, quant, offline, task=task)
 
     def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
         """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
         kept: list[Item] = []
         vectors: list[np.ndarray] = []
-        if self.store is not None:
+        if self.index is not None:
+            chunks = self.index.store.counts()["chunks"]
             with (
-                self.store,
-                embed_progress(
-                    self.store.counts()["chunks"], "embedding notes", quiet or self.stored
-                ) as progress,
+                self.index,
+                embed_progress(chunks, "embedding notes", quiet or self.stored) as progress,
             ):
                 fn = None if self.stored else (lambda texts: embed(texts, progress))
-                for block, vecs in note_blocks(self.store.iter_documents(), fn):
+                for block, vecs in note_blocks(self.index.documents(), fn):
                     kept.extend(block)
                     vectors.append(vecs)
             if not kept:
-                raise JinalocError(f"no input: the index {self.store.path} has no notes")
+                raise JinalocError(f"no input: the index {self.index.path} has no notes")
         else:
             with embed_progress(self.total, "embedding", quiet) as progress:
                 for block, vecs in embed_blocks(
-                    self.items, lambda texts: embed(texts, progress), read_text_file
+                    self.items, lambda texts: embed(texts, progress), read_input
                 ):
                     kept.extend(block)
                     vectors.append(vecs)
@@ -418,7 +404,7 @@ def cluster(
     quiet: QuietOpt = False,
 ) -> None:
     """Group stdin lines, files or indexed notes into clusters of similar meaning."""
-    fmt = _format(as_json, as_jsonl)
+    fmt = output_format(as_json, as_jsonl)
     if k is not None and k < 1:
         raise JinalocError(f"-k must be at least 1, got {k}")
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
@@ -431,8 +417,10 @@ def cluster(
     if k is not None and k > len(kept):
         raise JinalocError(f"-k {k} is more than the {len(kept)} inputs")
     result = cluster_.cluster_vectors(vectors, k, max_k, seed)
-    clusters = [
-        {
+
+    def data(row) -> dict:
+        n, c = row
+        return {
             "cluster": n,
             "size": len(c.members),
             "title": kept[c.representative].title,
@@ -441,28 +429,27 @@ def cluster(
                 for i, s in zip(c.members, c.scores, strict=True)
             ],
         }
-        for n, c in enumerate(result.clusters, 1)
-    ]
-    if fmt == "json":
-        silhouette = None if result.silhouette is None else round(result.silhouette, 6)
-        write_json(
-            {
-                "k": result.k,
-                "estimated": result.estimated,
-                "silhouette": silhouette,
-                "clusters": clusters,
-            }
-        )
-    elif fmt == "jsonl":
-        write_jsonl(clusters)
-    else:
-        lines: list[str] = []
-        for n, c in enumerate(result.clusters, 1):
-            if lines:
-                lines.append("")
-            lines.append(f"# {n}: {kept[c.representative].title} ({len(c.members)})")
-            lines.extend(kept[i].out for i in c.members)
-        write_lines(lines)
+
+    def line(row) -> str:
+        n, c = row
+        head = f"# {n}: {kept[c.representative].title} ({len(c.members)})"
+        return "\n".join([head, *(kept[i].out for i in c.members)])
+
+    silhouette = None if result.silhouette is None else round(result.silhouette, 6)
+    out = Renderer(
+        fmt,
+        data=data,
+        line=line,
+        separator="",
+        document=lambda rows: {
+            "k": result.k,
+            "estimated": result.estimated,
+            "silhouette": silhouette,
+            "clusters": rows,
+        },
+    )
+    out.add(enumerate(result.clusters, 1))
+    out.close()
 
 
 DEDUP_EXAMPLES = (
@@ -510,12 +497,12 @@ def dedup(
     quiet: QuietOpt = False,
 ) -> None:
     """Find near-duplicate stdin lines, files or indexed notes."""
-    fmt = _format(as_json, as_jsonl)
+    fmt = output_format(as_json, as_jsonl)
     dedup_.check_threshold(threshold)
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
     embedder = source.load(model, backend, quant, offline, "text-matching")
     # Notes are whole documents made of chunks: no exact-copy shortcut for them.
-    distinct = dedup_.Distinct() if source.store is None else None
+    distinct = dedup_.Distinct() if source.index is None else None
 
     def embed(texts, progress):
         if distinct is not None:
@@ -525,38 +512,31 @@ def dedup(
     kept, vectors = source.collect(embed, quiet)
     copies = distinct.copies if distinct is not None else None
     if pairs:
-        found = dedup_.duplicate_pairs(vectors, threshold, copies)
-        if fmt:
-            rows = [
-                {"score": round(s, 6), "a": kept[a].describe(), "b": kept[b].describe()}
-                for a, b, s in found
-            ]
-            write_json(rows) if fmt == "json" else write_jsonl(rows)
-        else:
-            write_lines(f"{s:.4f}\t{kept[a].out}\t{kept[b].out}" for a, b, s in found)
+        out = Renderer(
+            fmt,
+            data=lambda r: {
+                "score": round(r[2], 6),
+                "a": kept[r[0]].describe(),
+                "b": kept[r[1]].describe(),
+            },
+            line=lambda r: f"{r[2]:.4f}\t{kept[r[0]].out}\t{kept[r[1]].out}",
+        )
+        out.add(dedup_.duplicate_pairs(vectors, threshold, copies))
     else:
-        found = dedup_.duplicate_groups(vectors, threshold, copies)
-        if fmt:
-            rows = [
-                {
-                    "group": n,
-                    "size": len(g.members),
-                    "members": [
-                        {**kept[i].describe(), "score": round(s, 6)}
-                        for i, s in zip(g.members, g.scores, strict=True)
-                    ],
-                }
-                for n, g in enumerate(found, 1)
-            ]
-            write_json(rows) if fmt == "json" else write_jsonl(rows)
-        else:
-            lines: list[str] = []
-            for g in found:
-                if lines:
-                    lines.append("")
-                lines.extend(
-                    f"{s:.4f}\t{kept[i].out}" for i, s in zip(g.members, g.scores, strict=True)
-                )
-            write_lines(lines)
-    if not found:
+
+        def members(g):
+            return zip(g.members, g.scores, strict=True)
+
+        out = Renderer(
+            fmt,
+            data=lambda r: {
+                "group": r[0],
+                "size": len(r[1].members),
+                "members": [{**kept[i].describe(), "score": round(s, 6)} for i, s in members(r[1])],
+            },
+            line=lambda r: "\n".join(f"{s:.4f}\t{kept[i].out}" for i, s in members(r[1])),
+            separator="",
+        )
+        out.add(enumerate(dedup_.duplicate_groups(vectors, threshold, copies), 1))
+    if not out.close():
         _nothing_passed()

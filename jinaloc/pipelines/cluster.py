@@ -9,6 +9,7 @@ import numpy as np
 
 from ..embedder import Embedder
 from ..errors import JinalocError
+from ..vectors import l2_normalize
 
 DEFAULT_MAX_K = 20
 # k is estimated on at most this many rows (a seeded sample); the final fit uses every row.
@@ -38,10 +39,6 @@ class Clustering:
     k: int
     estimated: bool  # k chosen by silhouette rather than given
     silhouette: float | None  # mean silhouette (cosine distance); None for a single cluster
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -79,7 +76,7 @@ def _lloyd(x: np.ndarray, centroids: np.ndarray, max_iter: int) -> KMeans:
             # Re-seed empty clusters with the points worst served by their centroid.
             worst = np.argsort(sims[np.arange(len(x)), labels])[: len(empty)]
             sums[empty] = x[worst]
-        centroids = _unit(sums)
+        centroids = l2_normalize(sums)
     sims = x @ centroids.T
     labels = sims.argmax(axis=1)
     inertia = float(np.sum(1.0 - sims[np.arange(len(x)), labels]))

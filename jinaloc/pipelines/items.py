@@ -14,18 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from ..chunking import embed_text
+from ..chunking import embed_text, title_of
 from ..errors import JinalocError
-from ..inputs import batched, records
-from ..vectors import l2_normalize
+from ..files import read_input
+from ..inputs import STREAM_BLOCK, batched, records
+from ..vectors import note_vectors
 
 log = logging.getLogger("jinaloc")
 
-# Texts per embedding round: enough for length-sorted batching, small enough to stream.
-STREAM_BLOCK = 512
 # grep -n / grep -rn output: "path:line:text" (the path without colons).
 _GREP_LINE = re.compile(r"([^\s:][^:]*):(\d+):(.*)", re.DOTALL)
-_HEADING = re.compile(r"#{1,6}\s+(.+?)\s*#*\s*$")
 TITLE_CHARS = 120
 
 
@@ -88,20 +86,6 @@ def path_items(paths: Iterable[str | Path]) -> Iterator[Item]:
             yield Item(out=p, path=p)
 
 
-def file_title(text: str, path: str) -> str:
-    """The first markdown heading, else the first non-blank line, else the file name."""
-    first = None
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        m = _HEADING.match(line.strip())
-        if m:
-            return m.group(1)[:TITLE_CHARS]
-        if first is None:
-            first = line.strip()
-    return (first or Path(path).name)[:TITLE_CHARS]
-
-
 def _load(block: list[Item], read: Callable[[Path], str]) -> list[Item]:
     """The block with file texts read in; unreadable files warned about and dropped."""
     kept = []
@@ -112,7 +96,7 @@ def _load(block: list[Item], read: Callable[[Path], str]) -> list[Item]:
             except JinalocError as e:
                 log.warning("skipped %s", e)
                 continue
-            item.title = file_title(item.text, item.path)
+            item.title = title_of(item.text, item.path)[:TITLE_CHARS]
         kept.append(item)
     return kept
 
@@ -120,7 +104,7 @@ def _load(block: list[Item], read: Callable[[Path], str]) -> list[Item]:
 def embed_blocks(
     items: Iterable[Item],
     embed: Callable[[list[str]], np.ndarray],
-    read: Callable[[Path], str],
+    read: Callable[[Path], str] = read_input,
     block: int = STREAM_BLOCK,
 ) -> Iterator[tuple[list[Item], np.ndarray]]:
     """(items, their vectors) one block at a time. File contents are dropped once embedded,
@@ -158,8 +142,7 @@ def note_blocks(
                     for heading, text in zip(d.headings, d.texts, strict=True)
                 ]
             )
-        starts = np.cumsum([0] + [len(d.texts) for d in docs[:-1]])
-        pooled = l2_normalize(np.add.reduceat(vectors, starts, axis=0))
+        pooled = note_vectors(vectors, [len(d.texts) for d in docs])
         yield [Item(out=d.path, path=d.path, title=d.title) for d in docs], pooled
 
 

@@ -1,0 +1,301 @@
+"""One index session: the store, what its vectors mean, the model that serves it, and every
+rule about which requests it can serve.
+
+Commands and the Python API open an `Index`, say which model they would like (`use_model`:
+the index's own unless asked otherwise), and then plan, update, search or read it. The model
+loads on first use, so planning, status and stored-vector reads never need one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .errors import IndexEmpty, IndexMismatch, JinalocError
+from .files import read_input
+from .paths import default_db
+from .planner import Plan, Roots, WalkOptions, plan_update
+from .store import SCHEMA_VERSION, IndexedDocument, Store
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .embedder import Embedder
+    from .indexer import Progress, Report
+    from .search import Hit
+
+TASK = "retrieval"
+# Index dim when none is given (clamped to the model's width); see README "Defaults".
+DEFAULT_DIM = 512
+DEFAULT_CHUNK_TOKENS = 512
+# Layout of embed_text(); a new layout needs a re-index.
+CHUNK_FORMAT = "1"
+
+# loader(model, backend, quant, offline, task) -> Embedder
+Loader = Callable[..., "Embedder"]
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What the vectors of an index mean; stored as text in its `meta` table."""
+
+    model: str  # registry name of the model
+    model_ref: str  # how to load it again: a name, or a folder's absolute path
+    backend: str
+    quant: str
+    dim: int
+    chunk_tokens: int
+    task: str = TASK
+    prompt: str = "document"
+    bit_order: str = "lsb-first"  # vectors.pack_bits, as sqlite-vec packs bit[N]
+    chunk_format: str = CHUNK_FORMAT
+    created_by: str = ""
+
+    @classmethod
+    def from_store(cls, values: dict[str, str]) -> IndexMeta | None:
+        if not values.get("model"):
+            return None
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(
+            **{k: int(v) if types[k] == "int" else v for k, v in values.items() if k in types}
+        )
+
+    def to_store(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+def model_ref(model: str | None) -> str | None:
+    """How to load the model again later: a folder as an absolute path, a name as is."""
+    if model and Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    return model
+
+
+def _default_loader(model, backend, quant, offline, task):
+    from .embedder import load_embedder
+
+    return load_embedder(model, backend=backend, quant=quant, offline=offline, task=task)
+
+
+class Index:
+    """An open index file. `loader` loads the embedder (the CLI's shows a spinner)."""
+
+    def __init__(self, store: Store, loader: Loader | None = None):
+        self.store = store
+        self.path = store.path
+        self.meta = IndexMeta.from_store(store.meta())
+        self._loader = loader or _default_loader
+        self._embedder: Embedder | None = None
+        self._choice: tuple = (None, "auto", None, False)
+
+    @classmethod
+    def open(
+        cls, path: Path | str | None = None, *, create: bool = False, loader: Loader | None = None
+    ) -> Index:
+        """The index at `path` (default: JINALOC_DB, else the XDG data dir)."""
+        return cls(Store.open(Path(path or default_db()), create=create), loader)
+
+    def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # what the index can serve
+
+    def require_built(self) -> IndexMeta:
+        if self.meta is None:
+            raise IndexEmpty(self.path)
+        return self.meta
+
+    def check(
+        self, model: str | None = None, dim: int | None = None, chunk_tokens: int | None = None
+    ) -> None:
+        """Refuse another model, dim or chunking than the index was built with (another
+        backend or quant is fine: the vectors agree across them)."""
+        m = self.meta
+        if m is None:
+            return
+        if m.chunk_format != CHUNK_FORMAT:
+            raise IndexMismatch(self.path, "chunk_format", m.chunk_format, CHUNK_FORMAT)
+        if model is not None:
+            from .registry import resolve
+
+            self._check_model(resolve(model).name)
+        if dim is not None and dim != m.dim:
+            raise IndexMismatch(self.path, "dim", m.dim, dim)
+        if chunk_tokens and chunk_tokens != m.chunk_tokens:
+            raise IndexMismatch(self.path, "chunk_tokens", m.chunk_tokens, chunk_tokens)
+
+    def _check_model(self, name: str) -> None:
+        if self.meta and name != self.meta.model:
+            raise IndexMismatch(self.path, "model", self.meta.model, name, self.meta.model_ref)
+
+    def use_model(
+        self,
+        model: str | None = None,
+        backend: str = "auto",
+        quant: str | None = None,
+        offline: bool = False,
+    ) -> Index:
+        """Choose the model to load when one is needed: the index's own unless `model` says
+        otherwise, and on the same backend its quant, so queries match the documents."""
+        from .embedder import default_backend
+
+        m = self.meta
+        if m is not None:
+            model = model or m.model_ref
+            wanted = default_backend() if backend == "auto" else backend
+            if quant is None and m.backend == wanted and m.quant != "default":
+                quant = m.quant
+        self._choice = (model, backend, quant, offline)
+        return self
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model, loaded on first use."""
+        return self.load()
+
+    def load(self, task: str = TASK) -> Embedder:
+        """The model, loaded now if it is not yet; `task` is the adapter used first (GGUF
+        files are per task, so a clustering run never fetches the retrieval one)."""
+        if self._embedder is None:
+            embedder = self._loader(*self._choice, task=task)
+            self._check_model(embedder.spec.name)
+            self._embedder = embedder
+        return self._embedder
+
+    def settle(self, dim: int | None = None, chunk_tokens: int | None = None) -> IndexMeta:
+        """The index's meta, written now from the loaded model if the index is new."""
+        if self.meta is not None:
+            return self.meta
+        e = self.embedder
+        meta = IndexMeta(
+            model=e.spec.name,
+            model_ref=model_ref(self._choice[0]) or e.spec.name,
+            backend=e.backend.name,
+            quant=e.quant,
+            dim=e.check_dim(dim or min(DEFAULT_DIM, e.hidden_size)),
+            chunk_tokens=chunk_tokens or DEFAULT_CHUNK_TOKENS,
+            created_by=f"jinaloc {__version__}",
+        )
+        self.store.set_meta(meta.to_store())
+        self.meta = meta
+        return meta
+
+    def reset(self) -> None:
+        """Drop every file, vector, root and the meta (for a re-index with another model)."""
+        self.store.clear()
+        self.meta = None
+
+    # updating
+
+    def saved_roots(self) -> list[tuple[Path, WalkOptions]]:
+        """The indexed roots that still exist, with the options they were indexed with."""
+        return [
+            (Path(root), WalkOptions(**options))
+            for root, options in self.store.roots().items()
+            if Path(root).exists()
+        ]
+
+    def plan(self, roots: Roots | None = None) -> Plan:
+        """What an update would do (no model needed)."""
+        return plan_update(self.store, self.saved_roots() if roots is None else roots)
+
+    def update(
+        self,
+        roots: Roots | None = None,
+        *,
+        dim: int | None = None,
+        chunk_tokens: int | None = None,
+        progress: Progress | None = None,
+        report: Report | None = None,
+    ) -> Report:
+        """Bring the index up to date with `roots` (default: its own). On KeyboardInterrupt
+        the index keeps every finished file, and `report` (when given) has the run so far."""
+        from .indexer import Writer
+
+        self.check(dim=dim, chunk_tokens=chunk_tokens)
+        writer = Writer(self, dim, chunk_tokens, progress, report)
+        return writer.run(self.saved_roots() if roots is None else roots)
+
+    # reading
+
+    def search(self, query: str, k: int = 10, **options) -> list[Hit]:
+        """The best chunks (one per file unless `all_chunks`) for a text query;
+        options as `search.search_vector`."""
+        from .search import embed_query, search_vector
+
+        meta = self.require_built()
+        return search_vector(self.store, embed_query(self.embedder, query, meta.dim), k, **options)
+
+    def similar(self, path: Path, k: int = 10, **options) -> list[Hit]:
+        """The notes most like a file: an indexed one by its stored vectors (no model),
+        any other embedded as the index would embed it."""
+        from .search import file_vector, search_vector
+
+        self.require_built()
+        path = Path(path).expanduser()
+        record = self.store.file(str(path.absolute())) or self.store.file(str(path.resolve()))
+        if record is not None:
+            vector, exclude = file_vector(self.store, record.id), [record.id]
+        else:
+            vector, exclude = self.embed_file(path), []
+        return search_vector(self.store, vector, k, exclude_files=exclude, **options)
+
+    def embed_file(self, path: Path) -> np.ndarray:
+        """One vector for a file outside the index: its chunks embedded and averaged."""
+        from .indexer import DocumentChunker
+        from .vectors import note_vectors
+
+        meta = self.require_built()
+        text = read_input(path)
+        doc = DocumentChunker(self.embedder, meta.chunk_tokens).chunk(text, path.name)
+        if not doc.chunks:
+            raise JinalocError(f"{path}: no text to index")
+        vectors = self.embedder.embed(DocumentChunker.texts(doc), TASK, "document", meta.dim)
+        return note_vectors(vectors, [len(vectors)])[0]
+
+    def documents(self, paths: Sequence[str] | None = None) -> Iterator[IndexedDocument]:
+        return self.store.iter_documents(paths)
+
+    def status(self) -> dict:
+        """What the index holds and what changed on disk since the last run (no model)."""
+        m = self.meta
+        roots = self.store.roots()
+        present = [r for r in roots if Path(r).exists()]
+        plan = self.plan()
+        changed = plan.changes()
+        return {
+            "db": str(self.path),
+            "db_bytes": sum(
+                p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists()
+            ),
+            "schema_version": SCHEMA_VERSION,
+            "roots": [
+                {
+                    "path": r,
+                    "files": len(self.store.files_under(r)),
+                    "exists": r in present,
+                    **roots[r],
+                }
+                for r in roots
+            ],
+            **self.store.counts(),
+            **{
+                key: getattr(m, key, None)
+                for key in ("model", "model_ref", "backend", "quant", "task", "dim", "bit_order")
+            },
+            "chunk_tokens": m.chunk_tokens if m else None,
+            "changed": {key: len(value) for key, value in changed.items()},
+            "changed_files": changed,
+            "skipped": len(plan.skipped),
+        }

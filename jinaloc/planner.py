@@ -1,0 +1,119 @@
+"""What an update of an index would do, found without a model and without writing.
+
+Walks the roots, compares each file with the index (size and mtime first, then the content
+hash), pairs files that vanished with new files of the same hash (renames, moved without
+re-embedding) and lists the rest as new, changed, removed or skipped. `status` shows a plan;
+the writer (indexer.py) applies one."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .files import DEFAULT_MAX_SIZE, Candidate, Skipped, Unreadable, Walker, decode_text, read_bytes
+from .store import FileRecord, Store
+
+
+@dataclass
+class WalkOptions:
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    max_size: int = DEFAULT_MAX_SIZE
+
+    def walker(self) -> Walker:
+        return Walker(self.include, self.exclude, self.max_size)
+
+
+Roots = Sequence[tuple[Path, WalkOptions]]
+
+
+@dataclass
+class Work:
+    """A file to (re-)embed, or the new place of a renamed file."""
+
+    candidate: Candidate
+    hash: str
+    record: FileRecord | None  # the indexed version at this path, if any
+    max_size: int
+
+
+@dataclass
+class Plan:
+    unchanged: int = 0
+    touched: list[tuple[FileRecord, Candidate]] = field(default_factory=list)
+    new: list[Work] = field(default_factory=list)
+    changed: list[Work] = field(default_factory=list)
+    renamed: list[tuple[FileRecord, Work]] = field(default_factory=list)
+    removed: list[FileRecord] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def changes(self) -> dict[str, list]:
+        """The plan's changes by kind, as paths (for status)."""
+        return {
+            "new": [w.candidate.path.as_posix() for w in self.new],
+            "modified": [w.candidate.path.as_posix() for w in self.changed],
+            "renamed": [{"from": old.path, "to": str(w.candidate.path)} for old, w in self.renamed],
+            "deleted": [r.path for r in self.removed],
+        }
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan_update(store: Store, roots: Roots) -> Plan:
+    plan = Plan()
+    known: dict[str, FileRecord] = {}
+    present: dict[str, tuple[Candidate, int]] = {}
+    db = str(store.path.resolve())
+    own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    for root, options in roots:
+        resolved = str(Path(root).expanduser().resolve())
+        known.update(store.files_under(resolved))
+        record = store.file(resolved)  # a file given as a root
+        if record:
+            known[record.path] = record
+        for item in options.walker().walk(Path(root)):
+            if str(item.path) in own:
+                continue
+            if isinstance(item, Skipped):
+                plan.skipped.append((str(item.path), item.reason))
+            else:
+                present.setdefault(str(item.path), (item, options.max_size))
+    readable: set[str] = set()
+    for path, (cand, max_size) in present.items():
+        record = known.get(path)
+        if record and (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns):
+            plan.unchanged += 1
+            readable.add(path)
+            continue
+        try:
+            data = read_bytes(cand.path, max_size)
+            decode_text(data)
+        except Unreadable as e:
+            plan.skipped.append((path, str(e)))
+            continue
+        readable.add(path)
+        work = Work(cand, sha256(data), record, max_size)
+        if record is None:
+            plan.new.append(work)
+        elif record.hash == work.hash:
+            plan.unchanged += 1
+            plan.touched.append((record, cand))
+        else:
+            plan.changed.append(work)
+    gone = {p: r for p, r in known.items() if p not in readable}
+    by_hash: dict[str, list[FileRecord]] = defaultdict(list)
+    for record in gone.values():
+        by_hash[record.hash].append(record)
+    for work in list(plan.new):
+        if by_hash[work.hash]:
+            old = by_hash[work.hash].pop()
+            plan.renamed.append((old, work))
+            plan.new.remove(work)
+            del gone[old.path]
+    plan.removed = list(gone.values())
+    return plan
