@@ -212,20 +212,24 @@ class Index:
 
     def update(
         self,
-        roots: Roots | None = None,
+        roots: Roots | Sequence[str | Path] | None = None,
         *,
         dim: int | None = None,
         chunk_tokens: int | None = None,
         progress: Progress | None = None,
         report: Report | None = None,
     ) -> Report:
-        """Bring the index up to date with `roots` (default: its own). On KeyboardInterrupt
+        """Bring the index up to date with `roots` (paths, or (path, WalkOptions) pairs;
+        default: its own). On KeyboardInterrupt
         the index keeps every finished file, and `report` (when given) has the run so far."""
         from .indexer import Writer
 
         self.check(dim=dim, chunk_tokens=chunk_tokens)
-        writer = Writer(self, dim, chunk_tokens, progress, report)
-        return writer.run(self.saved_roots() if roots is None else roots)
+        if roots is None:
+            roots = self.saved_roots()
+        # A bare path is walked with the default options.
+        roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
+        return Writer(self, dim, chunk_tokens, progress, report).run(roots)
 
     # reading
 

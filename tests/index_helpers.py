@@ -57,17 +57,21 @@ class HashBackend(Backend):
 
 
 class FakeEmbedder(Embedder):
-    """The real Embedder on the HashBackend; records the texts it embedded."""
+    """The real Embedder on the HashBackend; records (task, prompt, texts) of each call."""
 
     def __init__(self, name: str = "fake-model", hidden: int = 64, max_tokens: int = 512):
         spec = ModelSpec(name=name, dims=hidden, max_tokens=max_tokens, prompts={})
         super().__init__(spec, HashBackend(hidden, max_tokens))
-        self.embedded: list[str] = []
+        self.calls: list[tuple[str, str, list[str]]] = []
 
-    def embed_with_counts(self, texts, *args, **kwargs):
+    @property
+    def embedded(self) -> list[str]:
+        return [t for _, _, texts in self.calls for t in texts]
+
+    def embed_with_counts(self, texts, task="retrieval", prompt="document", *args, **kwargs):
         texts = list(texts)
-        self.embedded += texts
-        return super().embed_with_counts(texts, *args, **kwargs)
+        self.calls.append((task, prompt, texts))
+        return super().embed_with_counts(texts, task, prompt, *args, **kwargs)
 
 
 TOPICS = {

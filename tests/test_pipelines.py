@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_helpers import FakeEmbedder
 
 from jinaloc.chunking import title_of
 from jinaloc.errors import JinalocError
@@ -196,26 +197,14 @@ def test_best_labels():
 # --- the adapters and prompts each task asks for ------------------------------------------
 
 
-class FakeEmbedder:
-    """Records (task, prompt, texts) per call; vectors from a hash of the text."""
-
-    def __init__(self):
-        self.calls = []
-
-    def embed(self, texts, task="retrieval", prompt="document", dim=None, batch_size=32, p=None):
-        texts = list(texts)
-        self.calls.append((task, prompt, texts))
-        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=16) for t in texts]
-        return l2_normalize(np.array(rows, np.float32).reshape(len(texts), 16))
-
-
 def test_each_task_uses_its_adapter_and_prompt():
     fake = FakeEmbedder()
     texts = ["alpha", "beta", "gamma", "alpha"]
     ranked = rerank.rerank(fake, "greek letters", texts, k=2)
     assert fake.calls[0] == ("retrieval", "query", ["greek letters"])
     assert fake.calls[1] == ("retrieval", "document", texts)
-    q, docs = fake.embed(["greek letters"]), fake.embed(texts)
+    q = fake.embed(["greek letters"], "retrieval", "query")
+    docs = fake.embed(texts, "retrieval", "document")
     expected = np.argsort(-(docs @ q[0]), kind="stable")[:2].tolist()
     assert [i for i, _ in ranked] == expected
 

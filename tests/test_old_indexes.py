@@ -1,0 +1,81 @@
+"""Indexes written by earlier releases keep working: opened, migrated, searched, updated.
+
+tests/data/schema-v1.db was built by jinaloc 0.1.0 (schema 1) with the tiny nano GGUF F32
+from tests/data/schema-v1-notes (indexed then as /tmp/v1notes, dim 64); schema-v1-search.json
+holds what that release's `search "pasta dough"` returned. Every later schema change must keep
+these tests green."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import model_dir
+from index_helpers import have_gguf
+from typer.testing import CliRunner
+
+from jinaloc.cli import app
+from jinaloc.store import SCHEMA_VERSION, Store
+
+DATA = Path(__file__).parent / "data"
+MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
+
+
+def cli(*args, ok=0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == ok, result.stderr
+    return result
+
+
+@pytest.fixture
+def v1(tmp_path) -> Path:
+    db = tmp_path / "v1.db"
+    shutil.copy(DATA / "schema-v1.db", db)
+    return db
+
+
+def test_v1_index_opens_and_migrates_without_a_model(v1):
+    # status needs no model: the index's model_ref (the builder's fixture path) may not exist.
+    info = json.loads(cli("status", "--db", v1, "--json").stdout)
+    assert (info["files"], info["chunks"], info["dim"], info["model"]) == (3, 3, 64, "tiny-v5-nano")
+    with Store.open(v1, create=False) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+def test_v1_index_searches_as_the_release_did(v1):
+    want = json.loads((DATA / "schema-v1-search.json").read_text())
+    rows = json.loads(cli("search", want["query"], "--db", v1, "--json", *MODEL).stdout)
+    got = [(r["path"].removeprefix("/tmp/v1notes/"), r["start_line"]) for r in rows]
+    assert got == [(r["rel"], r["start_line"]) for r in want["results"]]
+    for row, old in zip(rows, want["results"], strict=True):
+        assert abs(row["score"] - old["score"]) < 1e-4
+
+
+@pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+def test_v1_index_updates_reusing_its_vectors(v1, tmp_path):
+    notes = tmp_path / "notes"
+    shutil.copytree(DATA / "schema-v1-notes", notes)
+    report = json.loads(cli("index", notes, "--db", v1, "--json", "-q", *MODEL).stdout)
+    # Same texts as the stored chunks: their vectors are reused, nothing is embedded.
+    assert (report["added"], report["chunks_reused"], report["chunks_embedded"]) == (3, 3, 0)
+    (notes / "new.md").write_text("# New\n\nA note written after the upgrade.\n")
+    report = json.loads(cli("index", notes, "--db", v1, "--json", "-q", *MODEL).stdout)
+    assert (report["added"], report["unchanged"], report["chunks_embedded"]) == (1, 3, 1)
+    rows = json.loads(cli("search", "upgrade", "--db", v1, "--json", "-k", "1", *MODEL).stdout)
+    assert rows[0]["path"].endswith("new.md")
+
+
+def test_status_reports_a_newer_schema_instead_of_failing(v1):
+    with Store.open(v1, create=False) as store:
+        store.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    info = json.loads(cli("status", "--db", v1, "--json").stdout)
+    assert info["schema_version"] == SCHEMA_VERSION + 1 and "upgrade jinaloc" in info["error"]
+    text = cli("status", "--db", v1).stdout
+    assert "newer than this jinaloc" in text
+    # Every other command refuses it in one line.
+    r = CliRunner().invoke(app, ["search", "x", "--db", str(v1)])
+    assert r.exit_code == 2 and "upgrade jinaloc" in r.stderr
