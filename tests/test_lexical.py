@@ -148,6 +148,8 @@ CJK_DOCS = {
         ("저장합니다", {4}),
         ("据数", set()),
         ("重要。", {1}),
+        ("要", {1}),  # the last character of a run
+        ("를", {4}),
     ],
 )
 def test_cjk_substrings_find_exactly_the_rows_containing_them(index, query, expected):
