@@ -23,6 +23,11 @@ import unicodedata
 from collections.abc import Sequence
 
 TABLE = "chunks_fts"
+# What index_fields writes; stored texts indexed under another version need rebuild().
+VERSION = 1
+INSERT_SQL = f"INSERT INTO {TABLE}(rowid, title, heading, body) VALUES (?, ?, ?, ?)"
+# Run before deleting a file's chunks (the rowids come from them).
+DELETE_FILE_SQL = f"DELETE FROM {TABLE} WHERE rowid IN (SELECT id FROM chunks WHERE file_id = ?)"
 # bm25 column weights (title, heading path, body): a query word in the title counts most.
 WEIGHTS = (3.0, 2.0, 1.0)
 # Phrases kept from one query: FTS5 refuses expression trees deeper than 256, and past a few
@@ -66,6 +71,19 @@ def fold(text: str) -> str:
 def index_fields(title: str, heading: Sequence[str], text: str) -> tuple[str, str, str]:
     """The (title, heading, body) values to insert into chunks_fts for one chunk."""
     return fold(title), fold(" / ".join(heading)), fold(text)
+
+
+def rebuild(conn) -> int:
+    """Fill chunks_fts afresh from the stored chunks and file titles (for the migration that
+    adds it, or after a VERSION change): no model, nothing re-embedded. Returns the rows."""
+    conn.execute(f"DELETE FROM {TABLE}")
+    rows = conn.execute(
+        "SELECT c.id, f.title, c.heading, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
+    ).fetchall()
+    conn.executemany(
+        INSERT_SQL, [(i, *index_fields(title, json.loads(h), text)) for i, title, h, text in rows]
+    )
+    return len(rows)
 
 
 def _is_word_char(ch: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jinaloc import lexical
-from jinaloc.store import _connect
+from jinaloc.store import MIGRATIONS, _connect
 
 
 class Index:
@@ -24,8 +25,7 @@ class Index:
     def add(self, chunk_id: int, text: str, title: str = "", heading=(), file_id: int = 1):
         self.conn.execute("INSERT INTO chunks(id, file_id) VALUES (?, ?)", (chunk_id, file_id))
         self.conn.execute(
-            "INSERT INTO chunks_fts(rowid, title, heading, body) VALUES (?, ?, ?, ?)",
-            (chunk_id, *lexical.index_fields(title, list(heading), text)),
+            lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, list(heading), text))
         )
 
     def ids(self, query: str, **kw) -> list[int]:
@@ -64,6 +64,36 @@ def test_old_sqlite_fallback_schema_deletes_by_rowid():
     conn.execute("DELETE FROM chunks_fts WHERE rowid = 1")
     assert index.ids("alpha") == [2]
     assert index.ids("数据") == []
+
+
+def test_rebuild_fills_from_stored_chunks_and_delete_by_file():
+    conn = _connect(":memory:")
+    conn.executescript(MIGRATIONS[0])  # the schema-v1 tables, as an old index has them
+    conn.execute(
+        "INSERT INTO files(id, path, root, rel, hash, size, mtime_ns, title, tokens, indexed_at)"
+        " VALUES (1, '/n/a.md', '/n', 'a.md', 'h', 1, 1, '数据手册', 1, 0),"
+        " (2, '/n/b.md', '/n', 'b.md', 'h', 1, 1, 'Other', 1, 0)"
+    )
+    for cid, fid, heading, text in [
+        (1, 1, ["Intro"], "plain text"),
+        (2, 1, ["検索"], "more"),
+        (3, 2, [], "Café text"),
+    ]:
+        conn.execute(
+            "INSERT INTO chunks(id, file_id, seq, start_line, end_line, heading, text, tokens,"
+            " hash, embedding) VALUES (?, ?, 0, 1, 1, ?, ?, 1, 'h', x'00')",
+            (cid, fid, json.dumps(heading), text),
+        )
+    conn.execute(lexical.fts_schema(conn.execute("SELECT sqlite_version()").fetchone()[0]))
+    assert lexical.rebuild(conn) == 3
+    assert lexical.rebuild(conn) == 3  # again: replaces, does not duplicate
+    assert sorted(i for i, _ in lexical.search(conn, "数据", 10)) == [1, 2]
+    assert [i for i, _ in lexical.search(conn, "検索", 10)] == [2]
+    assert [i for i, _ in lexical.search(conn, "text", 10, file_ids=[2])] == [3]
+    conn.execute(lexical.DELETE_FILE_SQL, (1,))
+    assert lexical.search(conn, "数据", 10) == []
+    assert [i for i, _ in lexical.search(conn, "cafe", 10)] == [3]
+    conn.close()
 
 
 def test_nasty_inputs_are_searched_as_words(index):
