@@ -300,12 +300,14 @@ def bench_cjk(n: int, seed: int, per_length: int, workdir: Path) -> list[dict]:
             f[0] += len(got & truth[q])
             f[1] += len(truth[q])
             f[2] += len(got)
+    text_bytes = sum(len(s.encode()) for s in texts) / n
     out = []
     for v in vs:
         r = rows[v.name]
         row = {
             "chunks": n,
             "variant": v.name,
+            "text_bytes_per_chunk": text_bytes,
             "bytes_per_chunk": r["size"] / n,
             "build_s": r["build_s"],
         }
@@ -428,7 +430,7 @@ def main() -> None:
             ident += bench_identifiers(n, args.seed, args.needles, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    cols = ["chunks", "variant", "bytes_per_chunk", "build_s"]
+    cols = ["chunks", "variant", "text_bytes_per_chunk", "bytes_per_chunk", "build_s"]
     recall = table(cjk, cols + [f"recall_{L}" for L in CJK_QUERY_LENGTHS] + ["precision_min"])
     timing = table(
         cjk,
@@ -441,6 +443,7 @@ def main() -> None:
     md += f"### Identifiers and rare terms\n\n{ids}\n"
     print(md)
     if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(md)
     write_json(args.json, {"machine": machine(), "args": vars(args), "cjk": cjk, "ids": ident})
 
