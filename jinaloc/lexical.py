@@ -2,9 +2,11 @@
 safe FTS5 MATCH expression ranked by bm25.
 
 Tokenization (measured in docs/lexical.md): FTS5's unicode61 tokenizer with case and
-diacritics folded, after NFKC (so full-width `ＡＰＩ` is `API`). unicode61 keeps a whole run of
-Chinese, Japanese or Korean characters as one token, so such runs are rewritten before
-indexing into overlapping character bigrams plus the run's last character alone:
+diacritics folded, after NFKC (so full-width `ＡＰＩ` is `API`) and with Arabic and Hebrew vowel
+marks dropped (texts are written with and without them). Combining marks count as letters, so
+Devanagari or Thai words are not cut at their vowel signs. unicode61 keeps a whole run of
+Chinese, Japanese, Korean or Thai (Lao, Khmer, Myanmar) characters as one token, so such runs
+are rewritten before indexing into overlapping character bigrams plus the run's last character:
 `数据库` -> `数据 据库 库`. Every character then starts exactly one token, so a query of one
 CJK character is a prefix query (`"数"*`) and a query of n >= 2 characters is the phrase of its
 n-1 bigrams (`"数据 据库"`), which matches exactly the texts that contain it.
@@ -23,6 +25,7 @@ import unicodedata
 from collections.abc import Sequence
 
 TABLE = "chunks_fts"
+TOKENIZE = "unicode61 remove_diacritics 2 categories 'L* N* Co M*'"
 # What index_fields writes; stored texts indexed under another version need rebuild().
 VERSION = 1
 INSERT_SQL = f"INSERT INTO {TABLE}(rowid, title, heading, body) VALUES (?, ?, ?, ?)"
@@ -34,14 +37,19 @@ WEIGHTS = (3.0, 2.0, 1.0)
 # dozen words extra terms add time, not recall.
 MAX_PHRASES = 64
 
-# Scripts written without spaces between words (Han, kana, Hangul, which also glues particles
-# to words). Katakana punctuation (U+30A0, U+30FB) is left out: unicode61 splits on it.
+# Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar) or
+# with particles glued to words (Hangul). Their punctuation (U+30A0, U+30FB, U+0E4F, ...) is
+# left out: unicode61 splits on it.
 _CJK = (
+    "\u0e01-\u0e3a\u0e40-\u0e4e\u0e81-\u0edf\u1000-\u1049\u1050-\u109f\u1780-\u17d3"
     "\u1100-\u11ff\u3005\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u3130-\u318f"
     "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff"
     "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff"
 )
 _CJK_RUN = re.compile(f"[{_CJK}]+")
+_CJK_SPLIT = re.compile(f"([{_CJK}]+)")
+# Hebrew points and cantillation, Arabic harakat and the superscript alef.
+_VOWEL_MARKS = re.compile("[\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u064b-\u065f\u0670]")
 # A query term: a "quoted phrase" or a run of anything but spaces and quotes (an unmatched
 # quote is dropped).
 _TERM = re.compile(r'"([^"]*)"|[^\s"]+')
@@ -53,7 +61,7 @@ def fts_schema(sqlite_version: str) -> str:
     storage = ", content='', contentless_delete=1" if parts >= (3, 43) else ""
     return (
         f"CREATE VIRTUAL TABLE {TABLE} USING fts5(title, heading, body,"
-        f" tokenize='unicode61 remove_diacritics 2'{storage})"
+        f' tokenize="{TOKENIZE}"{storage})'
     )
 
 
@@ -63,9 +71,13 @@ def _bigrams(match: re.Match) -> str:
     return " " + " ".join([*grams, run[-1]]) + " "
 
 
+def _normalize(text: str) -> str:
+    return _VOWEL_MARKS.sub("", unicodedata.normalize("NFKC", text))
+
+
 def fold(text: str) -> str:
-    """Text as the index sees it: NFKC, CJK runs rewritten into bigrams."""
-    return _CJK_RUN.sub(_bigrams, unicodedata.normalize("NFKC", text))
+    """Text as the index sees it: normalized, CJK runs rewritten into bigrams."""
+    return _CJK_RUN.sub(_bigrams, _normalize(text))
 
 
 def index_fields(title: str, heading: Sequence[str], text: str) -> tuple[str, str, str]:
@@ -87,9 +99,9 @@ def rebuild(conn) -> int:
 
 
 def _is_word_char(ch: str) -> bool:
-    # unicode61's token characters: letters, numbers, private use (categories L*, N*, Co).
+    # The tokenizer's token characters (TOKENIZE's categories).
     category = unicodedata.category(ch)
-    return category[0] in "LN" or category == "Co"
+    return category[0] in "LNM" or category == "Co"
 
 
 def _phrase_tokens(text: str) -> tuple[list[str], bool]:
@@ -99,7 +111,7 @@ def _phrase_tokens(text: str) -> tuple[list[str], bool]:
     tokens: list[str] = []
     word: list[str] = []
     last_is_lone_cjk = False
-    for piece in re.split(f"([{_CJK}]+)", unicodedata.normalize("NFKC", text)):
+    for piece in _CJK_SPLIT.split(_normalize(text)):
         if not piece:
             continue
         if _CJK_RUN.fullmatch(piece):

@@ -145,7 +145,7 @@ class Variant:
 
     def schema(self) -> str:
         return (
-            f"CREATE VIRTUAL TABLE t USING fts5(title, heading, body, tokenize='{self.tokenize}',"
+            f'CREATE VIRTUAL TABLE t USING fts5(title, heading, body, tokenize="{self.tokenize}",'
             f" content='', contentless_delete=1{self.extra})"
         )
 
@@ -168,6 +168,7 @@ class Unicode61(Variant):
 
 class Bigram(Variant):
     name = "bigram"
+    tokenize = lexical.TOKENIZE
 
     def fields(self, title, heading, body):
         return lexical.index_fields(title, heading, body)

@@ -143,6 +143,29 @@ def test_case_and_diacritics_are_folded(index):
     assert index.ids("ANGSTROM") == [4]
 
 
+def test_marks_are_letters_and_vowel_points_are_dropped(index):
+    index.add(1, "हिन्दी भाषा")
+    index.add(2, "اللُّغَةُ العَرَبِيَّة")
+    index.add(3, "שָׁלוֹם עולם")
+    index.add(4, "हिंदू")
+    assert index.ids("हिन्दी") == [1]
+    assert index.ids("भाषा") == [1]
+    assert index.ids("العربية") == [2]  # written without harakat
+    assert index.ids("العَرَبِيَّة") == [2]
+    assert index.ids("שלום") == [3]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("ไทย", {1}), ("ภาษา", {1, 2}), ("ง่าย", {1}), ("ภาษาไทยง่าย", {1}), ("ลาว", {2})],
+)
+def test_thai_and_lao_substrings(index, query, expected):
+    index.add(1, "ภาษาไทยง่ายมาก")
+    index.add(2, "ภาษาลาว")
+    index.add(3, "ພາສາລາວ")
+    assert set(index.ids(query)) == expected
+
+
 def test_full_width_letters_are_folded(index):
     index.add(1, "ＡＰＩ reference")
     assert index.ids("api") == [1]
