@@ -72,3 +72,17 @@ def test_bench_search_quick(tmp_path):
     assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
     assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
     assert positive(row["write_chunks_per_s"])
+
+
+def test_bench_lexical_quick(tmp_path):
+    data = run_quick("bench_lexical.py", tmp_path)
+    rows = {r["variant"]: r for r in data["cjk"]}
+    assert {"unicode61", "bigram", "trigram"} <= set(rows)
+    for L in (1, 2, 3, 4):
+        assert rows["bigram"][f"recall_{L}"] == 1.0
+        assert rows["bigram"][f"precision_{L}"] == 1.0
+    assert rows["unicode61"]["recall_2"] < 0.5  # the baseline misses CJK words
+    assert all(positive(r["bytes_per_chunk"], r["p50_ms_2"]) for r in rows.values())
+    ids = [r for r in data["ids"] if r["queries"] == "id"]
+    assert {r["operator"] for r in ids} == {"OR", "AND"}
+    assert all(r["recall@10"] > 0.9 for r in ids)
