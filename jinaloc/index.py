@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IndexEmpty, IndexMismatch, JinalocError
+from .errors import IndexEmpty, IndexMismatch, JinalocError, check_choice
 from .files import read_input
 from .paths import default_db
 from .planner import Plan, Roots, WalkOptions, plan_update
@@ -233,13 +233,15 @@ class Index:
 
     # reading
 
-    def search(self, query: str, k: int = 10, **options) -> list[Hit]:
-        """The best chunks (one per file unless `all_chunks`) for a text query;
-        options as `search.search_vector`."""
-        from .search import embed_query, search_vector
+    def search(self, query: str, k: int = 10, *, mode: str = "hybrid", **options) -> list[Hit]:
+        """The best chunks (one per file unless `all_chunks`) for a text query, in `mode`
+        hybrid, semantic or lexical (no model needed); options as `search.search`."""
+        from .search import MODES, embed_query, search
 
         meta = self.require_built()
-        return search_vector(self.store, embed_query(self.embedder, query, meta.dim), k, **options)
+        check_choice("mode", mode, MODES)
+        vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
+        return search(self.store, query, vector, k, mode=mode, **options)
 
     def similar(self, path: Path, k: int = 10, **options) -> list[Hit]:
         """The notes most like a file: an indexed one by its stored vectors (no model),

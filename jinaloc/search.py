@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pathspec
 
-from .errors import JinalocError
+from .errors import JinalocError, check_choice
 from .store import MAX_K, Store
 from .vectors import note_vectors
 
@@ -30,6 +30,26 @@ MIN_CANDIDATES = 64
 # (recall@10 at x10: 0.90 with 128 bits, 0.995 with 256); such indexes are scanned exactly,
 # which their small vectors make cheap.
 COARSE_MIN_DIM = 256
+MODES = ("hybrid", "semantic", "lexical")
+# Reciprocal rank fusion: a hit scores sum(weight / (RRF_K + rank)) over the lists it is in.
+# See README "Hybrid search" for how the constant and the weights were chosen.
+RRF_K = 60
+WEIGHTS = {"semantic": 1.0, "lexical": 1.0}
+# Lexical candidates brought to the fusion per wanted result (at least FUSION_MIN); the
+# vector list brings what its coarse stage rescored anyway.
+FUSION_DEPTH = 4
+FUSION_MIN = 40
+
+
+@dataclass
+class Part:
+    """A hit's place in one ranked list: its score there and its 1-based rank."""
+
+    score: float
+    rank: int | None  # None: scored, but not in that list's candidates
+
+    def to_json(self) -> dict:
+        return {"score": round(self.score, 6), "rank": self.rank}
 
 
 @dataclass
@@ -40,10 +60,13 @@ class Hit:
     start_line: int
     end_line: int
     heading: list[str]
-    score: float
+    score: float  # cosine (semantic), -bm25 (lexical) or the fused value (hybrid)
     text: str
     chunk_id: int
     file_id: int
+    mode: str = "semantic"
+    semantic: Part | None = None  # cosine similarity and rank in the vector list
+    lexical: Part | None = None  # -bm25 and rank in the lexical list
 
     def display_path(self) -> str:
         """Relative to the working directory when inside it (like grep), else absolute."""
@@ -56,16 +79,39 @@ class Hit:
         except ValueError:  # another drive on Windows
             return self.path
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, explain: bool = False) -> dict:
+        row = {
             "path": self.display_path(),
             "start_line": self.start_line,
             "end_line": self.end_line,
             "heading": " > ".join(self.heading),
             "title": self.title,
             "score": round(self.score, 6),
+            "mode": self.mode,
+            "semantic": self.semantic.to_json() if self.semantic else None,
+            "lexical": self.lexical.to_json() if self.lexical else None,
             "text": self.text,
         }
+        if explain:
+            row["explain"] = self.explain()
+        return row
+
+    def explain(self) -> dict:
+        """How the score came about: each list's rank and score, and its share of the fused
+        score (weight / (RRF_K + rank)) in hybrid mode."""
+        out: dict = {"mode": self.mode, "score": round(self.score, 6)}
+        for name in ("semantic", "lexical"):
+            part = getattr(self, name)
+            if part is None:
+                out[name] = None
+                continue
+            out[name] = part.to_json()
+            if self.mode == "hybrid":
+                share = WEIGHTS[name] / (RRF_K + part.rank) if part.rank else 0.0
+                out[name]["fused"] = round(share, 6)
+        if self.mode == "hybrid":
+            out["fusion"] = {"method": "rrf", "k": RRF_K, "weights": dict(WEIGHTS)}
+        return out
 
 
 def matching_files(store: Store, glob: str) -> list[int]:
@@ -78,6 +124,9 @@ def matching_files(store: Store, glob: str) -> list[int]:
         if spec.match_file(rel) or spec.match_file(shown):
             ids.append(file_id)
     return ids
+
+
+Row = tuple[int, int, float]  # (chunk id, file id, score)
 
 
 def search_vector(
@@ -93,29 +142,146 @@ def search_vector(
     exclude_files: Sequence[int] = (),
 ) -> list[Hit]:
     """The k best chunks (`all_chunks`) or files (best chunk each) for a query vector."""
-    if k < 1:
-        raise JinalocError("k must be at least 1")
-    query = np.asarray(query, dtype=np.float32)
+    _check_k(k)
+    file_ids = matching_files(store, path_glob) if path_glob else None
+    if file_ids == []:
+        return []
+    per_file = not all_chunks
+    rows = _vector_rows(store, query, k, per_file, file_ids, set(exclude_files), exact, oversample)
+    rows = _top(rows, k, per_file, set(exclude_files))
+    if min_score is not None:
+        rows = [r for r in rows if r[2] >= min_score]
+    hits = _hits(store, rows, "semantic")
+    for rank, hit in enumerate(hits, 1):
+        hit.semantic = Part(hit.score, rank)
+    return hits
+
+
+def search(
+    store: Store,
+    text: str,
+    query: np.ndarray | None,
+    k: int = 10,
+    *,
+    mode: str = "hybrid",
+    exact: bool = False,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    path_glob: str | None = None,
+    min_score: float | None = None,
+    all_chunks: bool = False,
+    exclude_files: Sequence[int] = (),
+) -> list[Hit]:
+    """The k best files (best chunk each) or chunks for a text query in one mode: semantic
+    (its vector, `query`), lexical (FTS5 bm25 on `text`; no vector needed) or hybrid
+    (both lists fused by reciprocal rank). `min_score` applies to the cosine in semantic and
+    hybrid modes and to the bm25 score in lexical mode."""
+    check_choice("mode", mode, MODES)
+    if mode == "semantic":
+        return search_vector(
+            store,
+            query,
+            k,
+            exact=exact,
+            oversample=oversample,
+            path_glob=path_glob,
+            min_score=min_score,
+            all_chunks=all_chunks,
+            exclude_files=exclude_files,
+        )
+    _check_k(k)
     file_ids = matching_files(store, path_glob) if path_glob else None
     if file_ids == []:
         return []
     per_file = not all_chunks
     excluded = set(exclude_files)
-    if exact or len(query) < COARSE_MIN_DIM:
-        rows = store.exact(query, k, per_file, file_ids, list(excluded))
+    depth = max(k * FUSION_DEPTH, FUSION_MIN)
+    lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
+    if mode == "lexical":
+        rows = _top(lexical, k, per_file, excluded)
+        if min_score is not None:
+            rows = [r for r in rows if r[2] >= min_score]
+        hits = _hits(store, rows, "lexical")
+        for rank, hit in enumerate(hits, 1):
+            hit.lexical = Part(hit.score, rank)
+        return hits
+    vector = _vector_rows(store, query, depth, False, file_ids, excluded, exact, oversample)
+    # The same depth as the exact path, so two-stage and exact fuse alike.
+    vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
+    return _fuse(store, query, vector[:depth], lexical, k, per_file, min_score)
+
+
+def _fuse(store, query, vector: list[Row], lexical: list[Row], k, per_file, min_score):
+    """Reciprocal rank fusion of the two lists (each best first), over files (best chunk
+    each) or chunks. Lexical hits beyond the vector list's depth join its end in cosine
+    order, so a word match is never ranked as if its meaning were unknown."""
+    seen = {c for c, _, _ in vector}
+    extra = store.scores(query, [c for c, _, _ in lexical if c not in seen])
+    vector = vector + sorted(extra, key=lambda r: (-r[2], r[0]))
+    lists = {"semantic": vector, "lexical": lexical}
+    # Ranks per chunk in each list, and per file (a file's rank is its best chunk's).
+    chunk_rank: dict[str, dict[int, int]] = {}
+    file_rank: dict[str, dict[int, int]] = {}
+    for name, rows in lists.items():
+        chunk_rank[name] = {c: n for n, (c, _, _) in enumerate(rows, 1)}
+        files: dict[int, int] = {}
+        for _, f, _ in rows:
+            files.setdefault(f, len(files) + 1)
+        file_rank[name] = files
+
+    def fused(ranks: dict[str, dict[int, int]], key: int) -> float:
+        return sum(WEIGHTS[n] / (RRF_K + r[key]) for n, r in ranks.items() if key in r)
+
+    file_of = {c: f for rows in lists.values() for c, f, _ in rows}
+    chunks = sorted(file_of, key=lambda c: (-fused(chunk_rank, c), c))
+    if per_file:
+        best: dict[int, int] = {}
+        for c in chunks:  # best fused chunk first: each file's shown chunk
+            best.setdefault(file_of[c], c)
+        ranked = sorted(best.items(), key=lambda fc: (-fused(file_rank, fc[0]), fc[1]))
+        picked = [(c, f, fused(file_rank, f)) for f, c in ranked]
     else:
-        wanted = max(k * oversample, MIN_CANDIDATES)
-        while True:
-            ids = store.knn_bits(query, wanted, file_ids)
-            rows = _top(store.scores(query, ids), k, per_file, excluded)
-            # Done when k results came back, or the coarse stage returned every chunk it had.
-            if len(rows) >= k or len(ids) < min(wanted, MAX_K) or wanted >= MAX_K:
-                break
-            wanted *= 2
+        picked = [(c, file_of[c], fused(chunk_rank, c)) for c in chunks]
+    cosine = {c: s for c, _, s in vector}
     if min_score is not None:
-        rows = [r for r in rows if r[2] >= min_score]
+        picked = [r for r in picked if cosine[r[0]] >= min_score]
+    hits = _hits(store, picked[:k], "hybrid")
+    scores = {name: {c: s for c, _, s in rows} for name, rows in lists.items()}
+    ranks = file_rank if per_file else chunk_rank
+    for hit in hits:
+        key = hit.file_id if per_file else hit.chunk_id
+        hit.semantic = Part(cosine[hit.chunk_id], ranks["semantic"].get(key))
+        if key in ranks["lexical"]:
+            lex = scores["lexical"].get(hit.chunk_id)
+            hit.lexical = Part(lex if lex is not None else 0.0, ranks["lexical"][key])
+    return hits
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise JinalocError("k must be at least 1")
+
+
+def _vector_rows(store, query, k, per_file, file_ids, excluded, exact, oversample) -> list[Row]:
+    """Candidates by cosine: the exact top k (`exact`, or too few dims for the coarse
+    stage), else every chunk the coarse Hamming stage kept, rescored exactly."""
+    query = np.asarray(query, dtype=np.float32)
+    if exact or len(query) < COARSE_MIN_DIM:
+        return store.exact(query, k, per_file, file_ids, list(excluded))
+    wanted = max(k * oversample, MIN_CANDIDATES)
+    while True:
+        ids = store.knn_bits(query, wanted, file_ids)
+        rows = store.scores(query, ids)
+        # Done when k results came back, or the coarse stage returned every chunk it had.
+        if len(_top(rows, k, per_file, excluded)) >= k:
+            return rows
+        if len(ids) < min(wanted, MAX_K) or wanted >= MAX_K:
+            return rows
+        wanted *= 2
+
+
+def _hits(store: Store, rows: list[Row], mode: str) -> list[Hit]:
     details = store.chunk_details([r[0] for r in rows])
-    return [Hit(**details[c], score=s, chunk_id=c, file_id=f) for c, f, s in rows]
+    return [Hit(**details[c], score=s, chunk_id=c, file_id=f, mode=mode) for c, f, s in rows]
 
 
 def _top(

@@ -2,8 +2,9 @@
 
 Tables: `meta` (what the vectors mean: model, task, dim, quantization, bit order, chunking),
 `roots` (indexed folders and their walk options), `files` (one row per indexed file, with
-its content hash), `chunks` (text, line range, heading path and the float32 vector) and
-`vec_bits`, a vec0 table of the sign bits for the coarse Hamming stage.
+its content hash), `chunks` (text, line range, heading path and the float32 vector),
+`vec_bits`, a vec0 table of the sign bits for the coarse Hamming stage, and `chunks_fts`,
+the FTS5 lexical index of each chunk's title, heading path and text (lexical.py).
 
 Float vectors live in `chunks`, not in a vec0 table: rescoring reads a few hundred of them
 by id, and a rowid lookup in a vec0 table costs about 100x more than in a plain table
@@ -16,18 +17,28 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import lexical
 from .errors import IndexNotFound, JinalocError, SchemaTooNew
 from .vectors import pack_bits
 
-# Numbered schema migrations; PRAGMA user_version is how many have been applied.
-MIGRATIONS: list[str] = [
+
+def _add_lexical(conn) -> None:
+    """Schema 2: the FTS5 table, filled from the stored chunk texts (no model needed)."""
+    version = conn.execute("SELECT sqlite_version()").fetchone()[0]
+    conn.execute(lexical.fts_schema(version))
+    lexical.rebuild(conn)
+
+
+# Numbered schema migrations, SQL or a function of the connection (run in one transaction);
+# PRAGMA user_version is how many have been applied. Never edit one that has shipped.
+MIGRATIONS: list[str | Callable] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE roots (
@@ -63,6 +74,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX chunks_file ON chunks(file_id, seq);
     CREATE INDEX chunks_hash ON chunks(hash);
     """,
+    _add_lexical,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # vec0's KNN refuses a larger k.
@@ -203,9 +215,13 @@ class Store:
                 # Re-read inside the write lock: another process may have just migrated.
                 if self.conn.execute("PRAGMA user_version").fetchone()[0] != number:
                     continue
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                migration = MIGRATIONS[number]
+                if callable(migration):
+                    migration(self.conn)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {number + 1}")
 
     # meta
@@ -236,7 +252,7 @@ class Store:
         """Drop every file, vector and root, and the meta record (for a full re-index)."""
         with self.transaction():
             self.conn.execute("DROP TABLE IF EXISTS vec_bits")
-            for table in ("chunks", "files", "roots", "meta"):
+            for table in (lexical.TABLE, "chunks", "files", "roots", "meta"):
                 self.conn.execute(f"DELETE FROM {table}")
 
     # roots
@@ -295,6 +311,7 @@ class Store:
             self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
 
     def _delete_chunks(self, file_id: int) -> None:
+        self.conn.execute(lexical.DELETE_FILE_SQL, (file_id,))
         self.conn.execute(
             "DELETE FROM vec_bits WHERE rowid IN (SELECT id FROM chunks WHERE file_id = ?)",
             (file_id,),
@@ -355,6 +372,9 @@ class Store:
                     "INSERT INTO vec_bits(rowid, embedding, file_id) VALUES (?, vec_bit(?), ?)",
                     (chunk_id, pack_bits(vector).tobytes(), file_id),
                 )
+                self.conn.execute(
+                    lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, c.heading, c.text))
+                )
         return file_id
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
@@ -381,6 +401,21 @@ class Store:
             sql += " AND file_id IN (SELECT value FROM json_each(?))"
             args.append(json.dumps(list(file_ids)))
         return [r[0] for r in self.conn.execute(sql, args)]
+
+    def lexical(
+        self, query: str, k: int, file_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, int, float]]:
+        """The top k (chunk id, file id, -bm25) for a user query ([] when it has no word)."""
+        hits = lexical.search(self.conn, query, k, file_ids)
+        if not hits:
+            return []
+        files = dict(
+            self.conn.execute(
+                "SELECT id, file_id FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps([c for c, _ in hits]),),
+            )
+        )
+        return [(c, files[c], s) for c, s in hits if c in files]
 
     def scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> list[tuple[int, int, float]]:
         """(chunk id, file id, cosine similarity) of the given chunks."""

@@ -104,7 +104,8 @@ def test_search_outputs(indexed, monkeypatch):
     monkeypatch.chdir(notes.parent)
     rows = json.loads(cli("search", "tomato basil garlic", "--db", db, "--json").stdout)
     assert len(rows) == 10
-    assert set(rows[0]) == {"path", "start_line", "end_line", "heading", "title", "score", "text"}
+    base = {"path", "start_line", "end_line", "heading", "title", "score", "text"}
+    assert set(rows[0]) == base | {"mode", "semantic", "lexical"} and rows[0]["mode"] == "hybrid"
     assert rows[0]["path"].startswith("notes/")
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert len({r["path"] for r in rows}) == 10  # best chunk per file

@@ -52,6 +52,7 @@ def consistent(store):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     assert conn.execute("SELECT count(*) FROM vec_bits").fetchone()[0] == chunks
+    assert conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == chunks
     orphans = conn.execute(
         "SELECT count(*) FROM chunks WHERE file_id NOT IN (SELECT id FROM files)"
     ).fetchone()[0]

@@ -48,7 +48,8 @@ def test_v1_index_opens_and_migrates_without_a_model(v1):
 @pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
 def test_v1_index_searches_as_the_release_did(v1):
     want = json.loads((DATA / "schema-v1-search.json").read_text())
-    rows = json.loads(cli("search", want["query"], "--db", v1, "--json", *MODEL).stdout)
+    args = ("search", want["query"], "--db", v1, "--json", "--mode", "semantic", *MODEL)
+    rows = json.loads(cli(*args).stdout)
     got = [(r["path"].removeprefix("/tmp/v1notes/"), r["start_line"]) for r in rows]
     assert got == [(r["rel"], r["start_line"]) for r in want["results"]]
     for row, old in zip(rows, want["results"], strict=True):
@@ -67,6 +68,15 @@ def test_v1_index_updates_reusing_its_vectors(v1, tmp_path):
     assert (report["added"], report["unchanged"], report["chunks_embedded"]) == (1, 3, 1)
     rows = json.loads(cli("search", "upgrade", "--db", v1, "--json", "-k", "1", *MODEL).stdout)
     assert rows[0]["path"].endswith("new.md")
+
+
+def test_v1_index_gains_the_lexical_table_without_a_model(v1):
+    # No --model, and the index's own model_ref may not exist: lexical mode loads no model.
+    rows = json.loads(cli("search", "Kyoto", "--db", v1, "--json", "--mode", "lexical").stdout)
+    assert [r["path"] for r in rows] == ["/tmp/v1notes/travel/japan.md"]
+    assert rows[0]["lexical"]["rank"] == 1 and rows[0]["semantic"] is None
+    with Store.open(v1, create=False) as store:
+        assert store.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 3
 
 
 def test_status_reports_a_newer_schema_instead_of_failing(v1):

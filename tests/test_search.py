@@ -83,7 +83,10 @@ def test_hit_fields(index):
     assert hit.text.splitlines()[0] == lines[hit.start_line - 1]
     assert hit.text.splitlines()[-1] == lines[hit.end_line - 1]
     j = hit.to_json()
-    assert set(j) == {"path", "start_line", "end_line", "heading", "title", "score", "text"}
+    base = {"path", "start_line", "end_line", "heading", "title", "score", "text"}
+    assert set(j) == base | {"mode", "semantic", "lexical"}
+    assert j["mode"] == "semantic" and j["lexical"] is None
+    assert j["semantic"] == {"score": j["score"], "rank": 1}
 
 
 def test_path_filter_min_score_and_exclude(index):

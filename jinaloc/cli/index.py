@@ -65,6 +65,16 @@ AllChunksOpt = Annotated[
 ExactOpt = Annotated[
     bool, typer.Option("--exact", help="Score every chunk exactly (slower; no coarse stage).")
 ]
+ModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="hybrid (meaning and words, fused), semantic (meaning) or lexical (words; no model).",
+    ),
+]
+ExplainOpt = Annotated[
+    bool, typer.Option("--explain", help="Show each hit's rank and score in each list.")
+]
 # Shown at most, per list, in the human summary of a run (all of them are in --json).
 SUMMARY_LIST = 20
 SNIPPET_CHARS = 160
@@ -85,6 +95,8 @@ SEARCH_EXAMPLES = """
 [b]Examples[/b]
 
   jinaloc search "how do I rotate the api keys"
+  jinaloc search ERR_CONN_RESET --mode lexical     [dim]# exact words only, no model[/]
+  jinaloc search "数据" --explain                   [dim]# why each note ranked where it did[/]
   jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
   echo "meeting notes about the budget" | jinaloc search
   jinaloc search "todo list" --files | xargs -I{} grep -Hn TODO {}
@@ -297,16 +309,39 @@ def _hit_tty(row: dict) -> None:
     out_console.print(f"    {escape(_snippet(row))}", highlight=False, style="dim")
 
 
-def _print_hits(hits, fmt: str) -> None:
+def _explain_line(row: dict) -> str:
+    """`semantic #2 0.734 · lexical #1 7.21 → hybrid 0.0325`."""
+    e = row["explain"]
+    parts = []
+    for name in ("semantic", "lexical"):
+        part = e[name]
+        if part is None:
+            parts.append(f"{name} -")
+        else:
+            rank = f"#{part['rank']}" if part["rank"] else "(not in list)"
+            parts.append(f"{name} {rank} {part['score']:.4f}")
+    return " · ".join(parts) + f" → {e['mode']} {e['score']:.4f}"
+
+
+def _print_hits(hits, fmt: str, explain: bool = False) -> None:
     """Results on stdout in the chosen form; exit code 1 when there are none (like grep)."""
+
+    def tty(row: dict) -> None:
+        _hit_tty(row)
+        if explain:
+            out_console.print(f"    {escape(_explain_line(row))}", style="cyan")
+
+    def line(row: dict) -> str:
+        return _hit_line(row) + (f"\t{_explain_line(row)}" if explain else "")
+
     out = Renderer(
         fmt,
-        line=_hit_line,
-        tty=_hit_tty,
+        line=line,
+        tty=tty,
         path=lambda row: row["path"],
         terminal=out_console.is_terminal,
     )
-    out.add(h.to_json() for h in hits)
+    out.add(h.to_json(explain) for h in hits)
     if not out.close():
         raise typer.Exit(1)
 
@@ -336,6 +371,8 @@ def search(
     jsonl: JsonlOpt = False,
     files: FilesOpt = False,
     all_chunks: AllChunksOpt = False,
+    mode: ModeOpt = "hybrid",
+    explain: ExplainOpt = False,
     exact: ExactOpt = False,
     oversample: Annotated[
         int, typer.Option("--oversample", help="Coarse candidates per result.", min=1)
@@ -347,21 +384,23 @@ def search(
 ) -> None:
     """Search the index (query as argument or on stdin).
 
-    Shows path:line, score, heading and a snippet of the best chunk per file.
-    Exit code 1 when nothing matches."""
+    Hybrid by default: the notes nearest in meaning and those holding the query's words,
+    fused by reciprocal rank. Shows path:line, score, heading and a snippet of the best
+    chunk per file. Exit code 1 when nothing matches."""
     fmt = output_format(json_out, jsonl, files)
     text = _read_query(query)
     with _open_index(db, model, backend, quant, offline) as idx:
         hits = idx.search(
             text,
             k,
+            mode=mode,
             exact=exact,
             oversample=oversample,
             path_glob=path,
             min_score=min_score,
             all_chunks=all_chunks,
         )
-    _print_hits(hits, fmt)
+    _print_hits(hits, fmt, explain)
 
 
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc similar notes/ideas.md -k 5 --files")
