@@ -36,6 +36,10 @@ WEIGHTS = (3.0, 2.0, 1.0)
 # Phrases kept from one query: FTS5 refuses expression trees deeper than 256, and past a few
 # dozen words extra terms add time, not recall.
 MAX_PHRASES = 64
+# Lone query words in more than this share of the chunks are left out of the query, in
+# indexes big enough for it to matter.
+COMMON_SHARE = 0.2
+COMMON_MIN_CHUNKS = 2000
 
 # Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar) or
 # with particles glued to words (Hangul). Their punctuation (U+30A0, U+30FB, U+0E4F, ...) is
@@ -133,15 +137,9 @@ def _phrase(tokens: list[str], prefix: bool) -> str:
     return '"' + " ".join(tokens) + '"' + ("*" if prefix else "")
 
 
-def match_query(user_query: str, operator: str = "OR") -> str | None:
-    """A safe FTS5 MATCH expression for any user input, or None when it holds no word.
-
-    Each term is quoted, so FTS5 syntax in the input (`AND`, `NEAR`, `-`, `:`, `^`, `*`, `+`)
-    is searched as words: "exact phrase" stays a phrase, a trailing `*` makes the last word a
-    prefix, and the terms are joined by `operator` (OR: see docs/lexical.md)."""
-    if operator not in ("OR", "AND"):
-        raise ValueError(f"operator must be OR or AND, not {operator!r}")
-    phrases: list[str] = []
+def _phrases(user_query: str) -> list[tuple[str, bool]]:
+    """(phrase, is a lone word) for each distinct term of a user query, in order."""
+    phrases: list[tuple[str, bool]] = []
     for m in _TERM.finditer(user_query):
         quoted = m.group(1)
         raw = quoted if quoted is not None else m.group()
@@ -150,11 +148,47 @@ def match_query(user_query: str, operator: str = "OR") -> str | None:
             continue
         prefix = lone_cjk or (quoted is None and raw.endswith("*"))
         phrase = _phrase(tokens, prefix)
-        if phrase not in phrases:
-            phrases.append(phrase)
-    if not phrases:
-        return None
-    return f" {operator} ".join(phrases[:MAX_PHRASES])
+        if phrase not in (p for p, _ in phrases):
+            phrases.append((phrase, len(tokens) == 1 and not prefix))
+    return phrases[:MAX_PHRASES]
+
+
+def match_query(user_query: str, operator: str = "OR") -> str | None:
+    """A safe FTS5 MATCH expression for any user input, or None when it holds no word.
+
+    Each term is quoted, so FTS5 syntax in the input (`AND`, `NEAR`, `-`, `:`, `^`, `*`, `+`)
+    is searched as words: "exact phrase" stays a phrase, a trailing `*` makes the last word a
+    prefix, and the terms are joined by `operator` (OR: see docs/lexical.md)."""
+    if operator not in ("OR", "AND"):
+        raise ValueError(f"operator must be OR or AND, not {operator!r}")
+    phrases = [p for p, _ in _phrases(user_query)]
+    return f" {operator} ".join(phrases) if phrases else None
+
+
+def _without_common(conn, phrases: list[tuple[str, bool]]) -> list[str]:
+    """The phrases minus lone words found in more than COMMON_SHARE of the chunks (the
+    rarest one when every word is common): such a word adds almost nothing to bm25 but makes
+    an OR query score nearly every row (measured in docs/lexical.md)."""
+    words = [p.strip('"') for p, lone in phrases if lone]
+    if len(phrases) < 2 or not words:
+        return [p for p, _ in phrases]
+    # An upper bound of the chunk count that costs nothing (ids only grow).
+    total = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
+    if total < COMMON_MIN_CHUNKS:
+        return [p for p, _ in phrases]
+    conn.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{TABLE}_vocab USING fts5vocab(main, {TABLE}, row)"
+    )
+    df = dict(
+        conn.execute(
+            f"SELECT term, doc FROM temp.{TABLE}_vocab"
+            " WHERE term IN (SELECT value FROM json_each(?))",
+            (json.dumps(words),),
+        )
+    )
+    common = {w for w in words if df.get(w, 0) > COMMON_SHARE * total}
+    kept = [p for p, lone in phrases if not (lone and p.strip('"') in common)]
+    return kept or [min(phrases, key=lambda p: df.get(p[0].strip('"'), 0))[0]]
 
 
 def bm25_sql(file_filter: bool = False, chunk_filter: bool = False) -> str:
@@ -184,9 +218,10 @@ def search(
     chunk_ids: Sequence[int] | None = None,
 ) -> list[tuple[int, float]]:
     """Top k (chunk id, score) for a user query; [] when it holds no word."""
-    expression = match_query(user_query)
-    if expression is None:
+    phrases = _without_common(conn, _phrases(user_query))
+    if not phrases:
         return []
+    expression = " OR ".join(phrases)
     params: list[object] = [expression]
     if file_ids is not None:
         params.append(json.dumps(list(file_ids)))

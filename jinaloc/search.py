@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,19 +196,35 @@ def search(
     per_file = not all_chunks
     excluded = set(exclude_files)
     depth = max(k * FUSION_DEPTH, FUSION_MIN)
+    if mode == "hybrid":
+        # The lexical query runs on a second connection in a thread while this one runs the
+        # vector stage: SQLite releases the GIL, so a hybrid search costs about the slower
+        # of the two, not their sum (README "Hybrid search").
+        pending = _pool().submit(store.lexical, text, depth, file_ids, True)
+        k_vector = depth if exact or len(query) < COARSE_MIN_DIM else k
+        vector = _vector_rows(store, query, k_vector, False, file_ids, excluded, exact, oversample)
+        lexical = [r for r in pending.result() if r[1] not in excluded]
+        # The same top `depth` of the vector list, so two-stage and exact fuse alike.
+        vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
+        return _fuse(store, query, vector[:depth], lexical, k, per_file, min_score)
     lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
-    if mode == "lexical":
-        rows = _top(lexical, k, per_file, excluded)
-        if min_score is not None:
-            rows = [r for r in rows if r[2] >= min_score]
-        hits = _hits(store, rows, "lexical")
-        for rank, hit in enumerate(hits, 1):
-            hit.lexical = Part(hit.score, rank)
-        return hits
-    vector = _vector_rows(store, query, depth, False, file_ids, excluded, exact, oversample)
-    # The same depth as the exact path, so two-stage and exact fuse alike.
-    vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
-    return _fuse(store, query, vector[:depth], lexical, k, per_file, min_score)
+    rows = _top(lexical, k, per_file, excluded)
+    if min_score is not None:
+        rows = [r for r in rows if r[2] >= min_score]
+    hits = _hits(store, rows, "lexical")
+    for rank, hit in enumerate(hits, 1):
+        hit.lexical = Part(hit.score, rank)
+    return hits
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="jinaloc-lexical")
+    return _POOL
 
 
 def _fuse(store, query, vector: list[Row], lexical: list[Row], k, per_file, min_score):

@@ -159,6 +159,7 @@ class Store:
     def __init__(self, path: Path, conn):
         self.path = path
         self.conn = conn
+        self._side = None  # a second connection, opened on first use
 
     @classmethod
     def open(cls, path: Path, create: bool = True) -> Store:
@@ -188,7 +189,15 @@ class Store:
         return store
 
     def close(self) -> None:
+        if self._side is not None:
+            self._side.close()
         self.conn.close()
+
+    def _side_conn(self):
+        if self._side is None:
+            self._side = _connect(str(self.path))
+            self._side.execute("PRAGMA busy_timeout = 30000")
+        return self._side
 
     def __enter__(self) -> Store:
         return self
@@ -403,14 +412,17 @@ class Store:
         return [r[0] for r in self.conn.execute(sql, args)]
 
     def lexical(
-        self, query: str, k: int, file_ids: Sequence[int] | None = None
+        self, query: str, k: int, file_ids: Sequence[int] | None = None, side: bool = False
     ) -> list[tuple[int, int, float]]:
-        """The top k (chunk id, file id, -bm25) for a user query ([] when it has no word)."""
-        hits = lexical.search(self.conn, query, k, file_ids)
+        """The top k (chunk id, file id, -bm25) for a user query ([] when it has no word).
+        `side`: on a second connection, so another thread can run the vector stage on the
+        first meanwhile (SQLite runs both at once; WAL readers see the same commit)."""
+        conn = self._side_conn() if side else self.conn
+        hits = lexical.search(conn, query, k, file_ids)
         if not hits:
             return []
         files = dict(
-            self.conn.execute(
+            conn.execute(
                 "SELECT id, file_id FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
                 (json.dumps([c for c, _ in hits]),),
             )

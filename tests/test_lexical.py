@@ -340,3 +340,16 @@ def test_fuzzed_cjk_substrings_are_found(data):
         query = run[start : start + data.draw(st.integers(1, 4))]
         assert set(index.ids(query)) == {i for i, t in docs.items() if query in t}
     conn.close()
+
+
+def test_words_in_most_chunks_are_left_out_of_big_indexes(index):
+    n = lexical.COMMON_MIN_CHUNKS
+    for i in range(1, n + 1):
+        index.add(i, f"common words everywhere filler{i % 7}")
+    index.add(n + 1, "common words and one rare needle")
+    # "common" and "words" are in every chunk: only "needle" decides which rows match.
+    assert index.ids("common needle") == [n + 1]
+    # Every word common: the rarest one is kept, so the query still finds something.
+    assert len(index.ids("common words filler3")) == len(index.ids("filler3")) > 0
+    # Phrases are never dropped.
+    assert len(index.ids('"common words" needle')) > 1
