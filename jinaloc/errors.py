@@ -36,6 +36,14 @@ class IndexEmpty(JinalocError):
         self.path = path
 
 
+class IndexBusy(JinalocError):
+    """Another process is updating the index."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is being updated by another process", "wait for it")
+        self.path = path
+
+
 class SchemaTooNew(JinalocError):
     def __init__(self, path: Path, version: int, supported: int):
         super().__init__(

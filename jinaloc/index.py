@@ -7,13 +7,15 @@ loads on first use, so planning, status and stored-vector reads never need one."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IndexEmpty, IndexMismatch, JinalocError, check_choice
+from .errors import IndexBusy, IndexEmpty, IndexMismatch, JinalocError, check_choice
 from .files import read_input
 from .paths import default_db
 from .planner import Plan, Roots, WalkOptions, plan_update
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from .embedder import Embedder
     from .indexer import Progress, Report
     from .search import Hit
+
+log = logging.getLogger("jinaloc")
 
 TASK = "retrieval"
 # Index dim when none is given (clamped to the model's width); see README "Defaults".
@@ -92,10 +96,17 @@ class Index:
 
     @classmethod
     def open(
-        cls, path: Path | str | None = None, *, create: bool = False, loader: Loader | None = None
+        cls,
+        path: Path | str | None = None,
+        *,
+        create: bool = False,
+        readonly: bool = False,
+        loader: Loader | None = None,
     ) -> Index:
-        """The index at `path` (default: JINALOC_DB, else the XDG data dir)."""
-        return cls(Store.open(Path(path or default_db()), create=create), loader)
+        """The index at `path` (default: JINALOC_DB, else the XDG data dir); `readonly` for
+        readers, which then write nothing (read-only mounts work)."""
+        store = Store.open(Path(path or default_db()), create=create, readonly=readonly)
+        return cls(store, loader)
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -218,6 +229,7 @@ class Index:
         chunk_tokens: int | None = None,
         progress: Progress | None = None,
         report: Report | None = None,
+        wait: bool = True,
     ) -> Report:
         """Bring the index up to date with `roots` (paths, or (path, WalkOptions) pairs;
         default: its own). On KeyboardInterrupt
@@ -229,7 +241,54 @@ class Index:
             roots = self.saved_roots()
         # A bare path is walked with the default options.
         roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
-        return Writer(self, dim, chunk_tokens, progress, report).run(roots)
+        with self.writing(wait):
+            return Writer(self, dim, chunk_tokens, progress, report).run(roots)
+
+    @contextmanager
+    def writing(self, wait: bool = True):
+        """Hold the index's writer lock: one update at a time (searches go on meanwhile).
+        `wait=False` refuses at once when another process holds it."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(f"{self.path}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait:
+                raise IndexBusy(self.path) from None
+            log.warning("%s is being updated by another process: waiting for it", self.path)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def forget(self, path: Path | str) -> int:
+        """Drop an indexed folder (or file) and its files, except those another indexed
+        root also covers. Returns how many files were removed."""
+        root = str(Path(path).expanduser().absolute())
+        roots = self.store.roots()
+        if root not in roots:
+            root = str(Path(path).expanduser().resolve())
+        if root not in roots:
+            raise JinalocError(
+                f"{path} is not an indexed folder of {self.path}",
+                "see the indexed roots in the index's status",
+            )
+        others = [r.rstrip("/") for r in roots if r != root]
+        files = self.store.files_under(root)
+        single = self.store.file(root)
+        if single:
+            files[single.path] = single
+        removed = 0
+        with self.writing():
+            for file_path, record in files.items():
+                if any(file_path == o or file_path.startswith(o + "/") for o in others):
+                    continue
+                self.store.remove_file(record.id)
+                removed += 1
+            self.store.remove_root(root)
+        return removed
 
     # reading
 

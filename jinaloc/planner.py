@@ -69,7 +69,7 @@ def plan_update(store: Store, roots: Roots) -> Plan:
     known: dict[str, FileRecord] = {}
     present: dict[str, tuple[Candidate, int]] = {}
     db = str(store.path.resolve())
-    own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock")}
     for root, options in roots:
         resolved = str(Path(root).expanduser().resolve())
         known.update(store.files_under(resolved))
@@ -105,7 +105,15 @@ def plan_update(store: Store, roots: Roots) -> Plan:
             plan.touched.append((record, cand))
         else:
             plan.changed.append(work)
-    gone = {p: r for p, r in known.items() if p not in readable}
+    # A file another indexed root covers is that root's business (nested roots with their
+    # own options): it is not removed for being left out of this one.
+    planned = {str(Path(root).expanduser().resolve()) for root, _ in roots}
+    others = [r.rstrip("/") for r in store.roots() if r not in planned]
+    gone = {
+        p: r
+        for p, r in known.items()
+        if p not in readable and not any(p == o or p.startswith(o + "/") for o in others)
+    }
     by_hash: dict[str, list[FileRecord]] = defaultdict(list)
     for record in gone.values():
         by_hash[record.hash].append(record)

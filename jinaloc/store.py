@@ -16,11 +16,13 @@ the index as it was after the last finished file."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -88,7 +90,39 @@ _NO_EXTENSIONS = (
 )
 
 
-def _connect(path: str):
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JinalocError(f"cannot create the index {path}: {e.strerror or e}") from None
+
+
+def open_error(path: Path, e: Exception) -> JinalocError:
+    """One line for SQLite's ways of refusing a file."""
+    text = str(e)
+    if "malformed" in text:
+        return JinalocError(f"{path} is corrupt ({text})", "check and repair it")
+    if "readonly" in text or "unable to open" in text:
+        return JinalocError(f"cannot write the index {path}: {text}")
+    return JinalocError(f"cannot open index {path}: {text}")
+
+
+def _reader(path: Path):
+    """A read-only connection; on a read-only folder holding a WAL file (no -shm can be made
+    there) an immutable one, as nothing can write the file then."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = _connect(uri, uri=True)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except Exception as e:
+        if "readonly" not in str(e) and "unable to open" not in str(e):
+            raise
+        conn.close()
+        conn = _connect(uri + "&immutable=1", uri=True)
+    return conn
+
+
+def _connect(path: str, uri: bool = False):
     """A connection with sqlite-vec loaded: the standard sqlite3 if it can, else pysqlite3."""
     import sqlite_vec
 
@@ -103,7 +137,7 @@ def _connect(path: str):
     except ImportError:
         pass
     for module in modules:
-        conn = module.connect(path, isolation_level=None, check_same_thread=False)
+        conn = module.connect(path, isolation_level=None, check_same_thread=False, uri=uri)
         try:
             conn.enable_load_extension(True)
             sqlite_vec.load(conn)
@@ -162,13 +196,19 @@ class Store:
         self._side = None  # a second connection, opened on first use
 
     @classmethod
-    def open(cls, path: Path, create: bool = True) -> Store:
+    def open(cls, path: Path, create: bool = True, readonly: bool = False) -> Store:
+        """The index at `path`, migrated to this schema. `readonly`: a reader that writes
+        nothing (works on read-only mounts) unless the schema needs upgrading first."""
         path = Path(path).expanduser()
         if not create and not path.is_file():
             raise IndexNotFound(path)
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if readonly:
+                store = cls._open_readonly(path)
+                if store is not None:
+                    return store
+            if create:
+                _make_parent(path)
             conn = _connect(str(path))
             conn.execute("PRAGMA busy_timeout = 30000")
             # Rows hold a 1-3 KB float vector: at the default 4 KB pages only one fits per
@@ -185,8 +225,28 @@ class Store:
         except JinalocError:
             raise
         except Exception as e:  # sqlite3 and pysqlite3 have distinct exception classes
-            raise JinalocError(f"cannot open index {path}: {e}") from None
+            raise open_error(path, e) from None
         return store
+
+    @classmethod
+    def _open_readonly(cls, path: Path) -> Store | None:
+        """A read-only connection, or None when the schema must be upgraded first."""
+        conn = _reader(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise SchemaTooNew(path, version, SCHEMA_VERSION)
+        if version < SCHEMA_VERSION:
+            conn.close()
+            if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+                raise JinalocError(
+                    f"{path} has schema version {version} and needs upgrading to"
+                    f" {SCHEMA_VERSION}, but it is read-only",
+                    "open it once where it can be written",
+                )
+            return None
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return cls(path, conn)
 
     def close(self) -> None:
         if self._side is not None:
@@ -195,7 +255,7 @@ class Store:
 
     def _side_conn(self):
         if self._side is None:
-            self._side = _connect(str(self.path))
+            self._side = _reader(self.path)
             self._side.execute("PRAGMA busy_timeout = 30000")
         return self._side
 
@@ -274,6 +334,10 @@ class Store:
                 " indexed_at = excluded.indexed_at",
                 (path, json.dumps(options), time.time()),
             )
+
+    def remove_root(self, path: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM roots WHERE path = ?", (path,))
 
     def roots(self) -> dict[str, dict]:
         rows = self.conn.execute("SELECT path, options FROM roots ORDER BY path")
