@@ -44,6 +44,14 @@ class IndexBusy(JinalocError):
         self.path = path
 
 
+class IndexCorrupt(JinalocError):
+    """SQLite found the index file damaged."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"{path} is damaged ({detail})", "check and repair it")
+        self.path = path
+
+
 class SchemaTooNew(JinalocError):
     def __init__(self, path: Path, version: int, supported: int):
         super().__init__(

@@ -211,8 +211,8 @@ def vacuum(store: Store) -> tuple[int, int]:
     try:
         store.conn.execute(f"INSERT INTO {lexical.TABLE}({lexical.TABLE}) VALUES ('optimize')")
         store.conn.execute("VACUUM")
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         store.conn.execute("PRAGMA optimize")
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except Exception as e:
         raise open_error(store.path, e) from None
     return before, _size(store.path)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IndexBusy, IndexEmpty, IndexMismatch, JinalocError, check_choice
+from .errors import IndexBusy, IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
 from .files import read_input
 from .paths import default_db
 from .planner import Plan, Roots, WalkOptions, plan_update
@@ -263,6 +263,14 @@ class Index:
         finally:
             lock.release()
 
+    def verify(self) -> None:
+        """Raise IndexCorrupt when SQLite's quick check finds the file damaged."""
+        from .health import integrity
+
+        problems = integrity(self.store, quick=True)
+        if problems:
+            raise IndexCorrupt(self.path, problems[0])
+
     def forget(self, path: Path | str) -> int:
         """Drop an indexed folder (or file) and its files, except those another indexed
         root also covers. Returns how many files were removed."""
@@ -333,7 +341,9 @@ class Index:
         return self.store.iter_documents(paths)
 
     def status(self) -> dict:
-        """What the index holds and what changed on disk since the last run (no model)."""
+        """What the index holds and what changed on disk since the last run (no model).
+        A damaged file raises IndexCorrupt (SQLite's quick check)."""
+        self.verify()
         m = self.meta
         roots = self.store.roots()
         present = [r for r in roots if Path(r).exists()]

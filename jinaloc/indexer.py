@@ -136,8 +136,6 @@ class Writer:
         report = self.report
         try:
             plan = plan_update(self.store, roots)  # before any model loads: bad roots fail fast
-            for root, options in roots:
-                self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
             report.skipped = plan.skipped
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:
@@ -150,9 +148,18 @@ class Writer:
                 self.store.remove_file(record.id)
                 report.removed += 1
             self._embed_all([*plan.changed, *plan.new])
+        except KeyboardInterrupt:
+            self._save_roots(roots)  # so the next run resumes them
+            raise
         finally:
             report.seconds = time.monotonic() - start
+        # Not saved when the run failed (no model, say): a root is indexed or not at all.
+        self._save_roots(roots)
         return report
+
+    def _save_roots(self, roots: Roots) -> None:
+        for root, options in roots:
+            self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
 
     def _embed_all(self, todo: list[Work]) -> None:
         if not todo:

@@ -101,7 +101,9 @@ def open_error(path: Path, e: Exception) -> JinalocError:
     """One line for SQLite's ways of refusing a file."""
     text = str(e)
     if "malformed" in text:
-        return JinalocError(f"{path} is corrupt ({text})", "check and repair it")
+        from .errors import IndexCorrupt
+
+        return IndexCorrupt(path, text)
     if "readonly" in text or "unable to open" in text:
         return JinalocError(f"cannot write the index {path}: {text}")
     return JinalocError(f"cannot open index {path}: {text}")

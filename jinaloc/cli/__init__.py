@@ -5,6 +5,8 @@ Each feature's commands live in their own module and register on `app` on import
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 import typer
 from rich.markup import escape
@@ -29,6 +31,34 @@ class JinalocGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except Exception as e:
+            if type(e).__module__.split(".")[0] not in ("sqlite3", "pysqlite3"):
+                raise
+            # A damaged index shows up as soon as a damaged page is read.
+            err_console.print(
+                f"[red]error:[/] the index could not be read ({escape(str(e))}):"
+                " run `jinaloc check` (and `jinaloc check --repair`)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+
+    def main(self, *args, **kwargs):
+        """Usage errors as one line when stderr is not a terminal (scripts, pipes)."""
+        if err_console.is_terminal:
+            return super().main(*args, **kwargs)
+        # Typer carries its own copy of click: its exceptions are the ones raised.
+        from typer._click import exceptions as click
+
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+            err_console.print(f"error: {escape(e.format_message())}{hint}", soft_wrap=True)
+            sys.exit(2)
+        except click.Abort:
+            sys.exit(130)
+        # Outside standalone mode click returns the code of an Exit instead of exiting.
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(
@@ -64,11 +94,18 @@ def _root() -> None:
 
 
 def main() -> None:
-    app()
+    # Like grep: a closed pipe (`| head -1`) ends the process quietly, by SIGPIPE.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C while Python is still starting up
+        sys.exit(130)
 
 
 # Feature modules add their commands to `app` on import.
 from . import embed as _embed  # noqa: E402,F401
 from . import index as _index  # noqa: E402,F401
+from . import maintain as _maintain  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
 from . import pipes as _pipes  # noqa: E402,F401

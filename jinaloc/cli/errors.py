@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import (
+    IndexCorrupt,
     IndexEmpty,
     IndexMismatch,
     IndexNotFound,
@@ -33,6 +34,8 @@ def error_line(e: JinalocError) -> str:
             flag = "--dim" if e.setting == "dim" else "--chunk-tokens"
             return f"{e.message}: leave {flag} out, or {reindex_hint(e.path)}"
         return f"{e.message}: {reindex_hint(e.path)}"
+    if isinstance(e, IndexCorrupt):
+        return f"{e.message}: run `jinaloc check --db {e.path} --repair`"
     if isinstance(e, ModelNotDownloaded):
         extra = f" --task {e.task} --quant {e.quant}" if e.task else ""
         return (

@@ -205,6 +205,12 @@ def index(
     reindex: Annotated[
         bool, typer.Option("--reindex", help="Empty the index first (to change model or dim).")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="When another run is updating the index: wait, or stop."
+        ),
+    ] = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -230,46 +236,75 @@ def index(
             progress.note("indexing")
         return embedder
 
-    with Index.open(db_path, create=True, loader=load) as idx:
-        roots = [(p, options) for p in paths or []]
-        if not roots:
-            roots = idx.saved_roots()
-            for root in idx.store.roots():
-                if not Path(root).exists():
-                    err_console.print(f"[yellow]warning:[/] {escape(root)} is gone; kept as is")
-        if not roots:
-            raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
-        # The model (and on the same backend its quant) stays the index's own unless asked.
-        idx.use_model(model, backend, quant, offline)
-        if reindex:
-            idx.reset()
-        else:
-            idx.check(model=model)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        code = 0
-        report = Report()
-        try:
-            if progress:
-                progress.bar.start()
-            idx.update(roots, dim=dim, chunk_tokens=chunk_tokens, progress=progress, report=report)
-        except KeyboardInterrupt as e:
-            report.interrupted = True
-            code = 143 if isinstance(e, _Interrupted) else 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            if progress:
-                progress.bar.stop()
-    if json_out:
-        write_json({**report.to_json(), "db": str(db_path)})
-    if not quiet:
-        _summary(report, db_path)
-    if code:
-        err_console.print(
-            f"[red]interrupted:[/] {report.added + report.updated} files written;"
-            " run the same command again to resume",
-            highlight=False,
-        )
-        raise typer.Exit(code)
+    for p in paths or []:
+        if not p.expanduser().exists():  # before the index file is created
+            raise JinalocError(f"{p}: no such file or folder")
+    new_file = not db_path.exists()
+    try:
+        with Index.open(db_path, create=True, loader=load) as idx:
+            roots = [(p, options) for p in paths or []]
+            if not roots:
+                roots = idx.saved_roots()
+                for root in idx.store.roots():
+                    if not Path(root).exists():
+                        err_console.print(f"[yellow]warning:[/] {escape(root)} is gone; kept as is")
+            if not roots:
+                raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
+            idx.verify()  # a damaged file is reported, never updated on top of
+            # The model (and on the same backend its quant) stays the index's own unless asked.
+            idx.use_model(model, backend, quant, offline)
+            if reindex:
+                idx.reset()
+            else:
+                idx.check(model=model)
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            code = 0
+            report = Report()
+            try:
+                if progress:
+                    progress.bar.start()
+                idx.update(
+                    roots,
+                    dim=dim,
+                    chunk_tokens=chunk_tokens,
+                    progress=progress,
+                    report=report,
+                    wait=wait,
+                )
+            except KeyboardInterrupt as e:
+                report.interrupted = True
+                code = 143 if isinstance(e, _Interrupted) else 130
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+                if progress:
+                    progress.bar.stop()
+        if json_out:
+            write_json({**report.to_json(), "db": str(db_path)})
+        if not quiet:
+            _summary(report, db_path)
+        if code:
+            err_console.print(
+                f"[red]interrupted:[/] {report.added + report.updated} files written;"
+                " run the same command again to resume",
+                highlight=False,
+            )
+            raise typer.Exit(code)
+
+    except JinalocError:
+        if new_file:  # a first run that failed leaves nothing behind
+            _remove_if_empty(db_path)
+        raise
+
+
+def _remove_if_empty(db_path: Path) -> None:
+    try:
+        with Index.open(db_path) as idx:
+            empty = idx.meta is None and idx.store.counts()["files"] == 0
+    except JinalocError:
+        return
+    if empty:
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
 def _read_query(query: str | None) -> str:
@@ -348,7 +383,7 @@ def _print_hits(hits, fmt: str, explain: bool = False) -> None:
 
 def _open_index(db: Path | None, model, backend, quant, offline) -> Index:
     """A built index with the model to search it chosen (its own unless asked otherwise)."""
-    idx = Index.open(_db_path(db), loader=load_embedder)
+    idx = Index.open(_db_path(db), readonly=True, loader=load_embedder)
     try:
         idx.require_built()
         idx.check(model=model)
@@ -435,7 +470,7 @@ def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     Roots, files, chunks, model, dim and size of the index file."""
     db_path = _db_path(db)
     try:
-        with Index.open(db_path) as idx:
+        with Index.open(db_path, readonly=True) as idx:
             info = idx.status()
     except SchemaTooNew as e:
         # Still a status: say what the file is and what to do, without a traceback.

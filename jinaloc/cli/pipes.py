@@ -313,7 +313,7 @@ class _Vectors:
                 raise JinalocError("--notes/--db read the index: give no FILES or --read-files")
             from ..index import Index
 
-            self.index = Index.open(db, loader=load_embedder)
+            self.index = Index.open(db, readonly=True, loader=load_embedder)
         elif stored:
             raise JinalocError("--stored-vectors needs --notes or --db")
         else:

@@ -1,0 +1,129 @@
+"""`jinaloc check`, `vacuum` and `forget`: keeping an index file sound and small."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .. import health
+from ..index import Index
+from ..output import write_json
+from . import app
+from .common import (
+    BackendOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    QuantOpt,
+    err_console,
+    load_embedder,
+    out_console,
+)
+from .index import DbOpt, _db_path
+
+CHECK_EXAMPLES = """
+[b]Examples[/b]
+
+  jinaloc check                      [dim]# exit 0: sound, 1: problems found[/]
+  jinaloc check --repair             [dim]# fix them; re-embed only what was lost[/]
+  jinaloc check --json | jq .problems
+"""
+
+
+@app.command(epilog=CHECK_EXAMPLES)
+def check(
+    db: DbOpt = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Fix what is found (the damaged file is kept).")
+    ] = False,
+    json_out: JsonOpt = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Check the index file: SQLite's integrity check, orphan rows, vectors against chunks.
+
+    With --repair: a damaged file is salvaged row by row into a fresh one (the original is
+    kept as FILE.corrupt), bit vectors and the lexical table are rebuilt from the stored
+    vectors and texts, and only files whose rows were lost are embedded again."""
+    path = _db_path(db)
+    problems = _problems(path)
+    result = None
+    if problems and repair:
+        result = health.repair(path)
+        with Index.open(path, loader=load_embedder) as idx:
+            if result.files_dropped and idx.meta is not None:
+                idx.use_model(model, backend, quant, offline).update()
+        problems_after = _problems(path)
+    else:
+        problems_after = problems
+    if json_out:
+        write_json(
+            {
+                "db": str(path),
+                "ok": not problems_after,
+                "problems": [p.to_json() for p in problems],
+                "repair": result.to_json() if result else None,
+                "problems_after_repair": [p.to_json() for p in problems_after] if result else None,
+            }
+        )
+    else:
+        for p in problems:
+            out_console.print(f"problem: {escape(p.kind)}: {p.count} {escape(p.detail)}".strip())
+        if result:
+            for line in result.fixed:
+                err_console.print(f"fixed: {escape(line)}")
+            if result.salvaged:
+                err_console.print(
+                    f"salvaged into a fresh file ({result.rows_lost} rows lost);"
+                    f" the damaged one is kept as {escape(str(result.backup))}"
+                )
+            if result.files_dropped:
+                err_console.print(f"re-embedded {len(result.files_dropped)} files")
+        out_console.print("ok" if not problems_after else "problems remain: see above")
+    if problems_after:
+        raise typer.Exit(1)
+
+
+def _problems(path: Path) -> list[health.Problem]:
+    try:
+        with Index.open(path, readonly=True) as idx:
+            return health.check(idx.store)
+    except Exception as e:  # a file too damaged to open is a problem to report, not a crash
+        from ..errors import IndexNotFound
+
+        if isinstance(e, IndexNotFound):
+            raise
+        return [health.Problem("integrity", 1, str(e))]
+
+
+@app.command(epilog="[b]Example[/b]\n\n  jinaloc vacuum --db notes.db")
+def vacuum(db: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """Rewrite the index file without its free pages (after many deletions)."""
+    path = _db_path(db)
+    with Index.open(path) as idx, idx.writing():
+        before, after = health.vacuum(idx.store)
+    if json_out:
+        write_json({"db": str(path), "bytes_before": before, "bytes_after": after})
+    else:
+        err_console.print(f"{escape(str(path))}: {before / 1e6:.1f} MB → {after / 1e6:.1f} MB")
+
+
+@app.command(epilog="[b]Example[/b]\n\n  jinaloc forget ~/notes/archive")
+def forget(
+    path: Annotated[Path, typer.Argument(help="An indexed folder or file to drop.")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Drop an indexed folder and its files from the index (files another indexed folder
+    also covers stay). The folder itself is not touched."""
+    with Index.open(_db_path(db)) as idx:
+        removed = idx.forget(path)
+    if json_out:
+        write_json({"forgotten": str(path), "files_removed": removed})
+    else:
+        err_console.print(f"forgot {escape(str(path))}: {removed} files removed from the index")

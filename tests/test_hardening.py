@@ -1,0 +1,297 @@
+"""Damaged, read-only and busy index files; forgetting folders; nested roots; the CLI's
+terminal manners (one-line errors when piped, SIGPIPE, no emoji codes in data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, model_dir
+from index_helpers import FakeEmbedder, have_gguf, make_notes
+from typer.testing import CliRunner
+
+from jinaloc import health
+from jinaloc.cli import app
+from jinaloc.errors import IndexBusy, JinalocError
+from jinaloc.index import Index
+from jinaloc.planner import WalkOptions
+from jinaloc.store import Store
+
+MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
+needs_gguf = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+
+
+def cli(*args, ok=(0,)):
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exit_code in ok, (r.exit_code, r.stdout, r.stderr)
+    return r
+
+
+def jinaloc(*args, cwd=None, input=None):
+    """The real command in a subprocess (stderr not a terminal), as a script would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "jinaloc", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        input=input,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def fake_index(tmp_path: Path, n: int = 12) -> tuple[Path, Path]:
+    notes = tmp_path / "notes"
+    make_notes(notes, n)
+    db = tmp_path / "index.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update([notes])
+    return notes, db
+
+
+def corrupt(path: Path) -> None:
+    """Random bytes written over the middle of the file, as a bad disk or copy would."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16384] = os.urandom(16384)
+    path.write_bytes(bytes(data))
+
+
+# --- damaged files ------------------------------------------------------------------------
+
+
+def damaged_copy(tmp_path: Path) -> tuple[Path, Path]:
+    notes, db = fake_index(tmp_path, 60)
+    with Store.open(db, create=False) as store:
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    corrupt(copy)
+    return notes, copy
+
+
+def test_check_finds_and_repair_fixes_a_damaged_file(tmp_path):
+    notes, copy = damaged_copy(tmp_path)
+    with Store.open(copy, create=False, readonly=True) as store:
+        assert health.check(store)[0].kind == "integrity"
+    result = health.repair(copy)
+    assert result.salvaged and Path(result.backup).is_file()
+    with Store.open(copy, create=False) as store:
+        assert health.check(store) == []
+        kept = store.counts()["files"]
+    assert 0 < kept <= 60
+    # The next update re-embeds only what was lost.
+    fake = FakeEmbedder()
+    with Index.open(copy, loader=lambda *a, **k: fake) as idx:
+        report = idx.update()
+    assert report.added == 60 - kept and report.unchanged == kept
+    with Store.open(copy, create=False) as store:
+        assert health.check(store) == [] and store.counts()["files"] == 60
+
+
+def test_orphans_and_missing_bits_are_found_and_rebuilt(tmp_path):
+    _, db = fake_index(tmp_path)
+    with Store.open(db, create=False) as store:
+        store.conn.execute("DELETE FROM vec_bits WHERE rowid IN (SELECT id FROM chunks LIMIT 3)")
+        store.conn.execute("DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks LIMIT 2)")
+        kinds = {p.kind: p.count for p in health.check(store)}
+    assert kinds == {"chunks without bits": 3, "lexical rows out of step": 2}
+    health.repair(db)
+    with Store.open(db, create=False) as store:
+        assert health.check(store) == []
+
+
+def test_cli_on_a_damaged_index_is_one_line_and_exit_2(tmp_path):
+    _, copy = damaged_copy(tmp_path)
+    # status and a no-op index run SQLite's quick check: they always see the damage.
+    for args in (["status", "--db", copy], ["index", "--db", copy]):
+        r = jinaloc(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "is damaged" in r.stderr and "jinaloc check" in r.stderr
+    # Readers fail the moment they read a damaged page, in one line; else they work.
+    for args in (
+        ["search", "tomato", "--db", copy, "--mode", "lexical", "-k", "50", "--all-chunks"],
+        ["cluster", "--db", copy, "--stored-vectors"],
+        ["dedup", "--db", copy, "--stored-vectors"],
+    ):
+        r = jinaloc(*args)
+        assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, (args, r.stderr)
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1 and "check" in r.stderr
+    r = jinaloc("check", "--db", copy)
+    assert r.returncode == 1 and "integrity" in r.stdout
+
+
+def test_vacuum_shrinks_after_deletions(tmp_path):
+    notes, db = fake_index(tmp_path, 200)
+    for p in list(notes.rglob("*.md"))[:180]:
+        p.unlink()
+    with Index.open(db, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update()
+    r = json.loads(cli("vacuum", "--db", db, "--json").stdout)
+    assert r["bytes_after"] < r["bytes_before"]
+    with Store.open(db, create=False) as store:
+        assert health.check(store) == [] and store.counts()["files"] == 20
+
+
+# --- read-only and unwritable places ------------------------------------------------------
+
+
+def test_readers_write_nothing_and_work_where_nothing_can_be_written(tmp_path):
+    _, db = fake_index(tmp_path)
+    with Store.open(db, create=False) as store:
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(db, ro / "index.db")
+    before = (ro / "index.db").read_bytes()
+    # As on a read-only mount, SQLite cannot make the WAL's -shm file next to the index (a
+    # folder in its place; root ignores permission bits, so they cannot show it).
+    (ro / "index.db-shm").mkdir()
+    with Store.open(ro / "index.db", create=False, readonly=True) as store:
+        assert store.counts()["files"] == 12
+        assert store.lexical("tomato", 5)
+        with pytest.raises(Exception, match="readonly|read-only"):
+            store.conn.execute("DELETE FROM files")
+    assert (ro / "index.db").read_bytes() == before
+    r = cli("search", "tomato", "--db", ro / "index.db", "--mode", "lexical", "--json")
+    assert json.loads(r.stdout)
+    assert json.loads(cli("status", "--db", ro / "index.db", "--json").stdout)["files"] == 12
+
+
+def test_unwritable_index_places_are_one_line_errors(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for db in (tmp_path / "afile" / "index.db",):
+        r = jinaloc("index", tmp_path, "--db", db)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "cannot create the index" in r.stderr
+
+
+def test_a_failed_first_run_leaves_no_index_behind(tmp_path):
+    notes = tmp_path / "notes"
+    make_notes(notes, 2)
+    db = tmp_path / "new.db"
+    r = jinaloc("index", tmp_path / "missing", "--db", db)
+    assert r.returncode == 2 and not db.exists()
+    r = jinaloc("index", notes, "--db", db, "--model", tmp_path / "no-such-model")
+    assert r.returncode == 2 and not db.exists(), r.stderr
+
+
+# --- one writer at a time -----------------------------------------------------------------
+
+
+def test_a_second_update_waits_or_refuses(tmp_path):
+    notes, db = fake_index(tmp_path)
+    (notes / "new.md").write_text("# New\n\nfresh words")
+    holder = Index.open(db)
+    with holder.writing():
+        with Index.open(db) as other, pytest.raises(IndexBusy):
+            other.update([notes], wait=False)
+        # Readers are not blocked by the writer lock.
+        with Index.open(db, readonly=True) as reader:
+            assert reader.store.counts()["files"] == 12
+        done = []
+
+        def waiting():
+            with Index.open(db, loader=lambda *a, **k: FakeEmbedder()) as other:
+                done.append(other.update([notes]).added)
+
+        t = threading.Thread(target=waiting)
+        t.start()
+        time.sleep(0.5)
+        assert not done  # still waiting for the lock
+    t.join(20)
+    holder.close()
+    assert done == [1]  # the work was done once, by the second run, after the first
+
+
+# --- folders ------------------------------------------------------------------------------
+
+
+def test_forget_drops_a_root_but_keeps_what_another_covers(tmp_path):
+    notes, db = fake_index(tmp_path)
+    sub = notes / "cooking"
+    with Index.open(db, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update([sub])  # a nested root
+        assert idx.forget(sub) == 0  # the parent root still covers its files
+        assert set(idx.store.roots()) == {str(notes)}
+        removed = idx.forget(notes)
+        assert removed == 12 and idx.store.counts()["files"] == 0 and idx.store.roots() == {}
+        with pytest.raises(JinalocError, match="not an indexed folder"):
+            idx.forget(tmp_path / "elsewhere")
+
+
+def test_nested_root_with_its_own_options_does_not_remove_the_parents_files(tmp_path):
+    notes, db = fake_index(tmp_path)
+    fake = FakeEmbedder()
+    with Index.open(db, loader=lambda *a, **k: fake) as idx:
+        report = idx.update([(notes / "cooking", WalkOptions(exclude=["*"]))])
+        assert report.removed == 0 and idx.store.counts()["files"] == 12
+        again = idx.update()  # both roots: nothing to re-embed
+    assert (again.added, again.removed, again.updated) == (0, 0, 0) and fake.calls == []
+
+
+def test_cli_forget(tmp_path):
+    notes, db = fake_index(tmp_path)
+    r = cli("forget", notes, "--db", db, "--json")
+    assert json.loads(r.stdout) == {"forgotten": str(notes), "files_removed": 12}
+
+
+# --- terminal manners ---------------------------------------------------------------------
+
+
+def test_usage_errors_are_one_line_when_piped():
+    r = jinaloc("search", "--no-such-flag", "x")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "No such option: --no-such-flag" in r.stderr and "╭" not in r.stderr
+
+
+@needs_gguf
+def test_a_closed_pipe_ends_quietly_and_data_shows_no_emoji(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(30):
+        (notes / f"note:x:{i}.md").write_text(f"# Note :x: {i}\n\nsome words :smile: here\n")
+    db = tmp_path / "i.db"
+    assert jinaloc("index", notes, "--db", db, "-q", *MODEL).returncode == 0
+    shell = f"{sys.executable} -m jinaloc search words --db {db} -k 30 --mode lexical | head -1"
+    r = subprocess.run(
+        shell,
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 0 and r.stderr == "" and r.stdout.count("\n") == 1
+    assert ":x:" in r.stdout and "❌" not in r.stdout
+    # On a terminal too: the CLI's own console prints paths and snippets as they are.
+    import io
+
+    from jinaloc.cli import common
+    from jinaloc.cli.index import _hit_tty
+
+    screen, old = io.StringIO(), common.out_console.file
+    common.out_console.file = screen
+    try:
+        _hit_tty(
+            {
+                "path": "note:x:y.md",
+                "start_line": 1,
+                "score": 0.5,
+                "heading": ":smile:",
+                "title": "",
+                "text": "a :x: b",
+            }
+        )
+    finally:
+        common.out_console.file = old
+    assert "note:x:y.md" in screen.getvalue() and ":smile:" in screen.getvalue()
+    assert "❌" not in screen.getvalue()
