@@ -82,13 +82,19 @@ class IndexMismatch(JinalocError):
 class ModelNotDownloaded(JinalocError):
     """Model files that are not on this machine while downloads are off."""
 
-    def __init__(self, model: str, fmt: str, task: str | None = None, quant: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        fmt: str,
+        task: str | None = None,
+        quant: str | None = None,
+        offline: bool = True,
+    ):
         extra = f", task {task}, quant {quant}" if task else ""
-        super().__init__(
-            f"{model} ({fmt}{extra}) is not downloaded and offline mode is on",
-            "download it while online",
-        )
+        why = " and offline mode is on" if offline else ""
+        super().__init__(f"{model} ({fmt}{extra}) is not downloaded{why}", "download it")
         self.model, self.fmt, self.task, self.quant = model, fmt, task, quant
+        self.offline = offline
 
 
 def check_choice(what: str, value: str, choices) -> str:

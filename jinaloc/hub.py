@@ -65,11 +65,11 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
         folder = Path(snapshot)
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx") from None
+            raise ModelNotDownloaded(spec.name, "mlx", offline=is_offline(offline)) from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx")
+            raise ModelNotDownloaded(spec.name, "mlx", offline=is_offline(offline))
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 
@@ -118,7 +118,9 @@ def gguf_file(
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except Exception as e:
         if local_only:
-            raise ModelNotDownloaded(spec.name, "gguf", task, quant) from None
+            raise ModelNotDownloaded(
+                spec.name, "gguf", task, quant, offline=is_offline(offline)
+            ) from None
         raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
 
 

@@ -28,3 +28,12 @@ def user_models_toml() -> Path:
 
 def default_db() -> Path:
     return Path(os.environ.get("JINALOC_DB") or data_dir() / "index.db")
+
+
+def display_path(path: str) -> str:
+    """A path as results show it: relative to the working directory when inside it (like
+    grep), else absolute."""
+    try:
+        return os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else path
+    except ValueError:  # another drive on Windows
+        return path

@@ -18,6 +18,7 @@ import numpy as np
 import pathspec
 
 from .errors import JinalocError, check_choice
+from .paths import display_path
 from .store import MAX_K, Store
 from .vectors import note_vectors
 
@@ -70,15 +71,7 @@ class Hit:
     lexical: Part | None = None  # -bm25 and rank in the lexical list
 
     def display_path(self) -> str:
-        """Relative to the working directory when inside it (like grep), else absolute."""
-        try:
-            return (
-                os.path.relpath(self.path)
-                if Path(self.path).is_relative_to(Path.cwd())
-                else self.path
-            )
-        except ValueError:  # another drive on Windows
-            return self.path
+        return display_path(self.path)
 
     def to_json(self, explain: bool = False) -> dict:
         row = {

@@ -135,6 +135,11 @@ def test_offline_errors_say_what_to_run(hf_cache, tmp_path):
                 cache=hf_cache, tmp_path=tmp_path)  # fmt: skip
     assert r.returncode == 2
     assert "--task clustering --quant Q8_0" in r.stderr
+    # Online, `models path` (which never downloads) does not claim offline mode.
+    r = jinaloc("models", "path", "v5-nano", "--format", "gguf", cache=hf_cache,
+                tmp_path=tmp_path, offline=False)  # fmt: skip
+    assert r.returncode == 2 and "is not downloaded: run" in r.stderr
+    assert "offline" not in r.stderr and "task retrieval, quant Q8_0" in r.stderr
 
 
 def test_rm_deletes_from_cache(hf_cache, tmp_path):

@@ -295,3 +295,15 @@ def test_a_closed_pipe_ends_quietly_and_data_shows_no_emoji(tmp_path):
         common.out_console.file = old
     assert "note:x:y.md" in screen.getvalue() and ":smile:" in screen.getvalue()
     assert "❌" not in screen.getvalue()
+
+
+@needs_gguf
+def test_bad_utf8_on_stdin_names_its_line():
+    r = CliRunner().invoke(app, ["embed", *MODEL], input=b"fine\n\xff\xfe bad\nlater\n")
+    assert r.exit_code == 2 and "stdin line 2: not valid UTF-8" in r.stderr
+
+
+def test_an_empty_folder_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = jinaloc("index", tmp_path / "empty", "--db", tmp_path / "i.db")
+    assert r.returncode == 0 and "no notes found to index" in r.stderr

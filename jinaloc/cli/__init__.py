@@ -44,6 +44,7 @@ class JinalocGroup(TyperGroup):
 
     def main(self, *args, **kwargs):
         """Usage errors as one line when stderr is not a terminal (scripts, pipes)."""
+        _plain_metavars(self)
         if err_console.is_terminal:
             return super().main(*args, **kwargs)
         # Typer carries its own copy of click: its exceptions are the ones raised.
@@ -59,6 +60,30 @@ class JinalocGroup(TyperGroup):
             sys.exit(130)
         # Outside standalone mode click returns the code of an Exit instead of exiting.
         sys.exit(code if isinstance(code, int) else 0)
+
+
+_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT"}
+
+
+def _plain_metavars(group) -> None:
+    """Help shows FILE, N or TEXT as click does, not Python types like <list[Path]>, and
+    nothing after a flag."""
+    for command in group.commands.values():
+        if hasattr(command, "commands"):
+            _plain_metavars(command)
+        for param in command.params:
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # its name says enough
+                continue
+            if param.metavar is not None:
+                continue
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+                continue
+            bare = param.bare_type() if hasattr(param, "bare_type") else ""
+            inner = bare.removeprefix("list[").removesuffix("]")
+            name = "FILE" if param.name == "db" else _METAVARS.get(inner, "TEXT")
+            param.metavar = name
 
 
 app = typer.Typer(

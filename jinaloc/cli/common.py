@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Iterator
@@ -71,13 +70,13 @@ def iter_stdin() -> Iterator[str]:
     """stdin lines (without their newline), streamed; an error when stdin is a terminal."""
     if sys.stdin is None or sys.stdin.isatty():
         raise JinalocError("no input: pass arguments or pipe lines on stdin")
-    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict", newline=None)
-    lineno = 0
-    try:
-        for lineno, line in enumerate(stream, 1):  # noqa: B007 - used in the error below
-            yield line.rstrip("\n")
-    except UnicodeDecodeError:
-        raise JinalocError(f"stdin line {lineno + 1}: not valid UTF-8") from None
+    # Bytes line by line, decoded one at a time, so a bad line is reported by its number
+    # (a text wrapper decodes ahead in blocks). \r\n and \r endings are dropped as newlines.
+    for lineno, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
+        except UnicodeDecodeError:
+            raise JinalocError(f"stdin line {lineno}: not valid UTF-8") from None
 
 
 def stdin_lines() -> list[str]:

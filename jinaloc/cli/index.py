@@ -164,6 +164,13 @@ def _summary(report: Report, db: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if r.added + r.updated + r.unchanged + len(r.renamed) == 0 and not r.interrupted:
+        err_console.print(
+            "[yellow]warning:[/] no notes found to index"
+            + (f" ({len(r.skipped)} files skipped, listed below)" if r.skipped else "")
+            + ": jinaloc indexes text files; see `jinaloc index --help`",
+            soft_wrap=True,
+        )
     for label, items in (
         ("renamed", [f"{a} → {b}" for a, b in r.renamed]),
         ("skipped", [f"{p}: {why}" for p, why in r.skipped]),

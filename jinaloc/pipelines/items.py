@@ -18,6 +18,7 @@ from ..chunking import embed_text, title_of
 from ..errors import JinalocError
 from ..files import read_input
 from ..inputs import STREAM_BLOCK, batched, records
+from ..paths import display_path
 from ..vectors import note_vectors
 
 log = logging.getLogger("jinaloc")
@@ -143,7 +144,8 @@ def note_blocks(
                 ]
             )
         pooled = note_vectors(vectors, [len(d.texts) for d in docs])
-        yield [Item(out=d.path, path=d.path, title=d.title) for d in docs], pooled
+        shown = [display_path(d.path) for d in docs]  # as `search` shows paths
+        yield [Item(out=p, path=p, title=d.title) for p, d in zip(shown, docs, strict=True)], pooled
 
 
 def nonempty(items: Iterable[Item], what: str = "stdin") -> Iterator[Item]:
