@@ -8,6 +8,7 @@ loads on first use, so planning, status and stored-vector reads never need one."
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -308,7 +309,7 @@ class Index:
         meta = self.require_built()
         check_choice("mode", mode, MODES)
         vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
-        return search(self.store, query, vector, k, mode=mode, **options)
+        return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
 
     def similar(self, path: Path, k: int = 10, **options) -> list[Hit]:
         """The notes most like a file: an indexed one by its stored vectors (no model),
@@ -322,7 +323,9 @@ class Index:
             vector, exclude = file_vector(self.store, record.id), [record.id]
         else:
             vector, exclude = self.embed_file(path), []
-        return search_vector(self.store, vector, k, exclude_files=exclude, **options)
+        return _present(
+            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options), k
+        )
 
     def embed_file(self, path: Path) -> np.ndarray:
         """One vector for a file outside the index: its chunks embedded and averaged."""
@@ -374,3 +377,16 @@ class Index:
             "changed_files": changed,
             "skipped": len(plan.skipped),
         }
+
+
+def _present(run: Callable[[int], list[Hit]], k: int) -> list[Hit]:
+    """The top k hits whose files still exist: a deleted note (or a folder gone since the
+    last update) is never shown; asks for more while some were dropped."""
+    n = k
+    for _ in range(4):
+        hits = run(n)
+        kept = [h for h in hits if os.path.exists(h.path)]
+        if len(kept) >= k or len(hits) < n:
+            return kept[:k]
+        n *= 4
+    return kept[:k]

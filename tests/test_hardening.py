@@ -307,3 +307,20 @@ def test_an_empty_folder_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     r = jinaloc("index", tmp_path / "empty", "--db", tmp_path / "i.db")
     assert r.returncode == 0 and "no notes found to index" in r.stderr
+
+
+def test_deleted_notes_and_gone_folders_never_come_back_in_results(tmp_path):
+    notes, db = fake_index(tmp_path, 20)
+    fake = FakeEmbedder()
+    gone = sorted(notes.rglob("*.md"))[:15]
+    for p in gone:
+        p.unlink()  # deleted since the last update
+    with Index.open(db, readonly=True, loader=lambda *a, **k: fake) as idx:
+        for mode in ("hybrid", "semantic", "lexical"):
+            hits = idx.search("tomato basil passport tax python", 5, mode=mode)
+            assert hits and all(Path(h.path).exists() for h in hits), mode
+            assert len(hits) == 5
+    shutil.rmtree(notes)
+    r = jinaloc("index", "--db", db)
+    assert r.returncode == 2 and "is gone (20 files indexed from it" in r.stderr
+    assert "jinaloc forget" in r.stderr

@@ -254,7 +254,13 @@ def index(
                 roots = idx.saved_roots()
                 for root in idx.store.roots():
                     if not Path(root).exists():
-                        err_console.print(f"[yellow]warning:[/] {escape(root)} is gone; kept as is")
+                        n = len(idx.store.files_under(root))
+                        err_console.print(
+                            f"[yellow]warning:[/] {escape(root)} is gone ({n} files indexed from"
+                            f" it, hidden from results): `jinaloc forget {escape(root)}` drops"
+                            " them, or bring it back",
+                            soft_wrap=True,
+                        )
             if not roots:
                 raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
             idx.verify()  # a damaged file is reported, never updated on top of
