@@ -36,10 +36,10 @@ def write_jsonl(rows: Iterable[Any], out=None) -> None:
     out.flush()
 
 
-def write_lines(lines: Iterable[str], out=None) -> None:
+def write_lines(lines: Iterable[str], out=None, end: str = "\n") -> None:
     out = out or sys.stdout
     for line in lines:
-        out.write(line + "\n")
+        out.write(line + end)
     out.flush()
 
 
@@ -72,11 +72,14 @@ class Renderer:
         document: Callable[[list], Any] | None = None,
         separator: str | None = None,
         terminal: bool | None = None,
+        null: bool = False,
     ):
         if fmt not in FORMATS:
             raise JinalocError(f"unknown output format {fmt!r}")
         if fmt == "files" and path is None:
             raise JinalocError("--files does not apply here")
+        if null and fmt != "files":
+            raise JinalocError("-0/--null goes with --files")
         self.fmt = fmt
         self.data = data or (lambda row: row)
         self.line = line or (lambda row: _dumps(self.data(row)))
@@ -84,6 +87,8 @@ class Renderer:
         self.path = path
         self.document = document or list
         self.separator = separator
+        # --files -0: paths end in NUL, as `find -print0` (names may hold newlines).
+        self.end = "\0" if null else "\n"
         self.count = 0
         self._rows: list = []
         self._paths: set[str] = set()
@@ -96,7 +101,7 @@ class Renderer:
             write_jsonl(map(self.data, rows))
         elif self.fmt == "files":
             new = [p for p in map(self.path, rows) if not (p in self._paths or self._paths.add(p))]
-            write_lines(new)
+            write_lines(new, end=self.end)
         else:
             for n, row in enumerate(rows, self.count):
                 if n and self.separator is not None:

@@ -324,3 +324,21 @@ def test_deleted_notes_and_gone_folders_never_come_back_in_results(tmp_path):
     r = jinaloc("index", "--db", db)
     assert r.returncode == 2 and "is gone (20 files indexed from it" in r.stderr
     assert "jinaloc forget" in r.stderr
+
+
+def test_search_files_null_separated_for_names_with_newlines(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "two\nlines.md").write_text("# Odd name\n\npassport and tickets\n")
+    (notes / "plain.md").write_text("# Plain\n\npassport office hours\n")
+    db = tmp_path / "i.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update([notes])
+    r = cli("search", "passport", "--db", db, "--mode", "lexical", "--files", "-0")
+    paths = r.stdout.split("\0")
+    assert paths[-1] == "" and sorted(Path(p).name for p in paths[:-1]) == [
+        "plain.md",
+        "two\nlines.md",
+    ]
+    r = cli("search", "passport", "--db", db, "--mode", "lexical", "-0", ok=(2,))
+    assert "-0/--null goes with --files" in r.stderr

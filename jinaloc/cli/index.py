@@ -49,6 +49,9 @@ DbOpt = Annotated[
     typer.Option("--db", help="Index file (default: JINALOC_DB, else the XDG data dir)."),
 ]
 FilesOpt = Annotated[bool, typer.Option("--files", "-l", help="Matching paths only, one a line.")]
+NullOpt = Annotated[
+    bool, typer.Option("--null", "-0", help="With --files: end each path with NUL (xargs -0).")
+]
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="How many results.", min=1)]
 PathGlobOpt = Annotated[
     str | None,
@@ -100,6 +103,7 @@ SEARCH_EXAMPLES = """
   jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
   echo "meeting notes about the budget" | jinaloc search
   jinaloc search "todo list" --files | xargs -I{} grep -Hn TODO {}
+  jinaloc search "travel" --files -0 | xargs -0 ls -l
   jinaloc search "taxes" --jsonl | jq -r 'select(.score > 0.5) | .path'
 """
 
@@ -371,7 +375,7 @@ def _explain_line(row: dict) -> str:
     return " · ".join(parts) + f" → {e['mode']} {e['score']:.4f}"
 
 
-def _print_hits(hits, fmt: str, explain: bool = False) -> None:
+def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> None:
     """Results on stdout in the chosen form; exit code 1 when there are none (like grep)."""
 
     def tty(row: dict) -> None:
@@ -388,6 +392,7 @@ def _print_hits(hits, fmt: str, explain: bool = False) -> None:
         tty=tty,
         path=lambda row: row["path"],
         terminal=out_console.is_terminal,
+        null=null,
     )
     out.add(h.to_json(explain) for h in hits)
     if not out.close():
@@ -418,6 +423,7 @@ def search(
     json_out: JsonOpt = False,
     jsonl: JsonlOpt = False,
     files: FilesOpt = False,
+    null: NullOpt = False,
     all_chunks: AllChunksOpt = False,
     mode: ModeOpt = "hybrid",
     explain: ExplainOpt = False,
@@ -448,7 +454,7 @@ def search(
             min_score=min_score,
             all_chunks=all_chunks,
         )
-    _print_hits(hits, fmt, explain)
+    _print_hits(hits, fmt, explain, null)
 
 
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc similar notes/ideas.md -k 5 --files")
@@ -461,6 +467,7 @@ def similar(
     json_out: JsonOpt = False,
     jsonl: JsonlOpt = False,
     files: FilesOpt = False,
+    null: NullOpt = False,
     exact: ExactOpt = False,
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
@@ -473,7 +480,7 @@ def similar(
     fmt = output_format(json_out, jsonl, files)
     with _open_index(db, model, backend, quant, offline) as idx:
         hits = idx.similar(path, k, exact=exact, path_glob=path_glob, min_score=min_score)
-    _print_hits(hits, fmt)
+    _print_hits(hits, fmt, null=null)
 
 
 @app.command()
