@@ -51,14 +51,18 @@ class Repair:
         }
 
 
-def integrity(store: Store, quick: bool = False) -> list[str]:
-    """SQLite's own check: [] when the file is sound, else its first messages."""
+def integrity(store: Store, quick: bool = False, tables=None) -> list[str]:
+    """SQLite's own check (of the whole file, or of `tables` and their indexes): [] when
+    sound, else its first messages."""
     pragma = "quick_check" if quick else "integrity_check"
+    rows: list[str] = []
     try:
-        rows = [r[0] for r in store.conn.execute(f"PRAGMA {pragma}(20)")]
+        for target in tables or [None]:
+            arg = f"({target})" if target else "(20)"
+            rows += [r[0] for r in store.conn.execute(f"PRAGMA {pragma}{arg}")]
     except Exception as e:  # a header too damaged to run the check
         return [str(e)]
-    return [] if rows == ["ok"] else rows
+    return [r for r in rows if r != "ok"]
 
 
 def check(store: Store) -> list[Problem]:
