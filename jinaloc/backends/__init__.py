@@ -1,4 +1,4 @@
-"""Backend selection: MLX (canonical safetensors + adapters) or GGUF (llama.cpp)."""
+"""Backend selection: MLX or ONNX Runtime (canonical safetensors), or GGUF (llama.cpp)."""
 
 from __future__ import annotations
 
@@ -75,4 +75,18 @@ def open_backend(
             )
 
         return GGUFBackend(path_for, spec, task=task)
-    raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf or auto")
+    if backend == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise JinalocError(
+                "the ONNX backend is not installed: pip install 'jinaloc[onnx]'"
+                " (or use --backend gguf)"
+            ) from None
+        from .onnx import ONNXBackend
+
+        # The canonical files, as for MLX: the graph is built from them.
+        folder = hub.mlx_dir(spec, offline=offline, download=download)
+        return ONNXBackend(folder, spec, quant=quant)
+    raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf, onnx or auto")

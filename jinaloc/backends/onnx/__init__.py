@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,15 +73,31 @@ def build(folder: Path, task: str, quant: str, config: dict, architecture: str, 
         return
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        fp32,
-        out / "model.onnx",
-        weight_type=QuantType.QInt8 if quant == "qint8" else QuantType.QUInt8,
-        op_types_to_quantize=["MatMul", "Gather"],
-        use_external_data_format=True,
-        extra_options={"MatMulConstBOnly": True},
-    )
+    with _quiet_root_logger():
+        quantize_dynamic(
+            fp32,
+            out / "model.onnx",
+            weight_type=QuantType.QInt8 if quant == "qint8" else QuantType.QUInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+            use_external_data_format=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
     shutil.rmtree(fp32.parent)
+
+
+@contextmanager
+def _quiet_root_logger():
+    """The quantizer logs a pre-processing hint straight to the root logger, which would also
+    install a stderr handler there; it is dropped (our graph needs no pre-processing)."""
+    root = logging.getLogger()
+    drop, sink = (lambda record: False), logging.NullHandler()
+    root.addFilter(drop)
+    root.addHandler(sink)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        root.removeHandler(sink)
 
 
 def cached_model(folder: Path, task: str, quant: str, config: dict, architecture: str) -> Path:
