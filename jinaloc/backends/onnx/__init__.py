@@ -33,7 +33,9 @@ from . import graph
 
 log = logging.getLogger("jinaloc")
 
-# fp32, or int8 weights (activations are always quantized to uint8 per call by ORT).
+# fp32, or int8 weights (activations are quantized to uint8 per tensor and call by ORT).
+# QInt8 weights run ORT's u8s8 kernels (VNNI where the CPU has it); QUInt8 its u8u8 ones,
+# measured 1.5x slower on AVX-512 VNNI at the same accuracy.
 QUANTS = ("fp32", "qint8", "quint8")
 ALIASES = {"fp32": "fp32", "f32": "fp32", "int8": "qint8", "qint8": "qint8", "quint8": "quint8"}
 CACHE_FORMAT = 1  # bump when the graph or the quantization settings change
@@ -80,6 +82,9 @@ def build(folder: Path, task: str, quant: str, config: dict, architecture: str, 
             weight_type=QuantType.QInt8 if quant == "qint8" else QuantType.QUInt8,
             op_types_to_quantize=["MatMul", "Gather"],
             use_external_data_format=True,
+            # Per output column scales: measured on a full-size random-weight nano, cosine to
+            # fp32 0.9961 instead of 0.9953 at 4 x 512 tokens, at the same speed.
+            per_channel=True,
             extra_options={"MatMulConstBOnly": True},
         )
     shutil.rmtree(fp32.parent)

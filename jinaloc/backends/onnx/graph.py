@@ -3,7 +3,8 @@ weights with onnx.helper: no exporter, no torch, no code from the model repo.
 
 Inputs `input_ids` and `attention_mask` (int64, batch x seq, right padded); output `pooled`:
 the final-normed hidden state of each row's last real token (batch x hidden). Pooling inside
-the graph means the final norm and the copy out cover one token per row, not all of them.
+the graph lets the last layer run its queries, output projection and MLP on that one token
+per row (nano 12 layers: ~8% less work), and only (batch x hidden) floats leave the graph.
 """
 
 from __future__ import annotations
@@ -134,18 +135,18 @@ def rope_tables(g: Builder, s: Spec, seq_len: str) -> tuple[str, str]:
     return g.op("Cos", emb), g.op("Sin", emb)
 
 
-def rotate(g: Builder, x: str, cos: str, sin: str, head_dim: str) -> str:
+def rotate(g: Builder, x: str, cos: str, sin: str, head_dim: int) -> str:
     """NEOX-style RoPE: x * cos + rotate_half(x) * sin, x of shape (batch, seq, heads, hd)."""
     x1, x2 = g.op("Split", x, g.const([head_dim // 2] * 2), axis=-1, outputs=2)
     rotated = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
     return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
 
 
-def attention_bias(g: Builder, s: Spec, mask: str, seq_len: str) -> str:
+def attention_bias(g: Builder, s: Spec, mask: str, seq_len: str, causal: bool) -> str:
     """Additive bias (batch, 1, 1|seq, seq): pad keys hidden, and later keys if causal."""
     keep = g.op("Cast", mask, to=TensorProto.BOOL)
     keep = g.op("Unsqueeze", keep, g.const([1, 2]))  # (B, 1, 1, L)
-    if s.causal:
+    if causal:
         idx = g.op("Range", g.const(0), seq_len, g.const(1))
         rows = g.op("Unsqueeze", idx, g.const([1]))  # (L, 1) query positions
         past = g.op("LessOrEqual", idx, rows)  # (L, L): key <= query
@@ -156,17 +157,30 @@ def attention_bias(g: Builder, s: Spec, mask: str, seq_len: str) -> str:
     return bias
 
 
-def attention(g, s: Spec, x: str, weights: dict, p: str, cos, sin, bias) -> str:
+def take_last(g: Builder, x: str, last: str) -> str:
+    """x[b, last[b]] per row b, keeping a length-1 sequence axis: (B, L, ...) -> (B, 1, ...)."""
+    picked = g.op("GatherND", x, g.op("Unsqueeze", last, g.const([1])), batch_dims=1)
+    return g.op("Unsqueeze", picked, g.const([1]))
+
+
+def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) -> str:
+    """Self-attention of normed `x` (B, L, H). With `last`, only each row's last real token
+    queries (B, 1, H): in the final layer no other token's output is ever used."""
     hd, rep = s.head_dim, s.heads // s.kv_heads
-    q = g.op("Reshape", linear(g, x, weights, f"{p}.q_proj"), g.const([0, 0, s.heads, hd]))
+    cos, sin = rope
+    xq, qcos, qsin = x, cos, sin
+    if last is not None:
+        xq = take_last(g, x, last)
+        qcos, qsin = (g.op("Unsqueeze", g.op("Gather", t, last), g.const([1])) for t in rope)
+    q = g.op("Reshape", linear(g, xq, weights, f"{p}.q_proj"), g.const([0, 0, s.heads, hd]))
     k = g.op("Reshape", linear(g, x, weights, f"{p}.k_proj"), g.const([0, 0, s.kv_heads, hd]))
     v = g.op("Reshape", linear(g, x, weights, f"{p}.v_proj"), g.const([0, 0, s.kv_heads, hd]))
     if s.qk_norm:  # Qwen3: per-head RMSNorm of q and k, before RoPE
         q = rms_norm(g, q, g.weight(f"{p}.q_norm.weight", weights.pop(f"{p}.q_norm.weight")), s.eps)
         k = rms_norm(g, k, g.weight(f"{p}.k_norm.weight", weights.pop(f"{p}.k_norm.weight")), s.eps)
-    q = g.op("Mul", rotate(g, q, cos, sin, hd), g.const(hd**-0.5, np.float32))
+    q = g.op("Mul", rotate(g, q, qcos, qsin, hd), g.const(hd**-0.5, np.float32))
     k = rotate(g, k, cos, sin, hd)
-    q = g.op("Transpose", q, perm=[0, 2, 1, 3])  # (B, H, L, hd)
+    q = g.op("Transpose", q, perm=[0, 2, 1, 3])  # (B, H, Lq, hd)
     k = g.op("Transpose", k, perm=[0, 2, 3, 1])  # (B, KV, hd, L)
     v = g.op("Transpose", v, perm=[0, 2, 1, 3])  # (B, KV, L, hd)
     if rep > 1:  # grouped-query: each kv head serves `rep` query heads, by broadcasting
@@ -199,36 +213,37 @@ def build(config: dict, architecture: str, weights: dict, path: Path) -> Path:
         mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
         out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
         seq_len = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
-        cos, sin = rope_tables(g, s, seq_len)
-        bias = attention_bias(g, s, "attention_mask", seq_len)
+        rope = rope_tables(g, s, seq_len)
+        bias = attention_bias(g, s, "attention_mask", seq_len, s.causal)
+        # The last real token sees every real token, causal or not: padding is all it masks.
+        last_bias = attention_bias(g, s, "attention_mask", seq_len, False) if s.causal else bias
+        # Last real token of each row: sum(mask) - 1 (right padding).
+        total = g.op("ReduceSum", "attention_mask", g.const([1]), keepdims=0)
+        last = g.op("Sub", total, g.const(1))
         try:
-            h = g.op(
-                "Gather", g.weight("embed_tokens", weights.pop("embed_tokens.weight")), ids.name
-            )
+            table = g.weight("embed_tokens", weights.pop("embed_tokens.weight"))
+            h = g.op("Gather", table, ids.name)
             for i in range(s.layers):
                 p = f"layers.{i}"
+                final = i == s.layers - 1
                 norm = g.weight(f"{p}.in_norm", weights.pop(f"{p}.input_layernorm.weight"))
+                x = rms_norm(g, h, norm, s.eps)
                 a = attention(
-                    g, s, rms_norm(g, h, norm, s.eps), weights, f"{p}.self_attn", cos, sin, bias
-                )
-                h = g.op("Add", h, a)
+                    g, s, x, weights, f"{p}.self_attn", rope, last_bias if final else bias,
+                    last if final else None,
+                )  # fmt: skip
+                h = g.op("Add", take_last(g, h, last) if final else h, a)
                 norm = g.weight(
                     f"{p}.post_norm", weights.pop(f"{p}.post_attention_layernorm.weight")
                 )
                 h = g.op("Add", h, mlp(g, rms_norm(g, h, norm, s.eps), weights, f"{p}.mlp"))
-            final = g.weight("norm", weights.pop("norm.weight"))
+            final_norm = g.weight("norm", weights.pop("norm.weight"))
         except KeyError as e:
             raise JinalocError(
                 f"model.safetensors lacks {e.args[0]} (does it match config.json?)"
             ) from None
-        # Last real token of each row: sum(mask) - 1, taken before the (per-token) final norm.
-        last = g.op(
-            "Sub", g.op("ReduceSum", "attention_mask", g.const([1]), keepdims=0), g.const(1)
-        )
-        pooled = g.op("GatherND", h, g.op("Unsqueeze", last, g.const([1])), batch_dims=1)
-        g.nodes.append(
-            helper.make_node("Identity", [rms_norm(g, pooled, final, s.eps)], ["pooled"])
-        )
+        pooled = g.op("Squeeze", rms_norm(g, h, final_norm, s.eps), g.const([1]))
+        g.nodes.append(helper.make_node("Identity", [pooled], ["pooled"]))
     finally:
         g.close()
     graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)
