@@ -18,6 +18,7 @@ import onnxruntime as ort
 from ...errors import JinalocError
 from ...paths import cache_dir
 from ...registry import ModelSpec, detect_architecture
+from .. import onnx_quant
 from ..base import Backend
 from ..canonical import (
     HFTokenizer,
@@ -33,26 +34,10 @@ from . import graph
 
 log = logging.getLogger("jinaloc")
 
-# fp32, or int8 weights (activations are quantized to uint8 per tensor and call by ORT).
-# QInt8 weights run ORT's u8s8 kernels (VNNI where the CPU has it); QUInt8 its u8u8 ones,
-# measured 1.5x slower on AVX-512 VNNI at the same accuracy.
-QUANTS = ("fp32", "qint8", "quint8")
-ALIASES = {"fp32": "fp32", "f32": "fp32", "int8": "qint8", "qint8": "qint8", "quint8": "quint8"}
 CACHE_FORMAT = 1  # bump when the graph or the quantization settings change
 # Attention scores of one forward pass (batch x heads x seq^2 floats) are kept under this by
 # splitting the batch; a single sequence longer than it allows still runs, alone.
 SCORE_BYTES = 256 << 20
-
-
-def pick_quant(quant: str | None) -> str:
-    if quant is None:
-        return "qint8"
-    try:
-        return ALIASES[quant.lower()]
-    except KeyError:
-        raise JinalocError(
-            f"unknown ONNX quant {quant!r}: choose fp32, int8 (= qint8) or quint8"
-        ) from None
 
 
 def cache_path(folder: Path, task: str, quant: str) -> Path:
@@ -139,7 +124,7 @@ class ONNXBackend(Backend):
     ):
         self.folder = Path(folder)
         self.spec = spec
-        self.quant = pick_quant(quant)
+        self.quant = onnx_quant(quant)
         self.threads = threads or default_threads()
         self.config = read_json(self.folder / "config.json")
         self.architecture = spec.architecture or detect_architecture(self.config)
