@@ -17,7 +17,7 @@ from .vectors import check_dim, matryoshka
 
 log = logging.getLogger("jinaloc")
 
-BACKENDS = ("auto", "mlx", "gguf")
+BACKENDS = ("auto", "mlx", "gguf", "onnx")
 PROMPTS = ("query", "document")
 # Padded tokens per forward pass: bounds memory for long inputs.
 MAX_BATCH_TOKENS = 16384

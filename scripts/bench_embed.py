@@ -1,4 +1,4 @@
-"""Embedding throughput: jinaloc's GGUF and MLX backends against PyTorch fp32 and the matmul roof.
+"""Embedding throughput: jinaloc's GGUF, ONNX and MLX backends against PyTorch and the matmul roof.
 
 For each family (nano, small) every runtime is loaded once, then each workload (short ~16,
 medium ~128, long ~512 tokens; one text per call, or a batch per call) is timed in rounds: a
@@ -12,14 +12,23 @@ runtime's vectors against PyTorch fp32's.
     python scripts/make_bench_models.py           # once: full-size random-weight models
     python scripts/bench_embed.py [--families nano small] [--budget 60] [--json PATH]
     python scripts/bench_embed.py --quick         # the tiny test fixtures, seconds
+    python scripts/bench_embed.py --shapes 1x16 32x128 4x512 --threads 1 2 --rss  # issue 13
+
+`--shapes NxT` replaces the workloads by batches of N texts of about T tokens in one call;
+`--threads` runs GGUF (and ONNX int8) at each count; `--rss` measures each runtime's peak RSS
+in a child process of its own (load + one call of each shape), since all runtimes share the
+timing process.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +86,9 @@ class Runtime:
     cap: int = 0  # >0: at most this many rounds per workload (slow runtimes)
     workloads: list[str] = field(default_factory=list)  # empty: all
     close: object = None
+    load_s: float = 0.0  # first load (for ONNX: includes building the model once)
+    rss_added_mb: float = 0.0
+    peak_rss_mb: float | None = None
 
 
 def make_texts(tokenizer, prefix: str, tokens: int, n: int, seed: int) -> list[str]:
@@ -97,9 +109,27 @@ def make_texts(tokenizer, prefix: str, tokens: int, n: int, seed: int) -> list[s
 # --- runtimes ---
 
 
-def jinaloc_runtime(name: str, folder: Path, backend: str, quant: str | None, **kw) -> Runtime:
-    emb = load_embedder(str(folder), backend=backend, quant=quant, offline=True)
-    emb.embed(["warm up"], task=TASK)  # opens the task's model / adapter
+@contextmanager
+def thread_env(threads: int | None):
+    """JINALOC_THREADS for the backends created inside (they read it when created)."""
+    old = os.environ.get("JINALOC_THREADS")
+    if threads:
+        os.environ["JINALOC_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JINALOC_THREADS", None)
+        else:
+            os.environ["JINALOC_THREADS"] = old
+
+
+def jinaloc_runtime(
+    name: str, folder: Path, backend: str, quant: str | None, threads: int | None = None, **kw
+) -> Runtime:
+    with thread_env(threads):
+        emb = load_embedder(str(folder), backend=backend, quant=quant, offline=True)
+        emb.embed(["warm up"], task=TASK)  # opens the task's model / adapter (ONNX: builds it)
 
     def embed(texts, prompt, batch_size):
         return emb.embed(texts, task=TASK, prompt=prompt, batch_size=batch_size)
@@ -107,12 +137,14 @@ def jinaloc_runtime(name: str, folder: Path, backend: str, quant: str | None, **
     return Runtime(name, embed, count=emb.count_tokens, close=emb.close, **kw)
 
 
-def torch_runtime(folder: Path, tokenizer, prompts: dict, threads: int) -> Runtime:
+def torch_runtime(folder: Path, tokenizer, prompts: dict, threads: int, dtype="fp32") -> Runtime:
     import torch
     from make_bench_models import torch_model
 
     torch.set_num_threads(threads)
     model = torch_model(folder, TASK)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
 
     def embed(texts, prompt, batch_size):
         out = []
@@ -136,7 +168,7 @@ def torch_runtime(folder: Path, tokenizer, prompts: dict, threads: int) -> Runti
         pooled = np.concatenate(out)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
-    return Runtime("pytorch-fp32", embed)
+    return Runtime(f"pytorch-{dtype}", embed)
 
 
 # --- arithmetic roof ---
@@ -213,6 +245,96 @@ def interleaved(runtimes, units, prompt, batch_size, budget, min_rounds, roof) -
     return samples
 
 
+def default_thread_count() -> int:
+    from jinaloc.backends.threads import default_threads
+
+    return default_threads()
+
+
+def has_bf16() -> bool:
+    """PyTorch bf16 is a reference only where the CPU computes bf16 natively."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(machine().get("simd", [])))
+
+
+def factories(folder: Path, tokenizer, prompts: dict, threads: int, args) -> dict:
+    """Runtime name -> a function that loads it (nothing is loaded here)."""
+    out = {"pytorch-fp32": lambda: torch_runtime(folder, tokenizer, prompts, threads)}
+    if not args.quick and has_bf16():
+        out["pytorch-bf16"] = lambda: torch_runtime(folder, tokenizer, prompts, threads, "bf16")
+    counts = args.threads or [None]  # None: the backends' own default
+
+    def tag(name, t):
+        return name if t is None or len(counts) == 1 else f"{name}-t{t}"
+
+    for q in ("fp32", "qint8", "quint8"):
+        # fp32 and QUInt8 at the default count only: they set the reference and the
+        # alternative; QInt8 is the candidate default, so it runs at every count.
+        for t in counts if q == "qint8" else counts[-1:]:
+            name = tag(f"onnx-{q}", t)
+            out[name] = lambda q=q, t=t, name=name: jinaloc_runtime(name, folder, "onnx", q, t)
+    gguf_quants = ("F32", "Q8_0") if args.quick else ("F16", "Q8_0", "Q4_K_M")
+    for q in gguf_quants:
+        for t in counts:
+            name = tag(f"gguf-{q}", t)
+            out[name] = lambda q=q, t=t, name=name: jinaloc_runtime(name, folder, "gguf", q, t)
+    if args.shapes:  # MLX (Linux: tests only) keeps to its own short workloads
+        return out
+    mlx_kw = {} if args.quick else {"cap": 1, "workloads": args.mlx_workloads}
+    for q in ("fp32", "q8") if args.quick else ("fp32", "q8", "q4"):
+        out[f"mlx-{q}"] = lambda q=q: jinaloc_runtime(f"mlx-{q}", folder, "mlx", q, **mlx_kw)
+    return out
+
+
+def workloads_for(args) -> list[Workload]:
+    if args.shapes:
+        out = []
+        for shape in args.shapes:
+            n, _, t = shape.partition("x")
+            tokens = int(t)
+            out.append(Workload(shape, tokens, 0, int(n), "query" if tokens <= 32 else "document"))
+        return out
+    return QUICK_WORKLOADS if args.quick else WORKLOADS
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def probe_rss(family: str, folder: Path, name: str, args) -> float | None:
+    """Peak RSS (MB) of one runtime alone: a child process loads it and embeds each shape
+    once (`--probe`), then reports its ru_maxrss."""
+    cmd = [sys.executable, __file__, "--probe", name, "--probe-folder", str(folder)]
+    cmd += ["--shapes", *(args.shapes or [])] if args.shapes else []
+    cmd += ["--quick"] if args.quick else []
+    if args.threads:
+        cmd += ["--threads", *map(str, args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"{family}: rss probe of {name} failed: {done.stderr.strip()[-300:]}")
+        return None
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def probe(args) -> None:
+    """The child side of probe_rss: prints this process's peak RSS in MB (Linux)."""
+    from tokenizers import Tokenizer
+
+    folder = args.probe_folder
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    prompts = {"query": "Query: ", "document": "Document: "}
+    threads = int(os.environ.get("JINALOC_THREADS") or 0) or default_thread_count()
+    rt = factories(folder, tokenizer, prompts, threads, args)[args.probe]()
+    for w in workloads_for(args):
+        texts = make_texts(tokenizer, prompts[w.prompt], w.tokens, max(w.batched, 1), 7)
+        rt.embed(texts, w.prompt, 32)
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report the
+    # (larger) parent's peak at fork time.
+    with open("/proc/self/status") as f:
+        hwm = next(line for line in f if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)
+
+
 def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict], list[dict]]:
     from tokenizers import Tokenizer
 
@@ -220,12 +342,8 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
     causal = "head_dim" in config
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     prompts = {"query": "Query: ", "document": "Document: "}
-    threads = int(os.environ.get("JINALOC_THREADS") or 0) or None
-    if threads is None:
-        from jinaloc.backends.gguf import default_threads
-
-        threads = default_threads()
-    workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+    threads = int(os.environ.get("JINALOC_THREADS") or 0) or default_thread_count()
+    workloads = workloads_for(args)
     runtimes: list[Runtime] = []
     skipped: list[dict] = []
 
@@ -235,20 +353,18 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
         log(f"{family}: loading {name}")
         try:
             t = time.perf_counter()
+            rss = current_rss_mb()
             rt = make()
-            log(f"{family}: {name} loaded in {time.perf_counter() - t:.1f} s")
+            rt.load_s = time.perf_counter() - t
+            rt.rss_added_mb = current_rss_mb() - rss
+            log(f"{family}: {name} loaded in {rt.load_s:.1f} s")
             runtimes.append(rt)
         except (ImportError, JinalocError, OSError) as e:
             log(f"{family}: skipping {name}: {e}")
             skipped.append({"family": family, "runtime": name, "reason": str(e)})
 
-    add("pytorch-fp32", lambda: torch_runtime(folder, tokenizer, prompts, threads))
-    gguf_quants = ("F32", "Q8_0") if args.quick else ("F16", "Q8_0", "Q4_K_M")
-    for q in gguf_quants:
-        add(f"gguf-{q}", lambda q=q: jinaloc_runtime(f"gguf-{q}", folder, "gguf", q))
-    mlx_kw = {} if args.quick else {"cap": 1, "workloads": args.mlx_workloads}
-    for q in ("fp32", "q8") if args.quick else ("fp32", "q8", "q4"):
-        add(f"mlx-{q}", lambda q=q: jinaloc_runtime(f"mlx-{q}", folder, "mlx", q, **mlx_kw))
+    for name, make in factories(folder, tokenizer, prompts, threads, args).items():
+        add(name, make)
 
     rows: list[dict] = []
     cos_rows: list[dict] = []
@@ -260,6 +376,8 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
         flop = flops_per_token(config, int(np.mean(n_tokens)), causal)
         vectors = {}
         for mode, n in (("single", w.single), ("batched", w.batched)):
+            if n == 0:
+                continue
             active = [
                 rt for rt in runtimes if not rt.workloads or f"{w.name}-{mode}" in rt.workloads
             ]
@@ -307,6 +425,8 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
                         "vs_pytorch": median(paired) if paired else None,
                         "gflop_per_token": flop / 1e9,
                         "gflops": median(list(rates.values())) * flop / 1e9,
+                        "load_s": rt.load_s,
+                        "rss_added_mb": rt.rss_added_mb,
                     }
                 )
             if mode == "batched":
@@ -322,15 +442,43 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
     for rt in runtimes:
         if rt.close:
             rt.close()
+    if args.rss:
+        peaks = {rt.name: probe_rss(family, folder, rt.name, args) for rt in runtimes}
+        for r in rows:
+            r["peak_rss_mb"] = peaks.get(r["runtime"])
     for r in rows:  # against the peak sampled over the whole family's run
         r["roof_fraction"] = r["gflops"] / roof.gflops()
     return rows + skipped, cos_rows
 
 
-def targets_for(rows: list[dict]) -> list[dict]:
+def targets_for(rows: list[dict], cos_rows: list[dict]) -> list[dict]:
+    """Issue 13's: a CPU backend >= 2x PyTorch fp32 tok/s on 32 x 128 and 4 x 512 at cosine
+    >= 0.995 to fp32, and one short nano query under 30 ms."""
+    cos = {(c["family"], c["runtime"], c["workload"]): c["min_cos"] for c in cos_rows}
     out = []
     for r in rows:
-        if r.get("runtime") == "gguf-Q8_0" and r.get("vs_pytorch") is not None:
+        if not r["runtime"].startswith(("onnx-qint8", "gguf-Q8_0")) or r["vs_pytorch"] is None:
+            continue
+        c = cos.get((r["family"], r["runtime"], r["workload"]))
+        if r["workload"] in ("32x128", "4x512"):
+            out.append(
+                {
+                    "target": f"{r['family']} {r['runtime']} / PyTorch fp32 tok/s,"
+                    f" {r['workload']} >= 2 at cos >= 0.995",
+                    "value": r["vs_pytorch"],
+                    "cos": c,
+                    "met": r["vs_pytorch"] >= 2 and c is not None and c >= 0.995,
+                }
+            )
+        elif r["workload"] == "1x16" and r["family"] == "nano":
+            out.append(
+                {
+                    "target": f"nano {r['runtime']} one short query (1 x 16) < 30 ms",
+                    "value": r["ms_per_call"],
+                    "met": r["ms_per_call"] < 30,
+                }
+            )
+        elif not r["workload"][0].isdigit() and r["runtime"] == "gguf-Q8_0":
             out.append(
                 {
                     "target": f"{r['family']} GGUF Q8_0 / PyTorch fp32 tok/s, {r['workload']}"
@@ -356,7 +504,14 @@ def main() -> None:
         default=["short-single", "medium-single"],
         help="MLX on Linux CPU is ~100x slower: only these workloads, one text, one round",
     )
+    p.add_argument("--shapes", nargs="*", help="NxT: N texts of ~T tokens per call (e.g. 32x128)")
+    p.add_argument("--threads", nargs="*", type=int, help="thread counts for GGUF and ONNX int8")
+    p.add_argument("--rss", action="store_true", help="peak RSS per runtime, in child processes")
+    p.add_argument("--probe", help=argparse.SUPPRESS)
+    p.add_argument("--probe-folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.probe:
+        return probe(args)
     if args.quick:
         args.rounds, args.max_rounds, args.budget = 1, 2, 0
         fixtures = fixtures_dir()
@@ -385,9 +540,10 @@ def main() -> None:
         cos_rows += c
     timed = [r for r in rows if "tok_per_s" in r]
     cols = ["family", "runtime", "workload", "mode", "tokens_per_text", "tok_per_s", "ms_per_call"]
-    print(table(timed, cols + ["vs_pytorch", "roof_fraction"]))
+    extra = ["peak_rss_mb"] if args.rss else []
+    print(table(timed, cols + ["vs_pytorch", "roof_fraction", *extra]))
     print(table(cos_rows, ["family", "runtime", "workload", "min_cos"]))
-    targets = targets_for(timed)
+    targets = targets_for(timed, cos_rows)
     for t in targets:
         print(f"- {t['target']}: {t['value']:.2f} ({'met' if t['met'] else 'MISSED'})")
     write_json(

@@ -16,7 +16,9 @@ from benchlib import table  # noqa: E402
 
 def fmt_targets(targets: list[dict]) -> str:
     return "\n".join(
-        f"- {t['target']}: **{t['value']:.3g}** ({'met' if t['met'] else 'missed'})"
+        f"- {t['target']}: **{t['value']:.3g}**"
+        + (f" (cos {t['cos']:.4f})" if t.get("cos") is not None else "")
+        + f" ({'met' if t['met'] else 'missed'})"
         for t in targets
     )
 
@@ -38,6 +40,11 @@ def embed_report(data: dict) -> str:
         out += [f"#### {family}", ""]
         cols = ["runtime", "workload", "mode", "texts", "tokens_per_text", "tok_per_s"]
         cols += ["ms_per_call", "vs_pytorch", "roof_fraction"]
+        # Peak RSS of the runtime alone (--rss), else what loading it added to the bench process.
+        if any(r.get("peak_rss_mb") for r in rows):
+            cols.append("peak_rss_mb")
+        elif any(r.get("rss_added_mb") for r in rows):
+            cols.append("rss_added_mb")
         out += [table(rows, cols), ""]
     cos = data.get("cosine_vs_pytorch")
     if cos:

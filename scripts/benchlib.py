@@ -82,7 +82,7 @@ def machine() -> dict:
         info["cpu"] = fields.get("Model name")
         info["l3"] = fields.get("L3 cache")
         flags = fields.get("Flags", "").split()
-        simd = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+        simd = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile")
         info["simd"] = [f for f in simd if f in flags]
     except (OSError, subprocess.CalledProcessError):
         info["cpu"] = platform.processor()

@@ -138,7 +138,7 @@ def test_truncation_warns_on_stderr():
         (["--prompt", "passage"], "unknown prompt 'passage'"),
         (["--dim", "65"], "dim must be between 1 and 64"),
         (["--type", "int4"], "unknown --type 'int4'"),
-        (["--backend", "onnx"], "unknown backend 'onnx'"),
+        (["--backend", "tflite"], "unknown backend 'tflite'"),
         (["--quant", "q3"], "unknown MLX quant 'q3'"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Backend selection: MLX (canonical safetensors + adapters) or GGUF (llama.cpp)."""
+"""Backend selection: MLX or ONNX Runtime (canonical safetensors), or GGUF (llama.cpp)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from ..registry import ModelSpec
 from .base import Backend
 
 MLX_QUANTS = {"q8": 8, "8": 8, "8bit": 8, "q4": 4, "4": 4, "4bit": 4}
+# ONNX: fp32, or int8 weights (activations are quantized to uint8 per tensor and call by
+# ORT). QInt8 weights run ORT's u8s8 kernels (VNNI where the CPU has it), QUInt8 its u8u8
+# ones: measured 1.5x slower on AVX-512 VNNI at the same accuracy (docs/benchmarks.md).
+ONNX_QUANTS = {"fp32": "fp32", "f32": "fp32", "int8": "qint8", "qint8": "qint8", "quint8": "quint8"}
+ONNX_DEFAULT_QUANT = "qint8"
 # Tried in order when a local folder has no file in the model's default quant.
 GGUF_FALLBACKS = ("F16", "BF16", "F32")
 
@@ -18,6 +23,17 @@ def mlx_bits(quant: str | None) -> int | None:
         return MLX_QUANTS[quant.lower()]
     except KeyError:
         raise JinalocError(f"unknown MLX quant {quant!r}: choose q8 or q4 (or omit)") from None
+
+
+def onnx_quant(quant: str | None) -> str:
+    if quant is None:
+        return ONNX_DEFAULT_QUANT
+    try:
+        return ONNX_QUANTS[quant.lower()]
+    except KeyError:
+        raise JinalocError(
+            f"unknown ONNX quant {quant!r}: choose fp32, int8 (= qint8) or quint8"
+        ) from None
 
 
 def pick_gguf_quant(spec: ModelSpec, task: str, quant: str | None) -> str:
@@ -79,4 +95,18 @@ def open_backend(
         opened = GGUFBackend(path_for, spec, task=task)
         opened.quant = pick_gguf_quant(spec, task or "retrieval", quant)
         return opened
-    raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf or auto")
+    if backend == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise JinalocError(
+                "the ONNX backend is not installed: pip install 'jinaloc[onnx]'"
+                " (or use --backend gguf)"
+            ) from None
+        from .onnx import ONNXBackend
+
+        # The canonical files, as for MLX: the graph is built from them.
+        folder = hub.mlx_dir(spec, offline=offline, download=download)
+        return ONNXBackend(folder, spec, quant=quant)
+    raise JinalocError(f"unknown backend {backend!r}: choose mlx, gguf, onnx or auto")

@@ -31,11 +31,15 @@ ModelOpt = Annotated[
 ]
 BackendOpt = Annotated[
     str,
-    typer.Option("--backend", "-b", help="mlx, gguf or auto (MLX on Apple Silicon, else GGUF)."),
+    typer.Option(
+        "--backend", "-b", help="mlx, gguf, onnx or auto (MLX on Apple Silicon, else GGUF)."
+    ),
 ]
 QuantOpt = Annotated[
     str | None,
-    typer.Option("--quant", help="GGUF quant (F16, Q8_0, Q4_K_M...) or MLX q8/q4."),
+    typer.Option(
+        "--quant", help="GGUF quant (F16, Q8_0, Q4_K_M...), MLX q8/q4 or ONNX fp32/int8/quint8."
+    ),
 ]
 OfflineOpt = Annotated[
     bool,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ...errors import JinalocError
-
-PEFT_PREFIX = "base_model.model."
+from ..canonical import PEFT_PREFIX, lora_scale, read_adapter_config
 
 
 class LoRALinear(nn.Module):
@@ -51,21 +49,9 @@ def wrap(backbone: nn.Module, targets: set[str]) -> dict[str, LoRALinear]:
     return wrapped
 
 
-def read_config(folder: Path) -> dict:
-    config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        raise JinalocError(f"missing LoRA adapter: {config_file}")
-    config = json.loads(config_file.read_text())
-    if config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise JinalocError(f"{config_file}: DoRA and per-module rank/alpha are not supported")
-    return config
-
-
 def load(folder: Path, dtype: mx.Dtype) -> dict[str, tuple[mx.array, mx.array]]:
     """One adapter as module path -> (A.T, scale * B.T), in the model's compute dtype."""
-    config = read_config(folder)
-    r, alpha = config["r"], config["lora_alpha"]
-    scale = alpha / r**0.5 if config.get("use_rslora") else alpha / r
+    scale = lora_scale(read_adapter_config(folder))
     weights_file = folder / "adapter_model.safetensors"
     if not weights_file.is_file():
         raise JinalocError(f"missing LoRA weights: {weights_file}")

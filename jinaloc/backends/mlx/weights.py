@@ -13,18 +13,12 @@ from mlx.utils import tree_flatten
 
 from ...errors import JinalocError
 from ...paths import cache_dir
+from ..canonical import weight_files
 
 GROUP_SIZE = 64
 CACHE_FORMAT = 1  # bump when the quantized layout changes
 
 log = logging.getLogger("jinaloc")
-
-
-def weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("model*.safetensors"))
-    if not files:
-        raise JinalocError(f"no model.safetensors in {folder}")
-    return files
 
 
 def read(model: nn.Module, folder: Path) -> dict[str, mx.array]:

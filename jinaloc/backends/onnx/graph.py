@@ -1,0 +1,253 @@
+"""The ONNX graph of EuroBERT (nano) or Qwen3 (small), written from config.json and the
+weights with onnx.helper: no exporter, no torch, no code from the model repo.
+
+Inputs `input_ids` and `attention_mask` (int64, batch x seq, right padded); output `pooled`:
+the final-normed hidden state of each row's last real token (batch x hidden). Pooling inside
+the graph lets the last layer run its queries, output projection and MLP on that one token
+per row (nano 12 layers: ~8% less work), and only (batch x hidden) floats leave the graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ...errors import JinalocError
+
+OPSET = 17
+# Added to the attention scores of hidden keys: exp() of it is 0, and no row is all hidden
+# (every query sees at least the first token), so softmax never divides by zero.
+MASKED = -1e30
+
+
+class Builder:
+    """Nodes plus initializers streamed to one external data file (no 2 GB protobuf limit,
+    and no second in-memory copy of the weights)."""
+
+    def __init__(self, data_file: Path):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.data_file = data_file
+        self._data = data_file.open("wb")
+        self._n = 0
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        array = np.ascontiguousarray(array, np.float32)
+        tensor = TensorProto()
+        tensor.name = name
+        tensor.data_type = TensorProto.FLOAT
+        tensor.dims.extend(array.shape)
+        offset = self._data.tell()
+        self._data.write(array.tobytes())
+        pad = -self._data.tell() % 64  # aligned, so that ORT can map the file
+        self._data.write(b"\0" * pad)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (
+            ("location", self.data_file.name),
+            ("offset", offset),
+            ("length", array.nbytes),
+        ):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+        self.initializers.append(tensor)
+        return name
+
+    def const(self, value, dtype=np.int64) -> str:
+        """A small constant stored inline."""
+        name = self.name("const")
+        self.initializers.append(onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs):
+        names = [self.name(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def close(self) -> None:
+        self._data.close()
+
+
+class Spec:
+    """The shape facts the graph needs, from config.json."""
+
+    def __init__(self, config: dict, architecture: str):
+        try:
+            self.hidden = int(config["hidden_size"])
+            self.layers = int(config["num_hidden_layers"])
+            self.heads = int(config["num_attention_heads"])
+            self.kv_heads = int(config.get("num_key_value_heads") or self.heads)
+            self.head_dim = int(config.get("head_dim") or self.hidden // self.heads)
+            self.eps = float(config.get("rms_norm_eps", 1e-6))
+            self.theta = float(config.get("rope_theta", 10000.0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise JinalocError(f"config.json lacks a field the ONNX graph needs: {e}") from None
+        if config.get("hidden_act", "silu") != "silu":
+            raise JinalocError(f"config.json: unsupported hidden_act {config['hidden_act']!r}")
+        if self.heads % self.kv_heads:
+            raise JinalocError("config.json: attention heads are not a multiple of kv heads")
+        self.rope_factor = rope_factor(config.get("rope_scaling"))
+        self.causal = architecture == "qwen3"
+        self.qk_norm = architecture == "qwen3"
+
+
+def rope_factor(scaling: dict | None) -> float:
+    """Plain or linearly scaled RoPE only; other schemes would silently give wrong vectors."""
+    if not scaling:
+        return 1.0
+    kind = scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind == "default":
+        return 1.0
+    if kind == "linear":
+        return float(scaling.get("factor", 1.0))
+    raise JinalocError(f"config.json: rope_scaling {kind!r} is not supported by the ONNX backend")
+
+
+def rms_norm(g: Builder, x: str, weight: str, eps: float) -> str:
+    # Pow/ReduceMean/Add/Sqrt/Div/Mul: the pattern ORT fuses into SimplifiedLayerNormalization.
+    var = g.op("ReduceMean", g.op("Pow", x, g.const(2.0, np.float32)), axes=[-1], keepdims=1)
+    std = g.op("Sqrt", g.op("Add", var, g.const(eps, np.float32)))
+    return g.op("Mul", g.op("Div", x, std), weight)
+
+
+def linear(g: Builder, x: str, weights: dict, key: str) -> str:
+    """x @ W.T (+ b): the weight is stored transposed, as MatMul and its int8 quantizer want."""
+    w = weights.pop(f"{key}.weight")
+    y = g.op("MatMul", x, g.weight(f"{key}.weight", w.T))
+    bias = weights.pop(f"{key}.bias", None)
+    return y if bias is None else g.op("Add", y, g.weight(f"{key}.bias", bias))
+
+
+def rope_tables(g: Builder, s: Spec, seq_len: str) -> tuple[str, str]:
+    """cos and sin of shape (seq, 1, head_dim), computed in float32 like the reference."""
+    half = s.head_dim // 2
+    inv_freq = 1.0 / (s.theta ** (np.arange(0, s.head_dim, 2, dtype=np.float32) / s.head_dim))
+    inv_freq = (inv_freq / s.rope_factor).astype(np.float32)[:half]
+    pos = g.op("Cast", g.op("Range", g.const(0), seq_len, g.const(1)), to=TensorProto.FLOAT)
+    freqs = g.op("Mul", g.op("Unsqueeze", pos, g.const([1])), g.const(inv_freq, np.float32))
+    emb = g.op("Unsqueeze", g.op("Concat", freqs, freqs, axis=-1), g.const([1]))
+    return g.op("Cos", emb), g.op("Sin", emb)
+
+
+def rotate(g: Builder, x: str, cos: str, sin: str, head_dim: int) -> str:
+    """NEOX-style RoPE: x * cos + rotate_half(x) * sin, x of shape (batch, seq, heads, hd)."""
+    x1, x2 = g.op("Split", x, g.const([head_dim // 2] * 2), axis=-1, outputs=2)
+    rotated = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
+    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
+
+
+def attention_bias(g: Builder, s: Spec, mask: str, seq_len: str, causal: bool) -> str:
+    """Additive bias (batch, 1, 1|seq, seq): pad keys hidden, and later keys if causal."""
+    keep = g.op("Cast", mask, to=TensorProto.BOOL)
+    keep = g.op("Unsqueeze", keep, g.const([1, 2]))  # (B, 1, 1, L)
+    if causal:
+        idx = g.op("Range", g.const(0), seq_len, g.const(1))
+        rows = g.op("Unsqueeze", idx, g.const([1]))  # (L, 1) query positions
+        past = g.op("LessOrEqual", idx, rows)  # (L, L): key <= query
+        keep = g.op("And", keep, past)  # (B, 1, L, L)
+    bias = g.op("Where", keep, g.const(0.0, np.float32), g.const(MASKED, np.float32))
+    if s.kv_heads != s.heads:
+        bias = g.op("Unsqueeze", bias, g.const([1]))  # for the (B, kv, rep, L, L) scores
+    return bias
+
+
+def take_last(g: Builder, x: str, last: str) -> str:
+    """x[b, last[b]] per row b, keeping a length-1 sequence axis: (B, L, ...) -> (B, 1, ...)."""
+    picked = g.op("GatherND", x, g.op("Unsqueeze", last, g.const([1])), batch_dims=1)
+    return g.op("Unsqueeze", picked, g.const([1]))
+
+
+def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) -> str:
+    """Self-attention of normed `x` (B, L, H). With `last`, only each row's last real token
+    queries (B, 1, H): in the final layer no other token's output is ever used."""
+    hd, rep = s.head_dim, s.heads // s.kv_heads
+    cos, sin = rope
+    xq, qcos, qsin = x, cos, sin
+    if last is not None:
+        xq = take_last(g, x, last)
+        qcos, qsin = (g.op("Unsqueeze", g.op("Gather", t, last), g.const([1])) for t in rope)
+    q = g.op("Reshape", linear(g, xq, weights, f"{p}.q_proj"), g.const([0, 0, s.heads, hd]))
+    k = g.op("Reshape", linear(g, x, weights, f"{p}.k_proj"), g.const([0, 0, s.kv_heads, hd]))
+    v = g.op("Reshape", linear(g, x, weights, f"{p}.v_proj"), g.const([0, 0, s.kv_heads, hd]))
+    if s.qk_norm:  # Qwen3: per-head RMSNorm of q and k, before RoPE
+        q = rms_norm(g, q, g.weight(f"{p}.q_norm.weight", weights.pop(f"{p}.q_norm.weight")), s.eps)
+        k = rms_norm(g, k, g.weight(f"{p}.k_norm.weight", weights.pop(f"{p}.k_norm.weight")), s.eps)
+    q = g.op("Mul", rotate(g, q, qcos, qsin, hd), g.const(hd**-0.5, np.float32))
+    k = rotate(g, k, cos, sin, hd)
+    q = g.op("Transpose", q, perm=[0, 2, 1, 3])  # (B, H, Lq, hd)
+    k = g.op("Transpose", k, perm=[0, 2, 3, 1])  # (B, KV, hd, L)
+    v = g.op("Transpose", v, perm=[0, 2, 1, 3])  # (B, KV, L, hd)
+    if rep > 1:  # grouped-query: each kv head serves `rep` query heads, by broadcasting
+        q = g.op("Reshape", q, g.const([0, s.kv_heads, rep, -1, hd]))
+        k = g.op("Unsqueeze", k, g.const([2]))
+        v = g.op("Unsqueeze", v, g.const([2]))
+    scores = g.op("Add", g.op("MatMul", q, k), bias)
+    out = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
+    if rep > 1:
+        out = g.op("Reshape", out, g.const([0, s.heads, -1, hd]))
+    out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.const([0, 0, s.heads * hd]))
+    return linear(g, out, weights, f"{p}.o_proj")
+
+
+def mlp(g: Builder, x: str, weights: dict, p: str) -> str:
+    gate = linear(g, x, weights, f"{p}.gate_proj")
+    up = linear(g, x, weights, f"{p}.up_proj")
+    act = g.op("Mul", gate, g.op("Sigmoid", gate))  # SiLU
+    return linear(g, g.op("Mul", act, up), weights, f"{p}.down_proj")
+
+
+def build(config: dict, architecture: str, weights: dict, path: Path) -> Path:
+    """Write the float32 model to `path` (+ `path.data`); consumes `weights` as it goes."""
+    if architecture not in ("eurobert", "qwen3"):
+        raise JinalocError(f"the ONNX backend cannot run {architecture!r} models")
+    s = Spec(config, architecture)
+    g = Builder(path.with_name(path.name + ".data"))
+    try:
+        ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
+        mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
+        out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
+        seq_len = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
+        rope = rope_tables(g, s, seq_len)
+        bias = attention_bias(g, s, "attention_mask", seq_len, s.causal)
+        # The last real token sees every real token, causal or not: padding is all it masks.
+        last_bias = attention_bias(g, s, "attention_mask", seq_len, False) if s.causal else bias
+        # Last real token of each row: sum(mask) - 1 (right padding).
+        total = g.op("ReduceSum", "attention_mask", g.const([1]), keepdims=0)
+        last = g.op("Sub", total, g.const(1))
+        try:
+            table = g.weight("embed_tokens", weights.pop("embed_tokens.weight"))
+            h = g.op("Gather", table, ids.name)
+            for i in range(s.layers):
+                p = f"layers.{i}"
+                final = i == s.layers - 1
+                norm = g.weight(f"{p}.in_norm", weights.pop(f"{p}.input_layernorm.weight"))
+                x = rms_norm(g, h, norm, s.eps)
+                a = attention(
+                    g, s, x, weights, f"{p}.self_attn", rope, last_bias if final else bias,
+                    last if final else None,
+                )  # fmt: skip
+                h = g.op("Add", take_last(g, h, last) if final else h, a)
+                norm = g.weight(
+                    f"{p}.post_norm", weights.pop(f"{p}.post_attention_layernorm.weight")
+                )
+                h = g.op("Add", h, mlp(g, rms_norm(g, h, norm, s.eps), weights, f"{p}.mlp"))
+            final_norm = g.weight("norm", weights.pop("norm.weight"))
+        except KeyError as e:
+            raise JinalocError(
+                f"model.safetensors lacks {e.args[0]} (does it match config.json?)"
+            ) from None
+        pooled = g.op("Squeeze", rms_norm(g, h, final_norm, s.eps), g.const([1]))
+        g.nodes.append(helper.make_node("Identity", [pooled], ["pooled"]))
+    finally:
+        g.close()
+    graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # readable by every onnxruntime that knows opset 17
+    onnx.save_model(model, str(path))
+    return path
