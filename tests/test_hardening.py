@@ -342,3 +342,38 @@ def test_search_files_null_separated_for_names_with_newlines(tmp_path):
     ]
     r = cli("search", "passport", "--db", db, "--mode", "lexical", "-0", ok=(2,))
     assert "-0/--null goes with --files" in r.stderr
+
+
+def test_default_threads_leave_busy_cores_out(monkeypatch):
+    from jinaloc.backends import threads
+
+    monkeypatch.delenv("JINALOC_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "_physical_cores", lambda: 4)
+    for load, want in ((0.2, 4), (1.4, 3), (3.9, 1), (12.0, 1)):
+        monkeypatch.setattr(threads.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert threads.default_threads() == want
+    monkeypatch.setenv("JINALOC_THREADS", "2")
+    assert threads.default_threads() == 2
+    monkeypatch.setenv("JINALOC_THREADS", "many")
+    with pytest.raises(JinalocError, match="positive integer"):
+        threads.default_threads()
+
+
+@needs_gguf
+def test_threads_option_reaches_the_backend(monkeypatch):
+    monkeypatch.delenv("JINALOC_THREADS", raising=False)
+    seen = []
+    from jinaloc.backends import gguf
+
+    real = gguf.GGUFBackend.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        seen.append(self.threads)
+
+    monkeypatch.setattr(gguf.GGUFBackend, "__init__", spy)
+    r = CliRunner().invoke(app, ["embed", "--threads", "3", *MODEL, "hello"])
+    assert r.exit_code == 0, r.stderr
+    assert seen == [3]
+    monkeypatch.delenv("JINALOC_THREADS", raising=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -57,6 +58,23 @@ InputOpt = Annotated[
     typer.Option("--input", help='stdin as lines, jsonl ({"id", "text"}) or auto.'),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
+
+
+def _set_threads(value: int | None) -> None:
+    if value is not None:
+        os.environ["JINALOC_THREADS"] = str(value)  # every backend reads it when it loads
+
+
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for the model (default: free physical cores; JINALOC_THREADS).",
+        min=1,
+        callback=_set_threads,
+        expose_value=False,
+    ),
+]
 
 
 def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=True):

@@ -26,6 +26,7 @@ from .common import (
     QuantOpt,
     QuietOpt,
     TaskOpt,
+    ThreadsOpt,
     embed_progress,
     iter_stdin,
     load_embedder,
@@ -55,6 +56,7 @@ def embed(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
     task: TaskOpt = "retrieval",
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="query or document (the prefix to add).")

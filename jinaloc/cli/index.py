@@ -39,6 +39,7 @@ from .common import (
     OfflineOpt,
     QuantOpt,
     QuietOpt,
+    ThreadsOpt,
     err_console,
     load_embedder,
     out_console,
@@ -196,6 +197,7 @@ def index(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
     dim: Annotated[
         int | None, typer.Option("--dim", help="Matryoshka dim of a new index (default 512).")
     ] = None,
@@ -435,6 +437,7 @@ def search(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Search the index (query as argument or on stdin).
 
@@ -473,6 +476,7 @@ def similar(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """The notes most like a given note.
 

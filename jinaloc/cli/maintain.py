@@ -18,6 +18,7 @@ from .common import (
     ModelOpt,
     OfflineOpt,
     QuantOpt,
+    ThreadsOpt,
     err_console,
     load_embedder,
     out_console,
@@ -44,6 +45,7 @@ def check(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Check the index file: SQLite's integrity check, orphan rows, vectors against chunks.
 
