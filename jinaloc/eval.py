@@ -326,7 +326,7 @@ def mode_configs(dim: int, rerank: bool = False) -> list[Config]:
 # scoring
 
 
-def _blocks(store: Store, size: int = BLOCK) -> Iterator[tuple[np.ndarray, ...]]:
+def _blocks(store: Store, size: int) -> Iterator[tuple[np.ndarray, ...]]:
     """(chunk ids, file ids, float vectors) of every chunk, ordered by file, in blocks of
     whole files of about `size` chunks."""
     cursor = store.conn.execute("SELECT id, file_id, embedding FROM chunks ORDER BY file_id, seq")
@@ -365,8 +365,8 @@ class _TopFiles:
         best = np.maximum.reduceat(scores, starts, axis=1)
         s = np.concatenate([self.scores, best], axis=1)
         f = np.concatenate([self.files, np.broadcast_to(files[starts], best.shape)], axis=1)
-        if s.shape[1] > self.n:
-            keep = np.argpartition(-s, self.n - 1, axis=1)[:, : self.n]
+        if s.shape[1] > self.n:  # ties go to the lower file id, whatever the block order
+            keep = np.lexsort((f, -s), axis=1)[:, : self.n]
             s, f = np.take_along_axis(s, keep, 1), np.take_along_axis(f, keep, 1)
         self.scores, self.files = s, f
 
@@ -396,8 +396,8 @@ class _TopChunks:
             np.concatenate([self.ids, np.broadcast_to(ids, shape)], 1),
             np.concatenate([self.files, np.broadcast_to(files, shape)], 1),
         ]
-        if parts[0].shape[1] > self.n:
-            keep = np.argpartition(-parts[0], self.n - 1, axis=1)[:, : self.n]
+        if parts[0].shape[1] > self.n:  # ties go to the lower chunk id
+            keep = np.lexsort((parts[2], -parts[0]), axis=1)[:, : self.n]
             parts = [np.take_along_axis(p, keep, 1) for p in parts]
         self.key, self.other, self.ids, self.files = parts
 
@@ -468,7 +468,7 @@ def scan(
     scale = {d: np.full(d, 1e-12, np.float32) for d in dims}
     if any(c.family == "int8" for c in configs):
         done = 0
-        for _, _, x in _blocks(store):
+        for _, _, x in _blocks(store, BLOCK):
             for d in dims:
                 scale[d] = np.maximum(scale[d], np.abs(l2_normalize(x[:, :d])).max(axis=0))
             done += len(x)
@@ -481,7 +481,7 @@ def scan(
     seconds = dict.fromkeys([c.name for c in configs], 0.0)
     holds = {h: q for q, h in enumerate(held_out) if h is not None}
     done = 0
-    for ids, files, x in _blocks(store):
+    for ids, files, x in _blocks(store, BLOCK):
         mask = [(q, i) for i, c in enumerate(ids.tolist()) if (q := holds.get(c)) is not None]
 
         for c in configs:
