@@ -379,25 +379,27 @@ class _TopFiles:
 
 
 class _TopChunks:
-    """Each query's best `n` chunks by one score, with another score kept beside it."""
+    """Each query's best `n` chunks by the +-1 dot product of their sign bits (an integer),
+    ties to the lower chunk id, with their float scores kept beside it for rescoring."""
 
     def __init__(self, queries: int, n: int):
         self.n = n
-        self.key = np.zeros((queries, 0), np.float32)
+        self.key = np.zeros((queries, 0), np.int64)
         self.other = np.zeros((queries, 0), np.float32)
         self.ids = np.zeros((queries, 0), np.int64)
         self.files = np.zeros((queries, 0), np.int64)
 
     def add(self, key, other, ids, files) -> None:
         shape = key.shape
+        key = np.where(np.isfinite(key), key, _MASKED).astype(np.int64)
         parts = [
             np.concatenate([self.key, key], 1),
             np.concatenate([self.other, other], 1),
             np.concatenate([self.ids, np.broadcast_to(ids, shape)], 1),
             np.concatenate([self.files, np.broadcast_to(files, shape)], 1),
         ]
-        if parts[0].shape[1] > self.n:  # ties go to the lower chunk id
-            keep = np.lexsort((parts[2], -parts[0]), axis=1)[:, : self.n]
+        if parts[0].shape[1] > self.n:
+            keep = np.argpartition(-_rank(parts[0], parts[2]), self.n - 1, axis=1)[:, : self.n]
             parts = [np.take_along_axis(p, keep, 1) for p in parts]
         self.key, self.other, self.ids, self.files = parts
 
@@ -406,8 +408,8 @@ class _TopChunks:
         `search`, doubling `wanted` while fewer than k files came back."""
         out = []
         for key, other, ids, files in zip(self.key, self.other, self.ids, self.files, strict=True):
-            order = np.lexsort((ids, -key))
-            order = order[key[order] > -np.inf]
+            order = np.argsort(-_rank(key, ids))
+            order = order[key[order] > _MASKED]
             w = wanted
             while True:
                 cand = order[:w]
@@ -417,6 +419,16 @@ class _TopChunks:
                 w *= 2
             out.append(ranked[:n])
         return out
+
+
+# Held-out chunks' bit score: below any +-1 dot product of up to 2^20 dims.
+_MASKED = -(1 << 20)
+
+
+def _rank(key: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """One distinct integer per chunk, larger first: the bit score, then the lower chunk id
+    (ids stay below 2^40), so argpartition needs no tie-breaking."""
+    return (key << 40) - ids
 
 
 def _files_by_score(scores, ids, files) -> list[int]:
@@ -474,6 +486,17 @@ def scan(
             done += len(x)
             if progress:
                 progress("calibrating int8", done, total)
+    # Queries and chunks in each family's stored form; making those is storage-time work,
+    # left out of the timings, which cover scoring and ranking only.
+    families = {(c.dim, c.family) for c in configs if c.family != "rescore"}
+    if any(c.family == "rescore" for c in configs):
+        families |= {(full, "float"), (full, "bits")}
+    encode = {
+        "float": lambda v, d: v,
+        "int8": lambda v, d: _int8(v, scale[d]),
+        "bits": lambda v, d: _signs(v),
+    }
+    asked = {(d, f): encode[f](queries[d], d) for d, f in families}
     top = {c.name: _TopFiles(nq, n) for c in configs if c.family != "rescore"}
     rescore = [c for c in configs if c.family == "rescore"]
     wanted = {c.name: min(max(k * c.oversample, MIN_CANDIDATES), MAX_K) for c in rescore}
@@ -483,24 +506,19 @@ def scan(
     done = 0
     for ids, files, x in _blocks(store, BLOCK):
         mask = [(q, i) for i, c in enumerate(ids.tolist()) if (q := holds.get(c)) is not None]
-
+        unit = {d: l2_normalize(x[:, :d]) for d in dims}
+        stored = {(d, f): encode[f](unit[d], d) for d, f in families}
         for c in configs:
             if c.family == "rescore":
                 continue
             t = time.perf_counter()
-            xd = l2_normalize(x[:, : c.dim])
-            if c.family == "float":
-                scores = queries[c.dim] @ xd.T
-            elif c.family == "int8":
-                scores = _int8(queries[c.dim], scale[c.dim]) @ _int8(xd, scale[c.dim]).T
-            else:
-                scores = _signs(queries[c.dim]) @ _signs(xd).T
+            scores = asked[c.dim, c.family] @ stored[c.dim, c.family].T
             top[c.name].add(_mask(scores, mask), files)
             seconds[c.name] += time.perf_counter() - t
         if chunks is not None:
             t = time.perf_counter()
-            hamming = _signs(queries[full]) @ _signs(x).T
-            cosine = queries[full] @ x.T
+            hamming = asked[full, "bits"] @ stored[full, "bits"].T
+            cosine = asked[full, "float"] @ stored[full, "float"].T
             chunks.add(_mask(hamming, mask), _mask(cosine, mask), ids, files)
             share = (time.perf_counter() - t) / len(rescore)
             for c in rescore:

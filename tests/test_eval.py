@@ -195,10 +195,23 @@ def _brute_force(store, vector, dim, held_out=None, signs=False):
     return sorted(best, key=lambda f: (-best[f], f))
 
 
+def _rescored(store, vector, candidates, held_out):
+    rows = store.conn.execute("SELECT id, file_id, embedding FROM chunks").fetchall()
+    rows = [r for r in rows if r[0] != held_out]
+    x = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
+    hamming = np.unpackbits(pack_bits(x) ^ pack_bits(vector), axis=1).sum(axis=1)
+    picked = sorted(range(len(rows)), key=lambda i: (hamming[i], rows[i][0]))[:candidates]
+    best: dict[int, float] = {}
+    for i in sorted(picked, key=lambda i: (-float(x[i] @ vector), rows[i][0])):
+        best.setdefault(rows[i][1], 0.0)
+    return list(best)
+
+
 def test_scan_matches_brute_force_in_small_blocks(store, monkeypatch):
     """Blocks of a few chunks (files cut across fetches), held-out chunks left out, float
     and sign bits at a derived dim: the same files in the same order as scoring all at once."""
     monkeypatch.setattr(ev, "BLOCK", 7)
+    assert store.counts()["chunks"] > 2 * 64  # so the rescoring stage leaves chunks out
     rows = store.conn.execute("SELECT id, embedding FROM chunks ORDER BY id").fetchall()
     picks = [rows[3], rows[20], rows[41]]
     vectors = np.stack([np.frombuffer(r[1], np.float32) for r in picks])
@@ -209,6 +222,8 @@ def test_scan_matches_brute_force_in_small_blocks(store, monkeypatch):
         for dim in (32, 64):
             assert got[f"float32@{dim}"][0][i] == _brute_force(store, v, dim, held[i])[:10]
         assert got["bits@32"][0][i] == _brute_force(store, v, 32, held[i], signs=True)[:10]
+        # Bits then float: the top 64 chunks by Hamming distance (ties: lower id), rescored.
+        assert got["bits→float32@64 x2"][0][i] == _rescored(store, v, 64, held[i])[:10]
     # A query equal to a chunk's vector finds that file first, unless the chunk is held out.
     own = store.conn.execute("SELECT file_id FROM chunks WHERE id = ?", (picks[1][0],)).fetchone()
     assert got["float32@64"][0][1][0] == own[0]
