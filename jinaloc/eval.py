@@ -17,8 +17,9 @@ Generated queries (`generate_queries`), from each sampled note:
   holds the note's title. The heading is part of the embedded text (heading path and chunk),
   so this measures finding a note by its own topic words; it favours lexical matching.
 - passage: one sentence of one of its chunks (up to PASSAGE_WORDS words, none holding the
-  title), from notes of at least two chunks. That chunk is left out of the candidates, so
-  the note must be found through its other chunks: "the rest of the note is about this".
+  title and none that another chunk of the note repeats), from notes of at least two
+  chunks. That chunk is left out of the candidates, so the note must be found through its
+  other chunks: "the rest of the note is about this".
 The source note is the only relevant answer. Neither kind measures questions phrased in
 other words than the note's, nor notes that answer without sharing its words."""
 
@@ -246,11 +247,15 @@ def generate_queries(store: Store, sample: int = 200, seed: int = 0) -> list[Que
             queries.append(Query(rng.choice(headings), (doc.path,), "heading"))
         if len(doc.texts) < 2:
             continue
+        # Whitespace-normalized chunks: a sentence that another chunk repeats (the overlap of
+        # a split block) would not be held out with its own chunk.
+        flat = [" ".join(text.split()) for text in doc.texts]
         sentences = [
             (seq, s)
             for seq, text in enumerate(doc.texts)
             for s in _sentences(text, doc.path)
             if title not in s.casefold()
+            and not any(s in other for n, other in enumerate(flat) if n != seq)
         ]
         if sentences:
             seq, text = rng.choice(sentences)
@@ -662,10 +667,21 @@ def evaluate(
         raise JinalocError("no queries to evaluate")
     ids = {p: f for f, p, _ in store.file_paths()}
     relevant = [{ids[p] for p in q.relevant} for q in queries]
-    if progress:
-        progress("embedding queries", 0, len(queries))
+    embedded = 0
+
+    def step(texts: int, tokens: int) -> None:
+        nonlocal embedded
+        embedded += texts
+        progress("embedding queries", embedded, len(queries))
+
     t = time.perf_counter()
-    vectors = embedder.embed([q.text for q in queries], task="retrieval", prompt="query", dim=dim)
+    vectors = embedder.embed(
+        [q.text for q in queries],
+        task="retrieval",
+        prompt="query",
+        dim=dim,
+        progress=step if progress else None,
+    )
     embed_ms = 1000 * (time.perf_counter() - t) / len(queries)
     dims = eval_dims(embedder.spec.matryoshka_dims, dim)
     configs = vector_configs(dims, k, oversamples)

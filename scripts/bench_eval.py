@@ -109,7 +109,6 @@ def main() -> None:
         "index_vectors_mb",
     ):
         print(f"{key}: {results[key]}")
-    print(f"index vectors: {results['index_vectors_mb']} MB")
     print(f"float32@{args.dim} equals brute force: {results['float_equals_brute_force']}")
     write_json(args.json, results)
 

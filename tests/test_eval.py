@@ -176,6 +176,8 @@ def test_generated_queries_are_deterministic_and_leave_their_answer_out(store):
             assert len(ids) >= 2
             held = dict(ids)[q.held_out]  # the held-out chunk is one of the note's own...
             assert " ".join(q.text.split()) in " ".join(held.split())  # ...the one it quotes
+            others = [" ".join(t.split()) for c, t in ids if c != q.held_out]
+            assert not any(q.text in t for t in others)  # and no other chunk repeats it
 
 
 def _brute_force(store, vector, dim, held_out=None, signs=False):

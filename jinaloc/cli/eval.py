@@ -89,7 +89,7 @@ def eval_command(
                     " own or two chunks)",
                     "pass --queries FILE",
                 )
-        with _progress(quiet) as progress:
+        with _ProgressBar(quiet) as progress:
             result = evaluate(idx.store, idx.embedder, idx.meta.dim, asked, k, progress=progress)
     if plot is not None:
         from ..plot import plot_recall
@@ -106,7 +106,7 @@ def eval_command(
         err_console.print(f"wrote {escape(str(plot))}", highlight=False)
 
 
-class _progress:
+class _ProgressBar:
     """A stderr progress bar fed by evaluate's (stage, done, total) callback."""
 
     def __init__(self, quiet: bool):
