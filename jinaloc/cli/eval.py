@@ -157,8 +157,8 @@ def _table(result: Result, width: int) -> Table:
         + f"), embedded in {result.embed_ms_per_query:.1f} ms each. bytes per chunk;"
         f" R@{k}: recall@{k}{' (also per query kind)' if kinds else ''}; MRR@{k}; nDCG@10;"
         f" overlap: top {k}"
-        f" shared with float32@{result.dim}; ms/q: numpy scans for vector rows (compare them"
-        " with each other), search calls for modes.",
+        f" shared with float32@{result.dim}; ms/q: search calls for modes, eval's own numpy"
+        " scan for vector rows (not what that layout costs in search).",
         caption_justify="left",
     )
     table.add_column("config", no_wrap=True)
