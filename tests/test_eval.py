@@ -284,7 +284,8 @@ def test_eval_end_to_end_with_plot(built, tmp_path):
     pytest.importorskip("matplotlib")
     _, db = built
     png = tmp_path / "eval.png"
-    out = cli("eval", "--db", db, "--plot", png, "--sample", 12, *MODEL).stdout
+    # The issue's own command: the index's model (its folder, GGUF F32) loads by itself.
+    out = cli("eval", "--db", db, "--plot", png).stdout
     for name in ("float32@64", "float32@32", "int8@32", "bits@64", "bits→float32@64 x10"):
         assert name in out
     for mode in ("hybrid", "semantic", "lexical"):
