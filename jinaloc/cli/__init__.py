@@ -130,6 +130,7 @@ def main() -> None:
 
 # Feature modules add their commands to `app` on import.
 from . import embed as _embed  # noqa: E402,F401
+from . import eval as _eval  # noqa: E402,F401
 from . import index as _index  # noqa: E402,F401
 from . import maintain as _maintain  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
