@@ -278,9 +278,9 @@ def test_a_closed_pipe_ends_quietly_and_data_shows_no_emoji(tmp_path):
     from jinaloc.cli import common
     from jinaloc.cli.index import _hit_tty
 
-    screen, old = io.StringIO(), common.out_console.file
-    common.out_console.file = screen
-    try:
+    screen = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(common.out_console, "_file", screen)  # restored to None (sys.stdout) after
         _hit_tty(
             {
                 "path": "note:x:y.md",
@@ -291,8 +291,6 @@ def test_a_closed_pipe_ends_quietly_and_data_shows_no_emoji(tmp_path):
                 "text": "a :x: b",
             }
         )
-    finally:
-        common.out_console.file = old
     assert "note:x:y.md" in screen.getvalue() and ":smile:" in screen.getvalue()
     assert "❌" not in screen.getvalue()
 
