@@ -16,7 +16,7 @@ from . import __version__
 from .errors import IndexEmpty, IndexMismatch, JinalocError
 from .files import read_input
 from .paths import default_db
-from .planner import Plan, Roots, WalkOptions, plan_update
+from .planner import Plan, Roots, Scope, WalkOptions, plan_update
 from .store import SCHEMA_VERSION, IndexedDocument, Store
 
 if TYPE_CHECKING:
@@ -218,9 +218,11 @@ class Index:
         chunk_tokens: int | None = None,
         progress: Progress | None = None,
         report: Report | None = None,
+        scope: Scope | None = None,
     ) -> Report:
         """Bring the index up to date with `roots` (paths, or (path, WalkOptions) pairs;
-        default: its own). On KeyboardInterrupt
+        default: its own; `scope`: only some paths of them, see planner.Scope). On
+        KeyboardInterrupt
         the index keeps every finished file, and `report` (when given) has the run so far."""
         from .indexer import Writer
 
@@ -229,7 +231,7 @@ class Index:
             roots = self.saved_roots()
         # A bare path is walked with the default options.
         roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
-        return Writer(self, dim, chunk_tokens, progress, report).run(roots)
+        return Writer(self, dim, chunk_tokens, progress, report).run(roots, scope)
 
     # reading
 
@@ -272,7 +274,10 @@ class Index:
         return self.store.iter_documents(paths)
 
     def status(self) -> dict:
-        """What the index holds and what changed on disk since the last run (no model)."""
+        """What the index holds, what changed on disk since the last run (no model) and the
+        watcher keeping it fresh, if one runs."""
+        from .watch import read_record
+
         m = self.meta
         roots = self.store.roots()
         present = [r for r in roots if Path(r).exists()]
@@ -302,4 +307,5 @@ class Index:
             "changed": {key: len(value) for key, value in changed.items()},
             "changed_files": changed,
             "skipped": len(plan.skipped),
+            "watcher": read_record(self.path),
         }

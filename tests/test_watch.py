@@ -1,0 +1,455 @@
+"""`jinaloc watch` with real file events: every save pattern ends as a fresh `index` would.
+
+In-process watchers (a thread, the model-free FakeEmbedder) for the save patterns; the CLI
+as a subprocess on the tiny nano GGUF fixture for signals, kill -9, status and idle CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, model_dir
+from index_helpers import FakeEmbedder, have_gguf, make_notes
+
+from jinaloc.files import Candidate, Walker
+from jinaloc.index import Index
+from jinaloc.planner import WalkOptions
+from jinaloc.store import Store
+from jinaloc.watch import Watcher, read_record, record_path
+
+WAIT = 20.0  # seconds any change may take to show up in the index
+
+
+class Loader:
+    def __init__(self):
+        self.embedder = FakeEmbedder()
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.embedder
+
+
+def snapshot(db: Path) -> tuple:
+    """What an index holds, without ids or times: files, their chunks, and consistency."""
+    with Store.open(db, create=False) as store:
+        c = store.conn
+        c.execute("BEGIN")  # one read snapshot: a watcher may commit in between
+        files = sorted(c.execute("SELECT path, root, rel, hash, title FROM files"))
+        chunks = sorted(
+            c.execute(
+                "SELECT f.path, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash"
+                " FROM chunks c JOIN files f ON f.id = c.file_id"
+            )
+        )
+        bits = c.execute("SELECT count(*) FROM vec_bits").fetchone()[0] if files else 0
+        c.execute("COMMIT")
+    assert bits == len(chunks)
+    return files, chunks
+
+
+def fresh(folder: Path, tmp: Path, options: WalkOptions | None = None) -> tuple:
+    """The snapshot of a fresh index of `folder`."""
+    n = len(list(tmp.glob("fresh-*.db")))
+    db = tmp / f"fresh-{n}.db"
+    with Index(Store.open(db), Loader()) as idx:
+        idx.update([(folder, options or WalkOptions())])
+    return snapshot(db)
+
+
+def until(condition, timeout: float = WAIT):
+    """Poll `condition` until it holds (returns its last value either way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+class Watched:
+    """A notes folder, its index, and a Watcher thread keeping it fresh."""
+
+    def __init__(self, tmp: Path, notes: int = 20, db: Path | None = None, **kw):
+        self.tmp = tmp
+        self.notes = tmp / "notes"
+        make_notes(self.notes, notes, paragraphs=2, words=10)
+        self.db = db or tmp / "index.db"
+        self.loader = Loader()
+        self.index = Index(Store.open(self.db), self.loader)
+        self.batches = []
+        self.caught_up = threading.Event()
+        self.stop = threading.Event()
+        self.watcher = Watcher(
+            self.index,
+            [self.notes],
+            debounce_ms=100,
+            check_ms=300,
+            on_batch=self._batch,
+            **kw,
+        )
+        self.error = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.caught_up.wait(WAIT)
+
+    def _batch(self, batch):
+        self.batches.append(batch)
+        if batch.catch_up:
+            self.caught_up.set()
+
+    def _run(self):
+        try:
+            self.watcher.run(self.stop)
+        except BaseException as e:  # shown by the test, not lost in the thread
+            self.error = e
+            self.caught_up.set()
+
+    def embedded(self) -> int:
+        return len(self.loader.embedder.embedded)
+
+    def converges(self, folder: Path | None = None, timeout: float = WAIT) -> tuple:
+        """Wait until the watched index equals a fresh index of the folder; return it."""
+        expected = fresh(folder or self.notes, self.tmp)
+        got = until(lambda: snapshot(self.db) == expected or None, timeout)
+        assert self.error is None
+        if got is None:
+            assert snapshot(self.db) == expected
+        return expected
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.index.close()
+        assert self.error is None, self.error
+
+
+@pytest.fixture
+def watched(tmp_path):
+    w = Watched(tmp_path)
+    yield w
+    w.close()
+
+
+def paths_of(state: tuple) -> list[str]:
+    return [row[2] for row in state[0]]
+
+
+def test_create_edit_delete(watched):
+    notes = watched.notes
+    before = snapshot(watched.db)
+    (notes / "new.md").write_text("# New\n\nfresh words about a tomato garden\n")
+    after = watched.converges()
+    assert "new.md" in paths_of(after) and after != before
+    (notes / "new.md").write_text("# New\n\nthe same note, edited: bread and flour\n")
+    edited = watched.converges()
+    assert edited != after
+    # Only the touched path was planned, not the whole root.
+    assert watched.batches[-1].scope == {str(notes.resolve()): ["new.md"]}
+    (notes / "new.md").unlink()
+    assert watched.converges() == before
+
+
+def test_atomic_saves_and_editor_files(watched):
+    """VS Code / Obsidian style (write a temporary, rename over) and vim's dance (4913 probe,
+    backup by rename, swap file) all end as a fresh index: no temporary is indexed."""
+    note = watched.notes / "cooking" / "note-0000.md"
+    before = snapshot(watched.db)
+    tmp = note.with_name("note-0000.md.tmp")
+    tmp.write_text("# Cooking\n\natomically saved: garlic oven dough\n")
+    os.replace(tmp, note)
+    saved = watched.converges()
+    assert saved != before
+    # vim: swap file while editing, probe file, original renamed to a backup, new file written.
+    swap = note.with_name(".note-0000.md.swp")
+    swap.write_bytes(b"\0swap")
+    probe = note.with_name("4913")
+    probe.write_text("")
+    probe.unlink()
+    backup = note.with_name("note-0000.md~")
+    os.rename(note, backup)
+    note.write_text("# Cooking\n\nwritten by vim: basil and salt\n")
+    vim = watched.converges()
+    assert vim != saved
+    assert not [p for p in paths_of(vim) if p.endswith(("~", ".swp", "4913", ".tmp"))]
+    backup.unlink()
+    swap.unlink()
+    assert watched.converges() == vim
+
+
+def test_renames_and_moves_reuse_the_vectors(watched):
+    notes = watched.notes
+    embedded = watched.embedded()
+    os.rename(notes / "travel" / "note-0001.md", notes / "travel" / "renamed.md")
+    moved = watched.converges()
+    assert "travel/renamed.md" in paths_of(moved)
+    (notes / "archive").mkdir()
+    os.rename(notes / "finance" / "note-0002.md", notes / "archive" / "note-0002.md")
+    assert "archive/note-0002.md" in paths_of(watched.converges())
+    os.rename(notes / "garden", notes / "yard")  # a folder moved
+    state = watched.converges()
+    assert any(p.startswith("yard/") for p in paths_of(state))
+    assert not any(p.startswith("garden/") for p in paths_of(state))
+    assert watched.embedded() == embedded  # nothing re-embedded
+    assert sum(len(b.report.renamed) for b in watched.batches) >= 6
+
+
+def test_folder_removed_or_moved_out(watched, tmp_path):
+    notes = watched.notes
+    shutil.rmtree(notes / "coding")
+    state = watched.converges()
+    assert not any(p.startswith("coding/") for p in paths_of(state))
+    shutil.move(str(notes / "travel"), str(tmp_path / "travel-out"))
+    state = watched.converges()
+    assert not any(p.startswith("travel/") for p in paths_of(state))
+    shutil.move(str(tmp_path / "travel-out"), str(notes / "trips"))
+    assert any(p.startswith("trips/") for p in paths_of(watched.converges()))
+
+
+def test_a_burst_of_500_files_in_few_batches(watched):
+    burst = watched.notes / "burst"
+    burst.mkdir()
+    for i in range(500):
+        (burst / f"b{i:03d}.md").write_text(f"# Burst {i}\n\nline {i} of a git checkout\n")
+    state = watched.converges(timeout=60)
+    assert sum(p.startswith("burst/") for p in paths_of(state)) == 500
+    # Debounced: a few groups, not one update per file.
+    assert len([b for b in watched.batches if not b.catch_up]) < 20
+    shutil.rmtree(burst)
+    state = watched.converges(timeout=60)
+    assert not any(p.startswith("burst/") for p in paths_of(state))
+
+
+def test_ignore_files_and_skip_reasons(watched):
+    notes = watched.notes
+    (notes / ".jinalocignore").write_text("cooking/\n")
+    state = watched.converges()
+    assert not any(p.startswith("cooking/") for p in paths_of(state))
+    (notes / "travel" / ".gitignore").write_text("note-0001.md\n")
+    state = watched.converges()
+    assert "travel/note-0001.md" not in paths_of(state)
+    (notes / ".jinalocignore").unlink()
+    assert any(p.startswith("cooking/") for p in paths_of(watched.converges()))
+    (notes / "blob.md").write_bytes(b"\0\1\2binary")
+    (notes / "big.md").write_text("word " * 300_000)
+    (notes / ".hidden.md").write_text("# hidden\n")
+    skipped = until(lambda: {p: r for b in watched.batches for p, r in b.report.skipped} or None)
+    assert skipped is not None
+    until(lambda: len(skipped) >= 2 or None)
+    skipped = {Path(p).name: r for b in watched.batches for p, r in b.report.skipped}
+    assert skipped["blob.md"] == "binary file"
+    assert skipped["big.md"].startswith("too large")
+    assert ".hidden.md" not in skipped
+
+
+def test_a_root_that_disappears_and_comes_back(watched, tmp_path):
+    notes = watched.notes
+    kept = snapshot(watched.db)
+    away = tmp_path / "away"
+    os.rename(notes, away)
+    time.sleep(1.0)  # more than a check: the watcher has seen it go
+    assert snapshot(watched.db) == kept  # kept as `index` keeps a missing root
+    (away / "cooking" / "note-0000.md").write_text("# Changed\n\nwhile the root was away\n")
+    (away / "back.md").write_text("# Back\n\nadded while away\n")
+    os.rename(away, notes)
+    state = watched.converges()
+    assert "back.md" in paths_of(state)
+    # A root replaced by another folder of the same name is caught up in full.
+    shutil.rmtree(notes)
+    make_notes(notes, 5, seed=7, paragraphs=1, words=8)
+    assert len(paths_of(watched.converges())) == 5
+
+
+def test_db_inside_the_root_does_not_feed_itself(tmp_path):
+    w = Watched(tmp_path, db=tmp_path / "notes" / "index.db")
+    try:
+        (w.notes / "one.md").write_text("# One\n\na change that writes the index\n")
+        w.converges()
+        count = len(w.batches)
+        time.sleep(1.5)  # its own writes to index.db / -wal must not start batches
+        assert len(w.batches) == count
+        assert "index.db" not in paths_of(snapshot(w.db))
+    finally:
+        w.close()
+
+
+def test_record_and_status_while_running(watched):
+    rec = read_record(watched.db)
+    # The catch-up indexed the 20 notes: one applied batch.
+    assert rec["pid"] == os.getpid() and rec["batches"] == 1 and rec["last_applied"]
+    assert watched.index.status()["watcher"]["pid"] == os.getpid()
+    (watched.notes / "x.md").write_text("# X\n\nrecorded\n")
+    watched.converges()
+    rec = until(lambda: read_record(watched.db)["batches"] == 2 and read_record(watched.db))
+    assert rec and rec["db"] == str(watched.db.resolve())
+    watched.close()
+    assert read_record(watched.db) is None and not record_path(watched.db).exists()
+
+
+def test_a_stale_record_is_not_a_running_watcher(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = record_path(tmp_path / "index.db")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pid": dead.pid, "db": "x", "started": "", "batches": 0}))
+    assert read_record(tmp_path / "index.db") is None
+
+
+def test_scoped_walk_equals_the_full_walk_below_each_path(tmp_path):
+    """Walker.walk(root, only=[rel]) yields what a full walk yields at or under rel."""
+    files = {
+        ".gitignore": "*.log\nbuild/\n",
+        "a.md": "a",
+        "x.log": "x",
+        "build/b.md": "b",
+        "sub/.jinalocignore": "deep/\n",
+        "sub/c.md": "c",
+        "sub/deep/d.md": "d",
+        "sub/more/e.md": "e",
+        "sub/more/e.md~": "backup",
+        ".hidden/f.md": "f",
+        "g.md": "g" * 3000,
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    walker = Walker(exclude=["*.txt"], max_size=2000)
+    full = list(walker.walk(tmp_path))
+
+    def rel_of(item):
+        return item.rel if isinstance(item, Candidate) else str(item.path.relative_to(tmp_path))
+
+    for rel in sorted({*files, "sub", "sub/more", "build", "sub/deep", "gone.md", "nope/x"}):
+        want = [i for i in full if rel_of(i) == rel or rel_of(i).startswith(rel + "/")]
+        assert list(walker.walk(tmp_path, only=[rel])) == want, rel
+    assert list(walker.walk(tmp_path, only=["sub", "sub/c.md", "a.md"])) == [
+        i for i in full if rel_of(i) in ("a.md", "sub/c.md", "sub/more/e.md")
+    ]
+
+
+# The CLI as a real process: signals, kill -9, status, idle CPU.
+
+MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
+needs_gguf = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+
+
+def jinaloc(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "jinaloc", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        **kw,
+    )
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def start_watch(notes: Path, db: Path) -> tuple[subprocess.Popen, dict]:
+    """`jinaloc watch --json`, once it has caught up (its first JSON line)."""
+    args = [sys.executable, "-m", "jinaloc", "watch", notes, "--db", db, *MODEL]
+    proc = subprocess.Popen(
+        [*map(str, args), "--debounce", "100", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(proc.stderr.read())
+    return proc, json.loads(line)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fresh_cli(notes: Path, tmp: Path) -> tuple:
+    db = tmp / "fresh-cli.db"
+    db.unlink(missing_ok=True)
+    assert jinaloc("index", notes, "--db", db, *MODEL, "-q").returncode == 0
+    return snapshot(db)
+
+
+@needs_gguf
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
+    notes, db = tmp_path / "notes", tmp_path / "index.db"
+    make_notes(notes, 12, paragraphs=1, words=8)
+    proc, first = start_watch(notes, db)
+    try:
+        assert first["catch_up"] and first["added"] == 12
+        (notes / "cooking" / "note-0000.md").write_text("# Edited\n\nsearchable right away\n")
+        batch = json.loads(proc.stdout.readline())
+        assert (batch["catch_up"], batch["updated"]) == (False, 1)
+        assert snapshot(db) == fresh_cli(notes, tmp_path)
+        status = json.loads(jinaloc("status", "--db", db, "--json").stdout)
+        assert status["watcher"]["pid"] == proc.pid
+        assert status["watcher"]["last_applied"] and status["watcher"]["batches"] == 2
+        assert "running (pid" in jinaloc("status", "--db", db).stdout
+        # Idle: native events, no spinning loop.
+        time.sleep(1.0)
+        before = cpu_seconds(proc.pid)
+        time.sleep(10.0)
+        idle = cpu_seconds(proc.pid) - before
+        assert idle < 0.5, idle
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped: 2 batches applied" in err
+    assert not record_path(db).exists()
+    assert "not running" in jinaloc("status", "--db", db).stdout
+
+
+@needs_gguf
+def test_cli_kill_9_then_watch_or_index_catches_up(tmp_path):
+    notes, db = tmp_path / "notes", tmp_path / "index.db"
+    make_notes(notes, 10, paragraphs=1, words=8)
+    proc, _ = start_watch(notes, db)
+    proc.kill()
+    proc.wait()
+    assert record_path(db).exists()  # left behind, but seen as stale
+    assert json.loads(jinaloc("status", "--db", db, "--json").stdout)["watcher"] is None
+    # Changes while nothing watches.
+    (notes / "travel" / "note-0001.md").unlink()
+    os.rename(notes / "coding" / "note-0004.md", notes / "coding" / "moved.md")
+    (notes / "late.md").write_text("# Late\n\nwritten while the watcher was dead\n")
+    proc, first = start_watch(notes, db)
+    try:
+        assert first["catch_up"]
+        assert (first["added"], first["removed"], first["renamed"]) == (1, 1, 1)
+        assert snapshot(db) == fresh_cli(notes, tmp_path)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop too
+        proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    # And `index` recovers the same way after a kill -9.
+    proc, _ = start_watch(notes, db)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (notes / "late.md").write_text("# Late\n\nedited after the second kill\n")
+    assert jinaloc("index", "--db", db, *MODEL, "-q").returncode == 0
+    assert snapshot(db) == fresh_cli(notes, tmp_path)
