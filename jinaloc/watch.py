@@ -55,7 +55,7 @@ class _Stopped(Exception):
 class Batch:
     """One applied group of changes (or the catch-up run at start)."""
 
-    number: int
+    number: int  # of the batches reported, from 1
     events: int  # file events in the group (0 for a catch-up)
     report: Report
     catch_up: bool = False
@@ -89,7 +89,8 @@ class _StopBetweenFiles(Progress):
 class Watcher:
     """Keeps `index` up to date with its roots (or with `roots`: paths, or (path,
     WalkOptions) pairs, saved as roots as `index` saves them). `on_batch(batch)` hears of
-    every batch that changed the index or skipped a touched file, and of the catch-up."""
+    every batch that changed the index or skipped a touched file, and of the first
+    catch-up (batch 1) even when it changed nothing."""
 
     def __init__(
         self,
@@ -214,8 +215,7 @@ class Watcher:
             return None
         only = {r: rels for r, rels in (scope or {}).items() if rels is not None}
         report = Report()
-        self._number += 1
-        batch = Batch(self._number, events, report, scope is None, scope)
+        batch = Batch(0, events, report, scope is None, scope)
         try:
             self.index.update(roots, report=report, scope=only, progress=progress)
         except JinalocError:
@@ -228,7 +228,12 @@ class Watcher:
                 self.batches += 1
                 self.last_applied = batch.finished
                 self._write_record()
-            if batch.catch_up or batch.changed() or report.skipped:
+            # The first catch-up always (it says the watch began); later ones (a root back
+            # or replaced) when they changed something, like any batch.
+            first = batch.catch_up and self._number == 0
+            if first or batch.changed() or (report.skipped and not batch.catch_up):
+                self._number += 1
+                batch.number = self._number
                 self.on_batch(batch)
         return batch
 

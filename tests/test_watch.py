@@ -29,8 +29,8 @@ WAIT = 20.0  # seconds any change may take to show up in the index
 
 
 class Loader:
-    def __init__(self):
-        self.embedder = FakeEmbedder()
+    def __init__(self, embedder=None):
+        self.embedder = embedder or FakeEmbedder()
         self.calls = 0
 
     def __call__(self, *args, **kwargs):
@@ -78,12 +78,23 @@ def until(condition, timeout: float = WAIT):
 class Watched:
     """A notes folder, its index, and a Watcher thread keeping it fresh."""
 
-    def __init__(self, tmp: Path, notes: int = 20, db: Path | None = None, **kw):
+    def __init__(
+        self,
+        tmp: Path,
+        notes: int = 20,
+        db: Path | None = None,
+        prebuilt: bool = False,
+        embedder=None,
+        **kw,
+    ):
         self.tmp = tmp
         self.notes = tmp / "notes"
         make_notes(self.notes, notes, paragraphs=2, words=10)
         self.db = db or tmp / "index.db"
-        self.loader = Loader()
+        if prebuilt:  # indexed before the watcher starts, with another loader
+            with Index(Store.open(self.db), Loader()) as idx:
+                idx.update([self.notes])
+        self.loader = Loader(embedder)
         self.index = Index(Store.open(self.db), self.loader)
         self.batches = []
         self.caught_up = threading.Event()
@@ -207,6 +218,22 @@ def test_renames_and_moves_reuse_the_vectors(watched):
     assert sum(len(b.report.renamed) for b in watched.batches) >= 6
 
 
+def test_moves_and_deletions_never_load_the_model(tmp_path):
+    w = Watched(tmp_path, prebuilt=True)
+    try:
+        os.rename(w.notes / "travel" / "note-0001.md", w.notes / "note-0001.md")
+        os.rename(w.notes / "garden", w.notes / "yard")
+        (w.notes / "cooking" / "note-0000.md").unlink()
+        shutil.rmtree(w.notes / "coding")
+        w.converges()
+        assert w.loader.calls == 0
+        (w.notes / "new.md").write_text("# New\n\nthis one needs the model\n")
+        w.converges()
+        assert w.loader.calls == 1
+    finally:
+        w.close()
+
+
 def test_folder_removed_or_moved_out(watched, tmp_path):
     notes = watched.notes
     shutil.rmtree(notes / "coding")
@@ -231,6 +258,36 @@ def test_a_burst_of_500_files_in_few_batches(watched):
     shutil.rmtree(burst)
     state = watched.converges(timeout=60)
     assert not any(p.startswith("burst/") for p in paths_of(state))
+
+
+class SlowEmbedder(FakeEmbedder):
+    def embed_with_counts(self, *args, **kwargs):
+        time.sleep(0.2)
+        return super().embed_with_counts(*args, **kwargs)
+
+
+def file_count(db: Path) -> int:
+    with Store.open(db, create=False) as store:
+        return store.counts()["files"]
+
+
+def test_stop_lands_between_files_and_a_new_watcher_catches_up(tmp_path):
+    watched = Watched(tmp_path, embedder=SlowEmbedder())
+    burst = watched.notes / "burst"
+    burst.mkdir()
+    for i in range(300):
+        (burst / f"b{i:03d}.md").write_text(f"# Burst {i}\n\nline {i}\n")
+    assert until(lambda: file_count(watched.db) > 20 or None)
+    watched.close()  # joins the thread within WAIT seconds
+    written = file_count(watched.db)
+    assert 20 < written < 320  # stopped part way, after whole files
+    snapshot(watched.db)  # consistent: every chunk has its bits
+    w = Watched(watched.tmp)  # same folder, notes rewritten as they were, same index
+    try:
+        state = w.converges(timeout=60)
+        assert sum(p.startswith("burst/") for p in paths_of(state)) == 300
+    finally:
+        w.close()
 
 
 def test_ignore_files_and_skip_reasons(watched):

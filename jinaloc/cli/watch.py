@@ -89,7 +89,7 @@ def watch(
         if not batch.catch_up:
             for path, why in batch.report.skipped[:SKIPPED_SHOWN]:
                 err_console.print(f"  skipped {escape(path)}: {escape(why)}", highlight=False)
-        else:
+        elif batch.number == 1:
             err_console.print(
                 f"watching {escape(str(db_path))} (Ctrl-C stops)", highlight=False, soft_wrap=True
             )
