@@ -9,6 +9,7 @@ large, symlink loop) come back as a `Skipped` with the reason, so the caller can
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import re
 import stat
@@ -229,7 +230,7 @@ class Walker:
                 yield self._file(path, root, rel, st)
 
     def _excluded(self, rules: _Rules, rel: str, is_dir: bool) -> bool:
-        if not is_dir and _EDITOR.match_file(rel):
+        if not is_dir and _EDITOR.fullmatch(rel.rpartition("/")[2]):
             return True
         if self.exclude and self.exclude.match_file(rel + "/" if is_dir else rel):
             return True
@@ -241,7 +242,7 @@ class Walker:
         return Candidate(path, root, rel, st.st_size, st.st_mtime_ns)
 
 
-_EDITOR = pathspec.GitIgnoreSpec.from_lines(EDITOR_FILES)
+_EDITOR = re.compile("|".join(fnmatch.translate(p) for p in EDITOR_FILES))
 
 
 def _outermost(rels: Sequence[str]) -> list[str]:

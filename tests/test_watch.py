@@ -464,6 +464,8 @@ def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
         assert status["watcher"]["pid"] == proc.pid
         assert status["watcher"]["last_applied"] and status["watcher"]["batches"] == 2
         assert "running (pid" in jinaloc("status", "--db", db).stdout
+        second = jinaloc("watch", notes, "--db", db, *MODEL)
+        assert second.returncode == 2 and f"a watcher (pid {proc.pid})" in second.stderr
         # Idle: native events, no spinning loop.
         time.sleep(1.0)
         before = cpu_seconds(proc.pid)
