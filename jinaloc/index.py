@@ -88,6 +88,7 @@ class Index:
         self.meta = IndexMeta.from_store(store.meta())
         self._loader = loader or _default_loader
         self._embedder: Embedder | None = None
+        self._owns_model = True
         self._choice: tuple = (None, "auto", None, False)
 
     @classmethod
@@ -97,10 +98,20 @@ class Index:
         """The index at `path` (default: JINALOC_DB, else the XDG data dir)."""
         return cls(Store.open(Path(path or default_db()), create=create), loader)
 
+    def session(self) -> Index:
+        """Another session on this index file, on its own connection, that shares this one's
+        model (loaded once, here, when either needs it): a writer thread beside readers in
+        one process (`Watcher` beside a server), each reading the last committed state.
+        The model is not thread-safe: its calls must not overlap."""
+        other = Index(Store.open(self.path, create=False), lambda *a, task=TASK: self.load(task))
+        other._choice = self._choice
+        other._owns_model = False
+        return other
+
     def close(self) -> None:
-        if self._embedder is not None:
+        if self._embedder is not None and self._owns_model:
             self._embedder.close()
-            self._embedder = None
+        self._embedder = None
         self.store.close()
 
     def __enter__(self) -> Index:

@@ -343,6 +343,34 @@ def test_db_inside_the_root_does_not_feed_itself(tmp_path):
         w.close()
 
 
+def test_a_watcher_thread_on_a_session_shares_the_served_model(tmp_path):
+    """`serve --watch`: the server's index searches while a Watcher thread writes through a
+    session of it on its own connection; the one model loads once and outlives the session."""
+    notes, db = tmp_path / "notes", tmp_path / "index.db"
+    make_notes(notes, 10, paragraphs=1, words=8)
+    loader = Loader()
+    with Index(Store.open(db), loader) as served:
+        served.update([notes])
+        session = served.session()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=Watcher(session, debounce_ms=50, check_ms=300, record=False).run, args=(stop,)
+        )
+        thread.start()
+        time.sleep(0.5)
+        (notes / "zebra.md").write_text("# Zebra\n\nzebra giraffe savanna\n")
+        found = until(
+            lambda: [h for h in served.search("zebra giraffe savanna", k=3) if "zebra" in h.path]
+        )
+        assert found and found[0].rel == "zebra.md"
+        stop.set()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        session.close()
+        assert loader.calls == 1
+        assert served.search("zebra", k=1)  # the model is still the server's
+
+
 def test_record_and_status_while_running(watched):
     rec = read_record(watched.db)
     # The catch-up indexed the 20 notes: one applied batch.
