@@ -115,6 +115,7 @@ class Watcher:
         self._own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal")}
         self._roots: list[tuple[Path, WalkOptions]] = []
         self._watched: dict[str, tuple[int, int] | None] = {}
+        self._gone: set[str] = set()  # roots missing (and said so)
         self._number = 0
 
     def _resolve(self, roots) -> list[tuple[Path, WalkOptions]]:
@@ -166,9 +167,10 @@ class Watcher:
             while not stop.is_set():
                 self._roots = self._all_roots()
                 self._watched = self._identities(self._roots)
-                for root, ident in self._watched.items():
-                    if ident is None:
-                        log.warning("%s is gone; its files are kept until it comes back", root)
+                gone = {root for root, ident in self._watched.items() if ident is None}
+                for root in sorted(gone - self._gone):
+                    log.warning("%s is gone; its files are kept until it comes back", root)
+                self._gone = gone
                 present = [str(r) for r, _ in self._roots if self._watched[str(r)]]
                 if not present:
                     stop.wait(self.check_ms / 1000)

@@ -425,6 +425,19 @@ def test_scoped_walk_equals_the_full_walk_below_each_path(tmp_path):
     ]
 
 
+def test_cli_refuses_a_missing_path_and_an_index_without_roots(tmp_path):
+    from typer.testing import CliRunner
+
+    from jinaloc.cli import app
+
+    db = str(tmp_path / "i.db")
+    result = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--db", db])
+    assert result.exit_code == 2 and "nope: no such file or folder" in result.stderr
+    result = CliRunner().invoke(app, ["watch", "--db", db])
+    assert result.exit_code == 2 and "nothing to watch" in result.stderr
+    assert not record_path(tmp_path / "i.db").exists()
+
+
 # The CLI as a real process: signals, kill -9, status, idle CPU.
 
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
