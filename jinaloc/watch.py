@@ -86,6 +86,26 @@ class _StopBetweenFiles(Progress):
             raise _Stopped
 
 
+class _Wake:
+    """What watchfiles asks every step whether to return: `stop` is set, or (looked at
+    every `check_ms`) the roots need a new watch."""
+
+    def __init__(self, stop: threading.Event, roots_changed: Callable[[], bool], check_ms: int):
+        self.stop = stop
+        self.roots_changed = roots_changed
+        self.every = check_ms / 1000
+        self.next = time.monotonic() + self.every
+        self.rewatch = False
+
+    def is_set(self) -> bool:
+        if self.stop.is_set() or self.rewatch:
+            return True
+        if time.monotonic() >= self.next:
+            self.rewatch = self.roots_changed()
+            self.next = time.monotonic() + self.every
+        return self.rewatch
+
+
 class Watcher:
     """Keeps `index` up to date with its roots (or with `roots`: paths, or (path,
     WalkOptions) pairs, saved as roots as `index` saves them). `on_batch(batch)` hears of
@@ -186,14 +206,16 @@ class Watcher:
 
     def _listen(self, notify, stop: threading.Event, progress: Progress) -> None:
         """Apply event groups until `stop`, or until the roots need a new watch."""
+        wake = _Wake(stop, self._roots_changed, self.check_ms)
         while not stop.is_set():
-            changes = notify.watch(MAX_WAIT_MS, self.debounce_ms, self.check_ms, stop)
+            # No timeout: watchfiles drops what arrives while it returns one. Its stop
+            # event (asked every step) wakes it instead, and a new watch catches up in full.
+            changes = notify.watch(MAX_WAIT_MS, self.debounce_ms, 0, wake)
             if changes == "signal":
                 raise KeyboardInterrupt
             if changes == "stop":
                 return
-            if changes != "timeout":
-                self.apply_paths([path for _, path in changes], progress)
+            self.apply_paths([path for _, path in changes], progress)
             if self._roots_changed():
                 return
 

@@ -330,6 +330,35 @@ def test_a_root_that_disappears_and_comes_back(watched, tmp_path):
     assert len(paths_of(watched.converges())) == 5
 
 
+def test_roots_added_by_index_meanwhile_are_watched_too(tmp_path):
+    """With no roots given, a watcher follows the index's roots, also ones added later."""
+    notes, other, db = tmp_path / "notes", tmp_path / "other", tmp_path / "index.db"
+    make_notes(notes, 3)
+    make_notes(other, 3, seed=1)
+    with Index(Store.open(db), Loader()) as idx:
+        idx.update([notes])
+    loader = Loader()
+    index = Index(Store.open(db), loader)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=Watcher(index, debounce_ms=50, check_ms=200, record=False).run, args=(stop,)
+    )
+    thread.start()
+    try:
+        with Index(Store.open(db), Loader()) as idx:  # `jinaloc index ~/other` meanwhile
+            idx.update([other])
+        time.sleep(1.0)  # a few checks: the new root is watched now
+        (other / "late.md").write_text("# Late\n\nin the root added later\n")
+        (notes / "late.md").write_text("# Late\n\nin the first root\n")
+        late = [str(other.resolve() / "late.md"), str(notes.resolve() / "late.md")]
+        assert until(lambda: all(p in [f[0] for f in snapshot(db)[0]] for p in late) or None)
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        index.close()
+    assert not thread.is_alive()
+
+
 def test_db_inside_the_root_does_not_feed_itself(tmp_path):
     w = Watched(tmp_path, db=tmp_path / "notes" / "index.db")
     try:
