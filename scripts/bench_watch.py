@@ -8,13 +8,15 @@ their CPU time (/proc/PID/stat) and resident memory are read.
 
     python scripts/bench_watch.py [--model DIR|NAME] [--notes 200] [--rounds 10] [--json PATH]
 
-Latency = debounce (the quiet window) + planning the touched path + chunk, embed and write
-of the note: with the tiny fixture the model costs nothing, so it shows the watcher's own
-overhead; with a real model add one note's embedding time.
+Latency = the wait for quiet (one to two --debounce periods: watchfiles looks every period)
++ applying the batch (planning the touched path, chunk, embed and write: `apply`, from the
+batch's --json line). The tiny fixture makes embedding free, so this is the watcher's own
+cost; with a real model add one note's embedding time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,7 +102,7 @@ def main() -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         if not proc.stdout.readline():  # the catch-up: everything indexed
             raise SystemExit(f"watch --debounce {debounce} failed to start")
-        runs[debounce] = {"proc": proc, "db": db, "notes": notes, "latency": []}
+        runs[debounce] = {"proc": proc, "db": db, "notes": notes, "latency": [], "apply": []}
     try:
         for r in range(args.rounds):
             order = DEBOUNCES if r % 2 == 0 else DEBOUNCES[::-1]
@@ -116,6 +118,8 @@ def main() -> None:
                         raise SystemExit(f"edit not applied in 60 s (debounce {debounce})")
                     time.sleep(0.01)
                 run["latency"].append(time.perf_counter() - start)
+                batch = json.loads(run["proc"].stdout.readline())  # its --json line
+                run["apply"].append(batch["seconds"])
             log(f"round {r + 1}/{args.rounds}", {d: f"{runs[d]['latency'][-1]:.3f}" for d in runs})
         time.sleep(1.0)
         before = {d: cpu_seconds(run["proc"].pid) for d, run in runs.items()}
@@ -127,6 +131,7 @@ def main() -> None:
                 "median s": median(run["latency"]),
                 "p90 s": percentile(run["latency"], 90),
                 "max s": max(run["latency"]),
+                "apply median s": median(run["apply"]),
                 f"idle CPU s / {args.idle:.0f} s": idle[d],
                 "RSS MB": rss_mb(run["proc"].pid),
             }
@@ -148,6 +153,7 @@ def main() -> None:
             "idle_seconds": args.idle,
             "results": rows,
             "latencies": {d: run["latency"] for d, run in runs.items()},
+            "apply_seconds": {d: run["apply"] for d, run in runs.items()},
             "exit_codes": codes,
         },
     )

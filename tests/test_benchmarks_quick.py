@@ -72,3 +72,13 @@ def test_bench_search_quick(tmp_path):
     assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
     assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
     assert positive(row["write_chunks_per_s"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_bench_watch_quick(tmp_path):
+    data = run_quick("bench_watch.py", tmp_path)
+    assert data["exit_codes"] == {"100": 0, "500": 0}
+    for row in data["results"]:
+        assert row["max s"] >= row["median s"] >= row["debounce ms"] / 1000
+        assert positive(row["RSS MB"])
+    assert all(len(v) == data["rounds"] for v in data["latencies"].values())
