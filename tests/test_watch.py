@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -488,21 +489,50 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def start_watch(notes: Path, db: Path) -> tuple[subprocess.Popen, dict]:
-    """`jinaloc watch --json`, once it has caught up (its first JSON line)."""
-    args = [sys.executable, "-m", "jinaloc", "watch", notes, "--db", db, *MODEL]
-    proc = subprocess.Popen(
-        [*map(str, args), "--debounce", "100", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise AssertionError(proc.stderr.read())
-    return proc, json.loads(line)
+class WatchProcess:
+    """`jinaloc watch --json` as a subprocess; its JSON lines read with a deadline."""
+
+    def __init__(self, notes: Path, db: Path):
+        args = [sys.executable, "-m", "jinaloc", "watch", notes, "--db", db, *MODEL]
+        self.proc = subprocess.Popen(
+            [*map(str, args), "--debounce", "100", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        self.pid = self.proc.pid
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.first = self.next()  # the catch-up
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next(self) -> dict:
+        try:
+            line = self.lines.get(timeout=60)
+        except queue.Empty:
+            line = None
+        if line is None:
+            self.proc.kill()
+            raise AssertionError(f"no JSON line from watch: {self.proc.stderr.read()}")
+        return json.loads(line)
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, str]:
+        """Send `sig`, wait for the exit; (exit code, stderr)."""
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(WAIT)
+        finally:
+            self.proc.kill()
+        return code, self.proc.stderr.read()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -523,30 +553,28 @@ def fresh_cli(notes: Path, tmp: Path) -> tuple:
 def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
     notes, db = tmp_path / "notes", tmp_path / "index.db"
     make_notes(notes, 12, paragraphs=1, words=8)
-    proc, first = start_watch(notes, db)
+    w = WatchProcess(notes, db)
     try:
-        assert first["catch_up"] and first["added"] == 12
+        assert w.first["catch_up"] and w.first["added"] == 12
         (notes / "cooking" / "note-0000.md").write_text("# Edited\n\nsearchable right away\n")
-        batch = json.loads(proc.stdout.readline())
+        batch = w.next()
         assert (batch["catch_up"], batch["updated"]) == (False, 1)
         assert snapshot(db) == fresh_cli(notes, tmp_path)
         status = json.loads(jinaloc("status", "--db", db, "--json").stdout)
-        assert status["watcher"]["pid"] == proc.pid
+        assert status["watcher"]["pid"] == w.pid
         assert status["watcher"]["last_applied"] and status["watcher"]["batches"] == 2
         assert "running (pid" in jinaloc("status", "--db", db).stdout
         second = jinaloc("watch", notes, "--db", db, *MODEL)
-        assert second.returncode == 2 and f"a watcher (pid {proc.pid})" in second.stderr
+        assert second.returncode == 2 and f"a watcher (pid {w.pid})" in second.stderr
         # Idle: native events, no spinning loop.
         time.sleep(1.0)
-        before = cpu_seconds(proc.pid)
+        before = cpu_seconds(w.pid)
         time.sleep(10.0)
-        idle = cpu_seconds(proc.pid) - before
+        idle = cpu_seconds(w.pid) - before
         assert idle < 0.5, idle
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=WAIT)
     finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+        code, err = w.stop()
+    assert code == 0, err
     assert "stopped: 2 batches applied" in err
     assert not record_path(db).exists()
     assert "not running" in jinaloc("status", "--db", db).stdout
@@ -556,29 +584,23 @@ def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
 def test_cli_kill_9_then_watch_or_index_catches_up(tmp_path):
     notes, db = tmp_path / "notes", tmp_path / "index.db"
     make_notes(notes, 10, paragraphs=1, words=8)
-    proc, _ = start_watch(notes, db)
-    proc.kill()
-    proc.wait()
+    WatchProcess(notes, db).kill9()
     assert record_path(db).exists()  # left behind, but seen as stale
     assert json.loads(jinaloc("status", "--db", db, "--json").stdout)["watcher"] is None
     # Changes while nothing watches.
     (notes / "travel" / "note-0001.md").unlink()
     os.rename(notes / "coding" / "note-0004.md", notes / "coding" / "moved.md")
     (notes / "late.md").write_text("# Late\n\nwritten while the watcher was dead\n")
-    proc, first = start_watch(notes, db)
+    w = WatchProcess(notes, db)
     try:
-        assert first["catch_up"]
-        assert (first["added"], first["removed"], first["renamed"]) == (1, 1, 1)
+        assert w.first["catch_up"]
+        assert (w.first["added"], w.first["removed"], w.first["renamed"]) == (1, 1, 1)
         assert snapshot(db) == fresh_cli(notes, tmp_path)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop too
-        proc.communicate(timeout=WAIT)
     finally:
-        proc.kill()
-    assert proc.returncode == 0
+        code, _ = w.stop(signal.SIGINT)  # Ctrl-C: a clean stop too
+    assert code == 0
     # And `index` recovers the same way after a kill -9.
-    proc, _ = start_watch(notes, db)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    WatchProcess(notes, db).kill9()
     (notes / "late.md").write_text("# Late\n\nedited after the second kill\n")
     assert jinaloc("index", "--db", db, *MODEL, "-q").returncode == 0
     assert snapshot(db) == fresh_cli(notes, tmp_path)
