@@ -215,8 +215,10 @@ class Watcher:
                 raise KeyboardInterrupt
             if changes == "stop":
                 return
-            self.apply_paths([path for _, path in changes], progress)
-            if self._roots_changed():
+            paths = {path for _, path in changes}
+            self.apply_paths(paths, progress)
+            # A root itself moved, deleted or replaced (even if back already): watch anew.
+            if paths & self._watched.keys() or self._roots_changed():
                 return
 
     def apply_paths(self, paths: Iterable[str], progress: Progress | None = None) -> Batch | None:

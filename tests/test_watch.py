@@ -325,6 +325,13 @@ def test_a_root_that_disappears_and_comes_back(watched, tmp_path):
     os.rename(away, notes)
     state = watched.converges()
     assert "back.md" in paths_of(state)
+    # Away and back within one debounce period, then an edit: still watched.
+    os.rename(notes, away)
+    (away / "quick.md").write_text("# Quick\n\naway and back at once\n")
+    os.rename(away, notes)
+    assert "quick.md" in paths_of(watched.converges())
+    (notes / "quick.md").write_text("# Quick\n\nedited once back\n")
+    watched.converges()
     # A root replaced by another folder of the same name is caught up in full.
     shutil.rmtree(notes)
     make_notes(notes, 5, seed=7, paragraphs=1, words=8)
