@@ -8,9 +8,18 @@ skip reasons as `index`, renames paired by hash (not re-embedded), one transacti
 
 A root that disappears keeps its files, as `index` does, and is caught up in full when it
 comes back (or is replaced by another folder of the same name). `run(stop)` returns once
-`stop` is set, between two files; it can run in a thread, e.g. beside a server that shares
-the index's loaded model. While it runs, a small JSON record in the state dir says so
-(`read_record`, shown by `status`)."""
+`stop` is set, between two files. In a thread beside a server, on a session of the served
+index (its own connection, the same model):
+
+    stop = threading.Event()
+    session = served.session()
+    thread = threading.Thread(target=Watcher(session, on_batch=log).run, args=(stop,))
+    thread.start()
+    ...
+    stop.set(); thread.join(); session.close()
+
+While it runs, a small JSON record in the state dir says so (`read_record`, shown by
+`status`)."""
 
 from __future__ import annotations
 

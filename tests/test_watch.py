@@ -582,6 +582,7 @@ def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
     finally:
         code, err = w.stop()
     assert code == 0, err
+    assert "caught up: 12 added" in err and "events: 1 updated" in err
     assert "stopped: 2 batches applied" in err
     assert not record_path(db).exists()
     assert "not running" in jinaloc("status", "--db", db).stdout
