@@ -6,6 +6,10 @@ and times the write until the index holds the note's new hash (polled every 10 m
 connection, which sees committed state only, as a search would). Then both sit idle while
 their CPU time (/proc/PID/stat) and resident memory are read.
 
+Apart, without a model: the cost of planning one touched note (what a watch batch plans)
+against planning its whole root (what `index` plans), on --plan-notes indexed notes,
+interleaved over rounds.
+
     python scripts/bench_watch.py [--model DIR|NAME] [--notes 200] [--rounds 10] [--json PATH]
 
 Latency = the wait for quiet (one to two --debounce periods: watchfiles looks every period)
@@ -37,7 +41,7 @@ from benchlib import (  # noqa: E402
     write_json,
 )
 
-from jinaloc.planner import sha256  # noqa: E402
+from jinaloc.planner import WalkOptions, plan_update, sha256  # noqa: E402
 from jinaloc.store import Store  # noqa: E402
 
 DEBOUNCES = (100, 500)
@@ -73,6 +77,35 @@ def file_hash(db: Path, path: Path) -> str | None:
     return record.hash if record else None
 
 
+def plan_cost(tmp: Path, n: int, rounds: int) -> dict:
+    """Median ms to plan one touched note and the whole root, over `rounds` interleaved."""
+    root = (tmp / "plan-notes").resolve()
+    notes = make_notes(root, n)
+    with Store.open(tmp / "plan.db") as store:
+        store.set_meta({"dim": 64})
+        for path in notes:  # indexed as they are: size and mtime match, nothing is read
+            st = path.stat()
+            rel = path.relative_to(root).as_posix()
+            h = sha256(path.read_bytes())
+            store.write_file(str(path), str(root), rel, h, st.st_size, st.st_mtime_ns, rel, [])
+        roots = [(root, WalkOptions())]
+        scope = {str(root): [notes[0].relative_to(root).as_posix()]}
+        full, one = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            assert plan_update(store, roots).unchanged == n
+            full.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            assert plan_update(store, roots, scope).unchanged == 1
+            one.append(time.perf_counter() - t)
+    return {
+        "notes": n,
+        "whole root ms": median(full) * 1000,
+        "one touched note ms": median(one) * 1000,
+        "ratio": median(full) / median(one),
+    }
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--model", help="model dir or name (default: the tiny nano fixture)")
@@ -81,9 +114,10 @@ def main() -> None:
     p.add_argument("--notes", type=int, default=200)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
+    p.add_argument("--plan-notes", type=int, default=5000)
     args = p.parse_args()
     if args.quick:
-        args.notes, args.rounds, args.idle = 20, 3, 3.0
+        args.notes, args.rounds, args.idle, args.plan_notes = 20, 3, 3.0, 200
     model = args.model
     if model is None:
         fixtures = fixtures_dir()
@@ -91,6 +125,8 @@ def main() -> None:
             raise SystemExit("no --model and no tiny fixtures: set JINALOC_FIXTURES")
         model = str(fixtures / "tiny-v5-nano")
     tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    plan = plan_cost(tmp, args.plan_notes, max(args.rounds, 5))
+    log(table([plan], list(plan)))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JINALOC_STATE_DIR": str(tmp / "state")}
     runs = {}
     for debounce in DEBOUNCES:
@@ -142,6 +178,7 @@ def main() -> None:
             run["proc"].terminate()
             run["proc"].wait(30)
     codes = {d: run["proc"].returncode for d, run in runs.items()}
+    print(table([plan], list(plan)))
     print(table(rows, list(rows[0])))
     write_json(
         args.json,
@@ -152,6 +189,7 @@ def main() -> None:
             "rounds": args.rounds,
             "idle_seconds": args.idle,
             "results": rows,
+            "plan": plan,
             "latencies": {d: run["latency"] for d, run in runs.items()},
             "apply_seconds": {d: run["apply"] for d, run in runs.items()},
             "exit_codes": codes,

@@ -82,3 +82,5 @@ def test_bench_watch_quick(tmp_path):
         assert row["max s"] >= row["median s"] >= row["debounce ms"] / 1000
         assert positive(row["RSS MB"])
     assert all(len(v) == data["rounds"] for v in data["latencies"].values())
+    assert data["plan"]["notes"] == 200
+    assert positive(data["plan"]["whole root ms"], data["plan"]["one touched note ms"])

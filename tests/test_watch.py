@@ -291,6 +291,15 @@ def test_stop_lands_between_files_and_a_new_watcher_catches_up(tmp_path):
         w.close()
 
 
+def test_many_touched_paths_plan_the_whole_root(watched, monkeypatch):
+    monkeypatch.setattr("jinaloc.watch.MAX_SCOPED", 10)
+    for i in range(30):
+        (watched.notes / f"top-{i:02d}.md").write_text(f"# Top {i}\n\nat the root\n")
+    watched.converges()
+    scopes = [b.scope for b in watched.batches if not b.catch_up]
+    assert {str(watched.notes.resolve()): None} in scopes
+
+
 def test_ignore_files_and_skip_reasons(watched):
     notes = watched.notes
     (notes / ".jinalocignore").write_text("cooking/\n")
