@@ -76,7 +76,7 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
     for root, options in roots:
         resolved = str(Path(root).expanduser().resolve())
         only = scope.get(resolved) if scope else None
-        for path in [resolved] if only is None else [f"{resolved}/{rel}" for rel in only]:
+        for path in [resolved] if only is None else [str(Path(resolved, rel)) for rel in only]:
             known.update(store.files_under(path))
             record = store.file(path)  # a file given as a root, or a file in the scope
             if record:

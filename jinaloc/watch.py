@@ -225,12 +225,12 @@ class Watcher:
             if changes == "stop":
                 return
             paths = {path for _, path in changes}
-            self.apply_paths(paths, progress)
+            self._apply_paths(paths, progress)
             # A root itself moved, deleted or replaced (even if back already): watch anew.
             if paths & self._watched.keys() or self._roots_changed():
                 return
 
-    def apply_paths(self, paths: Iterable[str], progress: Progress | None = None) -> Batch | None:
+    def _apply_paths(self, paths: Iterable[str], progress: Progress) -> Batch | None:
         """Apply the changes at these absolute paths (files or folders, gone or not)."""
         paths = list(paths)
         scope = self._scope(paths)
@@ -238,7 +238,7 @@ class Watcher:
             return None
         return self._apply(scope, len(paths), progress)
 
-    def _apply(self, scope, events: int, progress: Progress | None) -> Batch | None:
+    def _apply(self, scope, events: int, progress: Progress) -> Batch | None:
         """One update: of the scope (root -> touched paths, None for all of it), or with no
         scope a catch-up of every root there is."""
         roots = [
@@ -282,9 +282,9 @@ class Watcher:
                 if path == r:
                     scope[r] = None
                     continue
-                if not path.startswith(r + "/"):
+                if not path.startswith(r + os.sep):
                     continue
-                rel = _planned(path[len(r) + 1 :])
+                rel = _planned(path[len(r) + 1 :].replace(os.sep, "/"))
                 if rel == "":
                     scope[r] = None
                 elif rel is not None and scope.get(r, ()) is not None:
@@ -341,7 +341,7 @@ def _planned(rel: str) -> str | None:
 
 def _outermost(paths: list[str]) -> list[str]:
     """Paths not inside another one (a nested root is watched by its outer root)."""
-    return [p for p in paths if not any(p.startswith(o + "/") for o in paths if o != p)]
+    return [p for p in paths if not any(p.startswith(o + os.sep) for o in paths if o != p)]
 
 
 def _iso(t: float) -> str:
