@@ -28,6 +28,7 @@ _EXPORTS = {
     "Plan": "planner",
     "Report": "indexer",
     "Progress": "indexer",
+    "Watcher": "watch",
     "Hit": "search",
     "search_vector": "search",
     "JinalocError": "errors",

@@ -1,14 +1,15 @@
 """Finding the text files to index under some roots, and reading them safely.
 
 Ignore rules: .gitignore and .jinalocignore files (gitignore syntax, nested ones apply to
-their own folder), hidden files and folders, --exclude globs and, when given, --include
-globs. Ignored paths are left out silently; files that are candidates but cannot be
-indexed (binary, not UTF-8, empty, unreadable, too large, symlink loop) come back as a
-`Skipped` with the reason, so the caller can report them."""
+their own folder), hidden files and folders, editors' swap, backup and temporary files,
+--exclude globs and, when given, --include globs. Ignored paths are left out silently;
+files that are candidates but cannot be indexed (binary, not UTF-8, empty, unreadable, too
+large, symlink loop) come back as a `Skipped` with the reason, so the caller can report them."""
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import re
 import stat
@@ -21,6 +22,9 @@ import pathspec
 from .errors import JinalocError
 
 IGNORE_FILES = (".gitignore", ".jinalocignore")
+# Editors' swap, backup and temporary files (vim's `4913` write test, `note.md~`, emacs
+# `#note.md#`, atomic-save temporaries): never notes, and short-lived under `watch`.
+EDITOR_FILES = ("*~", "*.swp", "*.swo", "*.swx", "*.tmp", "4913", "#*#")
 DEFAULT_MAX_SIZE = 1024 * 1024
 # Files a user names one by one (`embed --file`, pipes) may be bigger than notes; the model
 # truncates them anyway.
@@ -107,7 +111,9 @@ class Walker:
         self.exclude = _spec(exclude)
         self.max_size = max_size
 
-    def walk(self, root: Path) -> Iterator[Candidate | Skipped]:
+    def walk(self, root: Path, only: Sequence[str] | None = None) -> Iterator[Candidate | Skipped]:
+        """Everything under `root`; with `only` (POSIX paths relative to a folder root), just
+        what a full walk would yield at or under those paths (gone ones yield nothing)."""
         root = root.expanduser()
         try:
             st = root.stat()
@@ -116,11 +122,76 @@ class Walker:
         except OSError as e:
             raise JinalocError(f"{root}: {e.strerror or e}") from None
         root = root.resolve()
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and only is not None and "" not in only:
+            yield from self._walk_only(root, only, _Rules().enter(root, ""), {_key(st)})
+        elif stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(root, root, "", _Rules().enter(root, ""), {_key(st)})
         else:
             # A file named on the command line is indexed whatever the ignore rules say.
             yield self._file(root, root.parent, root.name, st)
+
+    def _walk_only(
+        self, root: Path, rels: Sequence[str], root_rules: _Rules, root_key: set
+    ) -> Iterator[Candidate | Skipped]:
+        # Folders entered on the way down (their ignore files read once), by relative path.
+        entered: dict[str, tuple[_Rules, set] | None] = {"": (root_rules, root_key)}
+        for rel in _outermost(rels):
+            parts = rel.split("/")
+            if any(part.startswith(".") or not part for part in parts):
+                continue
+            parent = "/".join(parts[:-1])
+            state = self._enter_parents(root, parent, entered)
+            if state is None:
+                continue
+            rules, ancestors = state
+            path = root / rel
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                if not os.path.lexists(path) or self._excluded(rules, rel, path.is_dir()):
+                    continue
+                yield Skipped(path, _reason(e, path.is_symlink()))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if self._excluded(rules, rel, True):
+                    continue
+                if _key(st) in ancestors:
+                    yield Skipped(path, "symlink loop")
+                    continue
+                yield from self._walk_dir(
+                    root, path, rel + "/", rules.enter(path, rel), ancestors | {_key(st)}
+                )
+            elif stat.S_ISREG(st.st_mode):
+                if self._excluded(rules, rel, False):
+                    continue
+                if self.include and not self.include.match_file(rel):
+                    continue
+                yield self._file(path, root, rel, st)
+
+    def _enter_parents(self, root: Path, rel: str, entered: dict) -> tuple[_Rules, set] | None:
+        """The rules and ancestor keys in folder `rel`, or None when a full walk would not
+        enter it (gone, not a folder, ignored, a symlink loop)."""
+        if rel in entered:
+            return entered[rel]
+        head, _, name = rel.rpartition("/")
+        state = self._enter_parents(root, head, entered)
+        result = None
+        if state is not None:
+            rules, ancestors = state
+            path = root / rel
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if (
+                st is not None
+                and stat.S_ISDIR(st.st_mode)
+                and not self._excluded(rules, rel, True)
+                and _key(st) not in ancestors
+            ):
+                result = (rules.enter(path, rel), ancestors | {_key(st)})
+        entered[rel] = result
+        return result
 
     def _walk_dir(
         self, root: Path, folder: Path, prefix: str, rules: _Rules, ancestors: set
@@ -159,6 +230,8 @@ class Walker:
                 yield self._file(path, root, rel, st)
 
     def _excluded(self, rules: _Rules, rel: str, is_dir: bool) -> bool:
+        if not is_dir and _EDITOR.fullmatch(rel.rpartition("/")[2]):
+            return True
         if self.exclude and self.exclude.match_file(rel + "/" if is_dir else rel):
             return True
         return rules.ignored(rel, is_dir)
@@ -167,6 +240,17 @@ class Walker:
         if st.st_size > self.max_size:
             return Skipped(path, f"too large ({st.st_size} bytes > {self.max_size})")
         return Candidate(path, root, rel, st.st_size, st.st_mtime_ns)
+
+
+_EDITOR = re.compile("|".join(fnmatch.translate(p) for p in EDITOR_FILES))
+
+
+def _outermost(rels: Sequence[str]) -> list[str]:
+    """Sorted paths without those inside another of them."""
+    chosen = set(rels)
+    return sorted(
+        rel for rel in chosen if not any(rel[:i] in chosen for i, c in enumerate(rel) if c == "/")
+    )
 
 
 def _key(st: os.stat_result) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from . import __version__
 from .errors import IndexBusy, IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
 from .files import read_input
 from .paths import default_db
-from .planner import Plan, Roots, WalkOptions, plan_update
+from .planner import Plan, Roots, Scope, WalkOptions, plan_update
 from .store import SCHEMA_VERSION, IndexedDocument, Store
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class Index:
         self.meta = IndexMeta.from_store(store.meta())
         self._loader = loader or _default_loader
         self._embedder: Embedder | None = None
+        self._owns_model = True
         self._choice: tuple = (None, "auto", None, False)
 
     @classmethod
@@ -113,10 +114,20 @@ class Index:
         store = Store.open(Path(path or default_db()), create=create, readonly=readonly)
         return cls(store, loader)
 
+    def session(self) -> Index:
+        """Another session on this index file, on its own connection, that shares this one's
+        model (loaded once, here, when either needs it): a writer thread beside readers in
+        one process (`Watcher` beside a server), each reading the last committed state.
+        The model is not thread-safe: its calls must not overlap."""
+        other = Index(Store.open(self.path, create=False), lambda *a, task=TASK: self.load(task))
+        other._choice = self._choice
+        other._owns_model = False
+        return other
+
     def close(self) -> None:
-        if self._embedder is not None:
+        if self._embedder is not None and self._owns_model:
             self._embedder.close()
-            self._embedder = None
+        self._embedder = None
         self.store.close()
 
     def __enter__(self) -> Index:
@@ -235,9 +246,11 @@ class Index:
         progress: Progress | None = None,
         report: Report | None = None,
         wait: bool = True,
+        scope: Scope | None = None,
     ) -> Report:
         """Bring the index up to date with `roots` (paths, or (path, WalkOptions) pairs;
-        default: its own). On KeyboardInterrupt
+        default: its own; `scope`: only some paths of them, see planner.Scope). On
+        KeyboardInterrupt
         the index keeps every finished file, and `report` (when given) has the run so far."""
         from .indexer import Writer
 
@@ -247,7 +260,7 @@ class Index:
         # A bare path is walked with the default options.
         roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
         with self.writing(wait):
-            return Writer(self, dim, chunk_tokens, progress, report).run(roots)
+            return Writer(self, dim, chunk_tokens, progress, report).run(roots, scope)
 
     @contextmanager
     def writing(self, wait: bool = True):
@@ -351,8 +364,11 @@ class Index:
         return self.store.iter_documents(paths)
 
     def status(self) -> dict:
-        """What the index holds and what changed on disk since the last run (no model).
-        A damaged file raises IndexCorrupt (SQLite's quick check)."""
+        """What the index holds, what changed on disk since the last run (no model) and the
+        watcher keeping it fresh, if one runs. A damaged file raises IndexCorrupt (SQLite's
+        quick check)."""
+        from .watch import read_record
+
         self.verify()
         m = self.meta
         roots = self.store.roots()
@@ -383,6 +399,7 @@ class Index:
             "changed": {key: len(value) for key, value in changed.items()},
             "changed_files": changed,
             "skipped": len(plan.skipped),
+            "watcher": read_record(self.path),
         }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .chunking import Document, chunk_text, embed_text
 from .files import Unreadable, decode_text, read_bytes
-from .planner import Roots, Work, plan_update, sha256
+from .planner import Roots, Scope, Work, plan_update, sha256
 from .store import NewChunk
 
 if TYPE_CHECKING:
@@ -129,13 +129,15 @@ class Writer:
             self._chunker = DocumentChunker(self.index.embedder, meta.chunk_tokens)
         return self._chunker
 
-    def run(self, roots: Roots) -> Report:
-        """Index `roots` (each with its walk options). On KeyboardInterrupt the report so
-        far stays in `self.report` and the index keeps every finished file."""
+    def run(self, roots: Roots, scope: Scope | None = None) -> Report:
+        """Index `roots` (each with its walk options; only the paths in `scope` of those it
+        names). On KeyboardInterrupt the report so far stays in `self.report` and the index
+        keeps every finished file."""
         start = time.monotonic()
         report = self.report
         try:
-            plan = plan_update(self.store, roots)  # before any model loads: bad roots fail fast
+            # Planned before any model loads: bad roots fail fast.
+            plan = plan_update(self.store, roots, scope)
             report.skipped = plan.skipped
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:

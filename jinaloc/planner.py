@@ -3,13 +3,14 @@
 Walks the roots, compares each file with the index (size and mtime first, then the content
 hash), pairs files that vanished with new files of the same hash (renames, moved without
 re-embedding) and lists the rest as new, changed, removed or skipped. `status` shows a plan;
-the writer (indexer.py) applies one."""
+the writer (indexer.py) applies one. A `scope` limits a plan to some paths of a root (what
+`watch` saw change); the result there is the same as a plan of the whole root."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class WalkOptions:
 
 
 Roots = Sequence[tuple[Path, WalkOptions]]
+# Resolved root -> the paths in it (relative, POSIX) to plan; a root not in it is planned whole.
+Scope = Mapping[str, Sequence[str]]
 
 
 @dataclass
@@ -64,7 +67,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def plan_update(store: Store, roots: Roots) -> Plan:
+def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
     plan = Plan()
     known: dict[str, FileRecord] = {}
     present: dict[str, tuple[Candidate, int]] = {}
@@ -72,11 +75,13 @@ def plan_update(store: Store, roots: Roots) -> Plan:
     own = {db + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock")}
     for root, options in roots:
         resolved = str(Path(root).expanduser().resolve())
-        known.update(store.files_under(resolved))
-        record = store.file(resolved)  # a file given as a root
-        if record:
-            known[record.path] = record
-        for item in options.walker().walk(Path(root)):
+        only = scope.get(resolved) if scope else None
+        for path in [resolved] if only is None else [str(Path(resolved, rel)) for rel in only]:
+            known.update(store.files_under(path))
+            record = store.file(path)  # a file given as a root, or a file in the scope
+            if record:
+                known[record.path] = record
+        for item in options.walker().walk(Path(root), only):
             if str(item.path) in own:
                 continue
             if isinstance(item, Skipped):

@@ -86,3 +86,15 @@ def test_bench_lexical_quick(tmp_path):
     ids = [r for r in data["ids"] if r["queries"] == "id"]
     assert {r["operator"] for r in ids} == {"OR", "AND"}
     assert all(r["recall@10"] > 0.9 for r in ids)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_bench_watch_quick(tmp_path):
+    data = run_quick("bench_watch.py", tmp_path)
+    assert data["exit_codes"] == {"100": 0, "500": 0}
+    for row in data["results"]:
+        assert row["max s"] >= row["median s"] >= row["debounce ms"] / 1000
+        assert positive(row["RSS MB"])
+    assert all(len(v) == data["rounds"] for v in data["latencies"].values())
+    assert data["plan"]["notes"] == 200
+    assert positive(data["plan"]["whole root ms"], data["plan"]["one touched note ms"])

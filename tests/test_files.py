@@ -63,6 +63,12 @@ def test_hidden_files_and_folders_are_left_out(tmp_path):
     assert walk(tmp_path)[0] == ["ok/c.md"]
 
 
+def test_editor_swap_backup_and_temporary_files_are_left_out(tmp_path):
+    for rel in ("a.md~", "a.swp", "a.swo", "b.tmp", "4913", "#a.md#", "x.tmp/c.md", "4913.md"):
+        write(tmp_path, rel)
+    assert walk(tmp_path)[0] == ["4913.md", "x.tmp/c.md"]
+
+
 def test_a_hidden_root_itself_is_walked(tmp_path):
     root = tmp_path / ".notes"
     write(root, "a.md")

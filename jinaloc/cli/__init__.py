@@ -135,3 +135,4 @@ from . import index as _index  # noqa: E402,F401
 from . import maintain as _maintain  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
 from . import pipes as _pipes  # noqa: E402,F401
+from . import watch as _watch  # noqa: E402,F401

@@ -530,5 +530,12 @@ def _print_status(info: dict) -> None:
             + (" (run `jinaloc index` to update)" if total else ""),
         )
     )
+    w = info.get("watcher")
+    if w:
+        last = w["last_applied"] or "nothing yet"
+        since = f"running (pid {w['pid']}) since {w['started']}"
+        lines.append(("watcher", f"{since}; last change applied {last}"))
+    else:
+        lines.append(("watcher", "not running (`jinaloc watch` keeps the index fresh)"))
     for key, value in lines:
         out_console.print(f"[bold]{key:>8}[/]  {escape(value)}", highlight=False, soft_wrap=True)
