@@ -384,7 +384,8 @@ class Index:
             "roots": [
                 {
                     "path": r,
-                    "files": len(self.store.files_under(r)),
+                    # A file given as a root is its only file.
+                    "files": len(self.store.files_under(r)) or int(self.store.file(r) is not None),
                     "exists": r in present,
                     **roots[r],
                 }

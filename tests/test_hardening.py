@@ -375,3 +375,12 @@ def test_threads_option_reaches_the_backend(monkeypatch):
     assert r.exit_code == 0, r.stderr
     assert seen == [3]
     monkeypatch.delenv("JINALOC_THREADS", raising=False)
+
+
+def test_status_counts_a_file_root(tmp_path):
+    note = tmp_path / "one.md"
+    note.write_text("# One\n\nwords")
+    db = tmp_path / "i.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update([note])
+        assert [r["files"] for r in idx.status()["roots"]] == [1]
