@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import JinalocError
-from .registry import ModelSpec
+from .registry import RERANK_TASK, ModelSpec
 
 # Only what the MLX backend reads: never the repo's Python files (no remote code).
 MLX_PATTERNS = [
@@ -38,9 +38,11 @@ def _note_license(spec: ModelSpec) -> None:
 
 
 def _not_cached(spec: ModelSpec, fmt: str, extra: str = "") -> JinalocError:
+    what = f" ({fmt}{extra})" if spec.kind == "embedding" else f" ({extra.strip()})"
+    flags = f" --format {fmt}{extra}" if spec.kind == "embedding" else extra
     return JinalocError(
-        f"{spec.name} ({fmt}{extra}) is not downloaded and offline mode is on:"
-        f" run `jinaloc models pull {spec.name} --format {fmt}{extra and ' ' + extra}` while online"
+        f"{spec.name}{what} is not downloaded and offline mode is on:"
+        f" run `jinaloc models pull {spec.name}{flags}` while online"
     )
 
 
@@ -108,6 +110,13 @@ def gguf_file(
                 f" or its gguf/ folder{hint}"
             )
         return hit
+    return _hub_gguf(spec, task, quant, offline, download, f" --task {task} --quant {quant}")
+
+
+def _hub_gguf(
+    spec: ModelSpec, task: str, quant: str, offline: bool, download: bool, flags: str
+) -> Path:
+    """The registry's GGUF file from the HF cache, downloaded unless offline."""
     repo, filename = spec.gguf_repo_for(task), spec.gguf_filename(task, quant)
     local_only = is_offline(offline) or not download
     try:
@@ -118,8 +127,29 @@ def gguf_file(
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except Exception as e:
         if local_only:
-            raise _not_cached(spec, "gguf", f"--task {task} --quant {quant}") from None
+            raise _not_cached(spec, "gguf", flags) from None
         raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
+
+
+def reranker_file(
+    spec: ModelSpec, quant: str | None = None, offline: bool = False, download: bool = True
+) -> Path:
+    """A reranker's GGUF: its local `path` (a .gguf, or a folder holding `*{quant}.gguf`) or
+    the registry's file for the quant."""
+    quant = quant or spec.default_quant
+    if spec.path is not None:
+        if spec.path.is_file():
+            return spec.path
+        hits = sorted(spec.path.glob(f"*{quant}.gguf")) if spec.path.is_dir() else []
+        if not hits:
+            raise JinalocError(f"no reranker GGUF for quant {quant} in {spec.path}")
+        return hits[0]
+    if spec.gguf_quants and quant not in spec.gguf_quants:
+        raise JinalocError(
+            f"{spec.name} has no quant {quant!r}: choose {', '.join(spec.gguf_quants)}"
+            " (or pass a .gguf file)"
+        )
+    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, f" --quant {quant}")
 
 
 def _short(e: Exception) -> str:
