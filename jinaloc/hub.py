@@ -37,11 +37,9 @@ def _note_license(spec: ModelSpec) -> None:
         print(f"{spec.name}: weights licensed {spec.license}{url}", file=sys.stderr)
 
 
-def _not_cached(spec: ModelSpec, fmt: str, extra: str = "") -> JinalocError:
-    what = f" ({fmt}{extra})" if spec.kind == "embedding" else f" ({extra.strip()})"
-    flags = f" --format {fmt}{extra}" if spec.kind == "embedding" else extra
+def _not_cached(spec: ModelSpec, what: str, flags: str) -> JinalocError:
     return JinalocError(
-        f"{spec.name}{what} is not downloaded and offline mode is on:"
+        f"{spec.name} ({what}) is not downloaded and offline mode is on:"
         f" run `jinaloc models pull {spec.name}{flags}` while online"
     )
 
@@ -67,11 +65,11 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
         folder = Path(snapshot)
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
-            raise _not_cached(spec, "mlx") from None
+            raise _not_cached(spec, "mlx", " --format mlx") from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise _not_cached(spec, "mlx")
+            raise _not_cached(spec, "mlx", " --format mlx")
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 
@@ -110,11 +108,12 @@ def gguf_file(
                 f" or its gguf/ folder{hint}"
             )
         return hit
-    return _hub_gguf(spec, task, quant, offline, download, f" --task {task} --quant {quant}")
+    flags = f" --task {task} --quant {quant}"
+    return _hub_gguf(spec, task, quant, offline, download, "gguf" + flags, " --format gguf" + flags)
 
 
 def _hub_gguf(
-    spec: ModelSpec, task: str, quant: str, offline: bool, download: bool, flags: str
+    spec: ModelSpec, task: str, quant: str, offline: bool, download: bool, what: str, flags: str
 ) -> Path:
     """The registry's GGUF file from the HF cache, downloaded unless offline."""
     repo, filename = spec.gguf_repo_for(task), spec.gguf_filename(task, quant)
@@ -127,7 +126,7 @@ def _hub_gguf(
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except Exception as e:
         if local_only:
-            raise _not_cached(spec, "gguf", flags) from None
+            raise _not_cached(spec, what, flags) from None
         raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
 
 
@@ -149,7 +148,7 @@ def reranker_file(
             f"{spec.name} has no quant {quant!r}: choose {', '.join(spec.gguf_quants)}"
             " (or pass a .gguf file)"
         )
-    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, f" --quant {quant}")
+    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, quant, f" --quant {quant}")
 
 
 def _short(e: Exception) -> str:

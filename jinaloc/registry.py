@@ -46,8 +46,11 @@ class ModelSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise JinalocError(f"model {self.name!r}: kind must be one of {', '.join(KINDS)}")
-        if self.kind == "reranker" and list(self.tasks) == list(TASKS):
-            self.tasks = [RERANK_TASK]
+        if self.kind == "reranker":  # one GGUF file, its own prompt (jinaloc/reranker.py)
+            if list(self.tasks) == list(TASKS):
+                self.tasks = [RERANK_TASK]
+            if self.prompts == DEFAULT_PROMPTS:
+                self.prompts = {}
 
     def allowed_dims(self) -> list[int] | None:
         """Trained Matryoshka dims, or None when any dim up to `dims` is allowed."""
