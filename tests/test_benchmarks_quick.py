@@ -72,3 +72,17 @@ def test_bench_search_quick(tmp_path):
     assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
     assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
     assert positive(row["write_chunks_per_s"])
+
+
+def test_bench_rerank_quick(tmp_path):
+    pytest.importorskip("llama_cpp")
+    data = run_quick("bench_rerank.py", tmp_path)
+    rows = data["results"]
+    assert {(r["quant"], r["threads"]) for r in rows} == {
+        (q, t) for q in ("F32", "Q8_0") for t in (1, 2)
+    }
+    assert set(data["modes"].values()) == {"rank"}
+    for r in rows:
+        assert positive(r["ms_per_candidate"], r["cpu_ms_per_candidate"], r["rounds"])
+        assert r["fit_in_2s"] >= 1
+    assert {v["variant"] for v in data["variants"]} == {"pack 1", "pack 256", "no-shared-prefix"}
