@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--build", action="store_true", help="make the full-size models first")
     p.add_argument("--candidates", type=int, default=4, help="documents per timed call")
     p.add_argument("--rounds", type=int, default=2, help="0 with --build: build only")
+    p.add_argument("--part", choices=["all", "cost", "variants"], default="all")
     p.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree with convert_hf_to_gguf.py")
     args = p.parse_args()
     docs, budgets = DOC_TOKENS, (1, 256, 512)
@@ -151,12 +152,21 @@ def main() -> None:
     log(f"loaded {', '.join(f'{q} ({m})' for q, m in mode.items())}")
     n_vocab = min(m.n_vocab for m in models.values())
     work = {d: pairs(args.candidates, d, n_vocab, seed=d) for d in docs}
-    # Part 2 on one quant: packing budgets and the shared prefix, 2 threads.
+    # Part 2 on one quant, 1 thread: packing budgets, the shared prefix, and the two logits
+    # instead of the rank head (the same file; pooled rank output makes llama.cpp compute the
+    # tied lm_head for every token, logits only for each pair's last).
     probe_q = "Q8_0"
-    variants = [("pack", b) for b in budgets] + [("no-shared-prefix", rerank_gguf.PACK_TOKENS)]
-    cases = [(q, t, d) for q in models for t in THREADS for d in docs]
+    pack = rerank_gguf.PACK_TOKENS
+    variants = [("pack", b) for b in budgets] + [("no-shared-prefix", pack), ("logits", pack)]
+    cases = (
+        [(q, t, d) for q in models for t in THREADS for d in docs]
+        if args.part != "variants"
+        else []
+    )
     times: dict = {c: [] for c in cases}
-    vtimes: dict = {(v, d): [] for v in variants for d in docs[:2]}
+    vtimes: dict = {(v, d): [] for v in variants for d in docs[:2]} if args.part != "cost" else {}
+    if vtimes:
+        models["logits"] = GGUFReranker(files[probe_q], threads=1, mode="logits")
     for m in models.values():  # one context for every run, so none is timed growing it
         m.context.ensure(PREFIX_TOKENS + max(budgets + docs) + SUFFIX_TOKENS, 1 << 20)
         timed(m, 1, work[docs[0]][:2])  # warm-up
@@ -168,13 +178,13 @@ def main() -> None:
             times[c].append(timed(models[q], t, work[d]))
             log(f"  {q} {t} threads {d} tokens: (wall, cpu) {times[c][-1]}")
         for (kind, budget), d in vtimes:
-            m = models[probe_q]
+            m = models["logits" if kind == "logits" else probe_q]
             shared = rerank_gguf.MIN_SHARED
             m.pack_tokens = budget
             if kind == "no-shared-prefix":
                 rerank_gguf.MIN_SHARED = math.inf
             try:
-                vtimes[(kind, budget), d].append(timed(m, max(THREADS), work[d]))
+                vtimes[(kind, budget), d].append(timed(m, 1, work[d]))
                 log(f"  {probe_q} {kind} {budget} {d}: (wall, cpu) {vtimes[(kind, budget), d][-1]}")
             finally:
                 rerank_gguf.MIN_SHARED = shared
@@ -209,7 +219,7 @@ def main() -> None:
     columns = ["ms_per_candidate", "cpu_ms_per_candidate"]
     print(table(rows, ["quant", "threads", "doc_tokens", *columns, "fit_in_2s", "fit_in_2s_alone"]))
     print()
-    print(f"{probe_q}, {max(THREADS)} threads:")
+    print(f"{probe_q}, 1 thread:")
     print(table(vrows, ["variant", "doc_tokens", *columns, "rounds"]))
     write_json(
         args.json,

@@ -85,4 +85,5 @@ def test_bench_rerank_quick(tmp_path):
     for r in rows:
         assert positive(r["ms_per_candidate"], r["cpu_ms_per_candidate"], r["rounds"])
         assert r["fit_in_2s"] >= 1
-    assert {v["variant"] for v in data["variants"]} == {"pack 1", "pack 256", "no-shared-prefix"}
+    variants = {v["variant"] for v in data["variants"]}
+    assert variants == {"pack 1", "pack 256", "no-shared-prefix", "logits"}

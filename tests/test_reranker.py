@@ -102,6 +102,23 @@ def test_a_gguf_without_cls_head_is_scored_from_its_logits_exactly_like_rank_poo
         lm.close()
 
 
+def test_the_rank_file_scored_from_its_logits_gives_the_same_scores(f32):
+    from jinaloc.backends.rerank_gguf import GGUFReranker
+
+    inst, query, cases = groups()[1]
+    seqs = f32.prompt_ids(query, [c["document"] for c in cases], inst)
+    logits = GGUFReranker(RANK_F32, threads=T, mode="logits")
+    try:
+        assert logits.mode == "logits"
+        np.testing.assert_allclose(
+            logits.score_tokens(seqs), f32.backend.score_tokens(seqs), atol=1e-6
+        )
+    finally:
+        logits.close()
+    with pytest.raises(JinalocError, match="has no yes/no rank head"):
+        GGUFReranker(LM_Q8, threads=T, mode="rank")
+
+
 def test_packing_and_the_shared_prefix_do_not_change_scores(f32):
     inst, query, cases = groups()[0]
     docs = [c["document"] for c in cases]

@@ -27,7 +27,16 @@ PACK_TOKENS = 512
 
 
 class GGUFReranker:
-    def __init__(self, path: Path, threads: int | None = None, pack_tokens: int = PACK_TOKENS):
+    """`mode`: "rank" (the cls head; needs a GGUF that has one), "logits" (any Qwen3 LM
+    GGUF), or None for rank where the file has the head."""
+
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        pack_tokens: int = PACK_TOKENS,
+        mode: str | None = None,
+    ):
         self.path = Path(path)
         self.model, info = load_model(self.path, vocab_only=False, architectures=("qwen3",))
         self.max_tokens = info["n_ctx_train"]
@@ -36,7 +45,10 @@ class GGUFReranker:
         self.yes_id, self.no_id = self._single_token("yes"), self._single_token("no")
         labels = self._cls_labels()
         # The converter's head is ["yes", "no"]; read the order rather than assume it.
-        self.rank = info["pooling"] == str(POOLING_RANK) and {"yes", "no"} <= set(labels)
+        has_head = info["pooling"] == str(POOLING_RANK) and {"yes", "no"} <= set(labels)
+        if mode == "rank" and not has_head:
+            raise JinalocError(f"{self.path.name} has no yes/no rank head")
+        self.rank = has_head if mode is None else mode == "rank"
         if self.rank:
             self.width, self.yes_col = len(labels), labels.index("yes")
         else:
