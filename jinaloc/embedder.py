@@ -187,6 +187,11 @@ def load_embedder(
 
     check_choice("backend", backend, BACKENDS)
     spec = resolve(model)
+    if spec.kind != "embedding":
+        raise JinalocError(
+            f"{spec.name} is a {spec.kind}, not an embedding model: use it with"
+            f" `jinaloc rerank --cross --reranker {spec.name}`"
+        )
     if dim is not None and spec.dims and spec.path is None:
         check_dim(dim, spec.dims, spec.allowed_dims())
     if backend == "auto":

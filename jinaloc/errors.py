@@ -80,21 +80,13 @@ class IndexMismatch(JinalocError):
 
 
 class ModelNotDownloaded(JinalocError):
-    """Model files that are not on this machine while downloads are off."""
+    """Model files that are not on this machine while downloads are off. `what` names the
+    files (format, task, quant), `pull_args` what to pull them with."""
 
-    def __init__(
-        self,
-        model: str,
-        fmt: str,
-        task: str | None = None,
-        quant: str | None = None,
-        offline: bool = True,
-    ):
-        extra = f", task {task}, quant {quant}" if task else ""
+    def __init__(self, model: str, what: str, pull_args: str = "", offline: bool = True):
         why = " and offline mode is on" if offline else ""
-        super().__init__(f"{model} ({fmt}{extra}) is not downloaded{why}", "download it")
-        self.model, self.fmt, self.task, self.quant = model, fmt, task, quant
-        self.offline = offline
+        super().__init__(f"{model} ({what}) is not downloaded{why}", "download it")
+        self.model, self.what, self.pull_args, self.offline = model, what, pull_args, offline
 
 
 def check_choice(what: str, value: str, choices) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import JinalocError, ModelNotDownloaded
-from .registry import ModelSpec
+from .registry import RERANK_TASK, ModelSpec
 
 log = logging.getLogger("jinaloc")
 
@@ -41,7 +41,8 @@ def _note_license(spec: ModelSpec) -> None:
     if spec.license and spec.name not in _noted:
         _noted.add(spec.name)
         url = f" ({spec.license_url})" if spec.license_url else ""
-        log.warning("%s weights are licensed %s%s", spec.name, spec.license, url)
+        terms = ": non-commercial use only" if "NC" in spec.license else ""
+        log.warning("%s weights are licensed %s%s%s", spec.name, spec.license, terms, url)
 
 
 def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Path:
@@ -65,11 +66,13 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
         folder = Path(snapshot)
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx", offline=is_offline(offline)) from None
+            raise ModelNotDownloaded(
+                spec.name, "mlx", " --format mlx", is_offline(offline)
+            ) from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx", offline=is_offline(offline))
+            raise ModelNotDownloaded(spec.name, "mlx", " --format mlx", is_offline(offline))
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 
@@ -108,6 +111,17 @@ def gguf_file(
                 f" or its gguf/ folder{hint}"
             )
         return hit
+    what, flags = (
+        f"gguf, task {task}, quant {quant}",
+        f" --format gguf --task {task} --quant {quant}",
+    )
+    return _hub_gguf(spec, task, quant, offline, download, what, flags)
+
+
+def _hub_gguf(
+    spec: ModelSpec, task: str, quant: str, offline: bool, download: bool, what: str, flags: str
+) -> Path:
+    """The registry's GGUF file from the HF cache, downloaded unless offline."""
     repo, filename = spec.gguf_repo_for(task), spec.gguf_filename(task, quant)
     local_only = is_offline(offline) or not download
     try:
@@ -118,10 +132,29 @@ def gguf_file(
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except Exception as e:
         if local_only:
-            raise ModelNotDownloaded(
-                spec.name, "gguf", task, quant, offline=is_offline(offline)
-            ) from None
+            raise ModelNotDownloaded(spec.name, what, flags, is_offline(offline)) from None
         raise JinalocError(f"could not download {repo}/{filename}: {_short(e)}") from None
+
+
+def reranker_file(
+    spec: ModelSpec, quant: str | None = None, offline: bool = False, download: bool = True
+) -> Path:
+    """A reranker's GGUF: its local `path` (a .gguf, or a folder holding `*{quant}.gguf`) or
+    the registry's file for the quant."""
+    quant = quant or spec.default_quant
+    if spec.path is not None:
+        if spec.path.is_file():
+            return spec.path
+        hits = sorted(spec.path.glob(f"*{quant}.gguf")) if spec.path.is_dir() else []
+        if not hits:
+            raise JinalocError(f"no reranker GGUF for quant {quant} in {spec.path}")
+        return hits[0]
+    if spec.gguf_quants and quant not in spec.gguf_quants:
+        raise JinalocError(
+            f"{spec.name} has no quant {quant!r}: choose {', '.join(spec.gguf_quants)}"
+            " (or pass a .gguf file)"
+        )
+    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, quant, f" --quant {quant}")
 
 
 def _short(e: Exception) -> str:

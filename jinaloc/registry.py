@@ -16,6 +16,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TASKS = ("retrieval", "text-matching", "clustering", "classification")
+KINDS = ("embedding", "reranker")
+RERANK_TASK = "rerank"  # a reranker's one "task": its GGUF file
 DEFAULT_PROMPTS = {"query": "Query: ", "document": "Document: "}
 
 
@@ -24,6 +26,7 @@ class ModelSpec:
     """What jinaloc knows about a model before loading any weights."""
 
     name: str
+    kind: str = "embedding"  # "embedding" | "reranker" (a cross-encoder GGUF)
     architecture: str | None = None  # "eurobert" | "qwen3"; read from files for local folders
     dims: int | None = None
     matryoshka_dims: list[int] = field(default_factory=list)
@@ -38,7 +41,16 @@ class ModelSpec:
     gguf_file: str | None = None
     gguf_quants: list[str] = field(default_factory=list)
     default_quant: str = "Q8_0"
-    path: Path | None = None  # a local folder in the canonical layout
+    path: Path | None = None  # a local folder in the canonical layout (reranker: a .gguf)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise JinalocError(f"model {self.name!r}: kind must be one of {', '.join(KINDS)}")
+        if self.kind == "reranker":  # one GGUF file, its own prompt (jinaloc/reranker.py)
+            if list(self.tasks) == list(TASKS):
+                self.tasks = [RERANK_TASK]
+            if self.prompts == DEFAULT_PROMPTS:
+                self.prompts = {}
 
     def allowed_dims(self) -> list[int] | None:
         """Trained Matryoshka dims, or None when any dim up to `dims` is allowed."""
@@ -86,6 +98,7 @@ def _spec_from_entry(name: str, entry: dict, base: Path) -> ModelSpec:
 class Registry:
     models: dict[str, ModelSpec]
     default: str
+    default_reranker: str | None = None
 
     def names(self) -> list[str]:
         return list(self.models)
@@ -105,6 +118,7 @@ def load_registry(user_toml: Path | None = None) -> Registry:
     data = _read_toml(packaged)
     models = {n: _spec_from_entry(n, e, packaged.parent) for n, e in data["models"].items()}
     default = data.get("default", next(iter(models)))
+    default_reranker = data.get("default_reranker")
     user_toml = user_toml or user_models_toml()
     if user_toml.is_file():
         user = _read_toml(user_toml)
@@ -112,7 +126,8 @@ def load_registry(user_toml: Path | None = None) -> Registry:
             merged = {**models[n].__dict__, **e} if n in models else e
             models[n] = _spec_from_entry(n, merged, user_toml.parent)
         default = user.get("default", default)
-    return Registry(models=models, default=default)
+        default_reranker = user.get("default_reranker", default_reranker)
+    return Registry(models=models, default=default, default_reranker=default_reranker)
 
 
 def spec_from_folder(path: Path, name: str | None = None) -> ModelSpec:

@@ -98,3 +98,18 @@ def test_bench_watch_quick(tmp_path):
     assert all(len(v) == data["rounds"] for v in data["latencies"].values())
     assert data["plan"]["notes"] == 200
     assert positive(data["plan"]["whole root ms"], data["plan"]["one touched note ms"])
+
+
+def test_bench_rerank_quick(tmp_path):
+    pytest.importorskip("llama_cpp")
+    data = run_quick("bench_rerank.py", tmp_path)
+    rows = data["results"]
+    assert {(r["quant"], r["threads"]) for r in rows} == {
+        (q, t) for q in ("F32", "Q8_0") for t in (1, 2)
+    }
+    assert set(data["modes"].values()) == {"rank"}
+    for r in rows:
+        assert positive(r["ms_per_candidate"], r["cpu_ms_per_candidate"], r["rounds"])
+        assert r["fit_in_2s"] >= 1
+    variants = {v["variant"] for v in data["variants"]}
+    assert variants == {"pack 1", "pack 256", "no-shared-prefix", "logits"}

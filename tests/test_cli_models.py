@@ -53,7 +53,7 @@ def hf_cache(tmp_path):
     return cache
 
 
-def jinaloc(*args, cache: Path, tmp_path: Path, offline=True):
+def jinaloc(*args, cache: Path, tmp_path: Path, offline=True, input=None):
     env = {
         **os.environ,
         "HF_HUB_CACHE": str(cache),
@@ -68,6 +68,7 @@ def jinaloc(*args, cache: Path, tmp_path: Path, offline=True):
         capture_output=True,
         text=True,
         timeout=300,
+        input=input,
     )
 
 

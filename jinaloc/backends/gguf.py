@@ -141,9 +141,10 @@ def _value(f, vtype: int):
     return struct.unpack(fmt, _read(f, struct.calcsize(fmt)))[0]
 
 
-def gguf_header(path: Path) -> dict:
+def gguf_header(path: Path, architectures: tuple[str, ...] = ARCHITECTURES) -> dict:
     """Architecture, hidden size and training context from a GGUF header (JinalocError if
-    it is no GGUF). The tokenizer-only llama.cpp load used for tokenizing reports neither."""
+    it is no GGUF or of another architecture). The tokenizer-only llama.cpp load used for
+    tokenizing reports neither."""
     found: dict = {}
     try:
         with path.open("rb") as f:
@@ -166,10 +167,11 @@ def gguf_header(path: Path) -> dict:
     arch = found.get("general.architecture")
     if not isinstance(arch, str):
         raise JinalocError(f"{path}: GGUF has no general.architecture")
-    if arch not in ARCHITECTURES:
+    if arch not in architectures:
+        what = "a Jina v5 model" if architectures == ARCHITECTURES else "supported here"
         raise JinalocError(
-            f"{path.name}: GGUF architecture {arch!r} is not a Jina v5 model"
-            f" (expected {' or '.join(ARCHITECTURES)})"
+            f"{path.name}: GGUF architecture {arch!r} is not {what}"
+            f" (expected {' or '.join(architectures)})"
         )
     try:
         return {
@@ -190,12 +192,14 @@ def _meta(model: _internals.LlamaModel, key: str) -> str | None:
     return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
 
-def _load(path: Path | None, vocab_only: bool) -> tuple[_internals.LlamaModel, dict]:
+def load_model(
+    path: Path | None, vocab_only: bool, architectures: tuple[str, ...] = ARCHITECTURES
+) -> tuple[_internals.LlamaModel, dict]:
     """A llama.cpp model (vocab_only: tokenizer only, no weights) and its header facts."""
     if path is None:
         raise JinalocError("no GGUF file for this task")
     path = Path(path)
-    info = gguf_header(path)
+    info = gguf_header(path, architectures)
     _init_llama()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = vocab_only
@@ -203,20 +207,37 @@ def _load(path: Path | None, vocab_only: bool) -> tuple[_internals.LlamaModel, d
     with _guard(f"cannot load {path}"):
         model = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
     info["n_vocab"] = model.n_vocab()
-    # Jina's GGUFs may lack pooling_type; LAST is passed explicitly either way.
-    pooling = _meta(model, f"{info['architecture']}.pooling_type")
-    if pooling not in (None, str(POOLING_LAST)):
-        log.warning("%s declares pooling type %s; using last-token pooling", path.name, pooling)
+    info["pooling"] = _meta(model, f"{info['architecture']}.pooling_type")
     return model, info
 
 
-class _Context:
-    """A llama.cpp context and batch for one attention kind, grown on demand."""
+def _load(path: Path | None, vocab_only: bool) -> tuple[_internals.LlamaModel, dict]:
+    """An embedding model: its declared pooling type is overridden by last-token pooling."""
+    model, info = load_model(path, vocab_only)
+    # Jina's GGUFs may lack pooling_type; LAST is passed explicitly either way.
+    if info["pooling"] not in (None, str(POOLING_LAST)):
+        name = Path(path).name
+        log.warning("%s declares pooling type %s; using last-token pooling", name, info["pooling"])
+    return model, info
 
-    def __init__(self, model: _internals.LlamaModel, threads: int, flash: bool):
+
+class Context:
+    """A llama.cpp context and batch for one attention kind, grown on demand.
+
+    `pooling`: the pooling type whose per-sequence output `run` returns (LAST for the
+    embedders, RANK for a reranker's cls head), or None for the last token's logits."""
+
+    def __init__(
+        self,
+        model: _internals.LlamaModel,
+        threads: int,
+        flash: bool,
+        pooling: int | None = POOLING_LAST,
+    ):
         self.model = model
         self.threads = threads
         self.flash = flash
+        self.pooling = pooling
         self.ctx: _internals.LlamaContext | None = None
         self.batch: _internals.LlamaBatch | None = None
         self.tokens = 0  # tokens one decode may hold (n_batch == n_ubatch)
@@ -236,8 +257,9 @@ class _Context:
         p.n_seq_max = min(size, MAX_SEQS)
         p.kv_unified = True
         p.n_threads = p.n_threads_batch = self.threads
-        p.embeddings = True
-        p.pooling_type = POOLING_LAST
+        p.embeddings = self.pooling is not None
+        if self.pooling is not None:
+            p.pooling_type = self.pooling
         p.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
             if self.flash
@@ -256,24 +278,61 @@ class _Context:
             self.tokens = min(self.tokens, llama_cpp.llama_n_ctx(c))
         self.seqs = llama_cpp.llama_n_seq_max(c)
 
-    def run(self, seqs: list[list[int]], n_embd: int) -> np.ndarray:
-        """Pooled vectors of sequences decoded together, each with its own seq id."""
-        total = sum(len(s) for s in seqs)
-        # llama.cpp asserts (SIGABRT) on these, so they are checked here first.
-        if total > self.tokens or len(seqs) > self.seqs:
-            raise JinalocError(f"internal: {total} tokens exceed the context ({self.tokens})")
-        self.batch.reset()
-        for i, ids in enumerate(seqs):
-            self.batch.add_sequence(ids, i, True)  # embeddings need every token as output
-        self.ctx.kv_cache_clear()
+    def _fill(self, seqs: list[list[int]], start: int) -> list[int]:
+        """The batch holds `seqs` (seq ids 0.., positions from `start`); returns the batch
+        index of each sequence's last token. Pooling needs every token as output, logits
+        only the last."""
+        b = self.batch.batch
+        n, ends = 0, []
+        for sid, ids in enumerate(seqs):
+            for k, token in enumerate(ids):
+                b.token[n], b.pos[n], b.n_seq_id[n] = token, start + k, 1
+                b.seq_id[n][0] = sid
+                b.logits[n] = self.pooling is not None
+                n += 1
+            b.logits[n - 1] = True
+            ends.append(n - 1)
+        b.n_tokens = n
+        return ends
+
+    def _decode(self) -> None:
         with _guard("llama.cpp decode failed"):
             self.ctx.decode(self.batch)
-        out = np.empty((len(seqs), n_embd), np.float32)
-        for i in range(len(seqs)):
-            ptr = self.ctx.get_embeddings_seq(i)
+
+    def share_prefix(self, ids: list[int]) -> None:
+        """Decode `ids` once as the start of every sequence (causal models): `run(...,
+        start=len(ids))` then decodes only what follows it."""
+        if len(ids) > self.tokens or self.ctx.memory is None:
+            raise JinalocError(f"internal: a prefix of {len(ids)} tokens cannot be shared")
+        self.ctx.kv_cache_clear()
+        self._fill([ids], 0)
+        self._decode()
+        for sid in range(1, self.seqs):  # tags the same KV cells, copies nothing
+            self.ctx.kv_cache_seq_cp(0, sid, -1, -1)
+
+    def run(self, seqs: list[list[int]], width: int, start: int = 0) -> np.ndarray:
+        """Per sequence, its pooled output (`width` floats) or, with pooling None, its last
+        token's logits (`width` = n_vocab); the sequences are decoded together, each with
+        its own seq id. `start`: they continue the prefix that share_prefix() decoded."""
+        total = sum(len(s) for s in seqs)
+        # llama.cpp asserts (SIGABRT) on these, so they are checked here first.
+        if start + total > self.tokens or len(seqs) > self.seqs:
+            raise JinalocError(f"internal: {total} tokens exceed the context ({self.tokens})")
+        if start:  # drop the previous decode's tokens, keep the shared prefix
+            llama_cpp.llama_memory_seq_rm(self.ctx.memory, -1, start, -1)
+        else:
+            self.ctx.kv_cache_clear()
+        ends = self._fill(seqs, start)
+        self._decode()
+        out = np.empty((len(seqs), width), np.float32)
+        for i, end in enumerate(ends):
+            if self.pooling is None:
+                ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, end)
+            else:
+                ptr = self.ctx.get_embeddings_seq(i)
             if not ptr:
-                raise JinalocError("llama.cpp returned no pooled embedding")
-            out[i] = np.ctypeslib.as_array(ptr, shape=(n_embd,))
+                raise JinalocError("llama.cpp returned no output for a sequence")
+            out[i] = np.ctypeslib.as_array(ptr, shape=(width,))
         return out
 
     def close(self) -> None:
@@ -290,8 +349,8 @@ class _TaskModel:
 
     def __init__(self, model: _internals.LlamaModel, threads: int):
         self.model = model
-        self.short = _Context(model, threads, flash=False)
-        self.long = _Context(model, threads, flash=True)
+        self.short = Context(model, threads, flash=False)
+        self.long = Context(model, threads, flash=True)
 
     def close(self) -> None:
         self.short.close()

@@ -88,6 +88,16 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     return load(model, **args)
 
 
+def load_reranker(reranker, quant, offline):
+    """Load a cross-encoder with a spinner on stderr when it is a terminal."""
+    from ..reranker import load_reranker as load
+
+    if err_console.is_terminal:
+        with err_console.status(f"loading {reranker or 'default reranker'}…"):
+            return load(reranker, quant=quant, offline=offline)
+    return load(reranker, quant=quant, offline=offline)
+
+
 def iter_stdin() -> Iterator[str]:
     """stdin lines (without their newline), streamed; an error when stdin is a terminal."""
     if sys.stdin is None or sys.stdin.isatty():

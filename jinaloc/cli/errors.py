@@ -37,8 +37,6 @@ def error_line(e: JinalocError) -> str:
     if isinstance(e, IndexCorrupt):
         return f"{e.message}: run `jinaloc check --db {e.path} --repair`"
     if isinstance(e, ModelNotDownloaded):
-        extra = f" --task {e.task} --quant {e.quant}" if e.task else ""
-        return (
-            f"{e.message}: run `jinaloc models pull {e.model} --format {e.fmt}{extra}` while online"
-        )
+        command = f"`jinaloc models pull {e.model}{e.pull_args}`"
+        return f"{e.message}: run {command}" + (" while online" if e.offline else "")
     return str(e)

@@ -12,7 +12,7 @@ from .. import hub
 from ..embedder import check_task, default_backend
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_lines
-from ..registry import ModelSpec, load_registry
+from ..registry import ModelSpec, Registry, load_registry
 from . import app
 from .common import JsonOpt, OfflineOpt, err_console, out_console
 
@@ -50,16 +50,21 @@ def _status(spec: ModelSpec, cached: dict[str, hub.CachedRepo]) -> dict:
         repo = cached.get(spec.gguf_repo_for(task))
         if repo:
             size += repo.size
-            suffix = f"-{task}-"
-            quants = [f.split(suffix, 1)[1][:-5] for f in repo.files if f.endswith(".gguf")]
+            if spec.kind == "reranker":  # file names need not carry a task
+                quants = [q for q in spec.gguf_quants if spec.gguf_filename(task, q) in repo.files]
+            else:
+                suffix = f"-{task}-"
+                quants = [f.split(suffix, 1)[1][:-5] for f in repo.files if f.endswith(".gguf")]
             gguf[task] = sorted(q for q in quants if q)
-    has_mlx = bool(mlx and "model.safetensors" in mlx.files)
+    has_mlx = bool(mlx and "model.safetensors" in mlx.files) if spec.kind == "embedding" else None
     return {"local_path": None, "mlx": has_mlx, "gguf": gguf, "size": size}
 
 
-def _info(spec: ModelSpec, default: str, cached) -> dict:
+def _info(spec: ModelSpec, registry: Registry, cached) -> dict:
+    default = registry.default if spec.kind == "embedding" else registry.default_reranker
     return {
         "name": spec.name,
+        "kind": spec.kind,
         "default": spec.name == default,
         "description": spec.description,
         "architecture": spec.architecture,
@@ -83,7 +88,7 @@ def list_models(as_json: JsonOpt = False) -> None:
     """Known models, what is downloaded (MLX repo, GGUF quants per task), sizes, license."""
     registry = load_registry()
     cached = hub.cached_repos()
-    infos = [_info(s, registry.default, cached) for s in registry.models.values()]
+    infos = [_info(s, registry, cached) for s in registry.models.values()]
     if as_json:
         write_json(infos)
         return
@@ -95,12 +100,15 @@ def list_models(as_json: JsonOpt = False) -> None:
         else:
             parts = ["mlx"] if d["mlx"] else []
             quants = sorted({q for qs in d["gguf"].values() for q in qs})
-            if quants:
+            if quants and info["kind"] == "reranker":
+                parts.append(f"gguf {','.join(quants)}")
+            elif quants:
                 parts.append(f"gguf {','.join(quants)} ({len(d['gguf'])} tasks)")
             have = "; ".join(parts) or "-"
         name = info["name"] + (" (default)" if info["default"] else "")
         size = _human(d["size"]) if d["size"] else "-"
         arch, dims, max_tokens = info["architecture"], info["dims"], info["max_tokens"]
+        dims = "reranker" if info["kind"] == "reranker" else dims
         rows.append([name, arch or "?", str(dims or "?"), str(max_tokens or "?"), have, size,
                      info["license"] or "?"])  # fmt: skip
     if not out_console.is_terminal:
@@ -118,7 +126,7 @@ def list_models(as_json: JsonOpt = False) -> None:
 def info(name: str, as_json: JsonOpt = False) -> None:
     """Everything the registry knows about a model, and what is downloaded."""
     registry = load_registry()
-    data = _info(registry.get(name), registry.default, hub.cached_repos())
+    data = _info(registry.get(name), registry, hub.cached_repos())
     if as_json:
         write_json(data)
         return
@@ -140,6 +148,7 @@ PULL_EXAMPLES = """
   jinaloc models pull v5-nano                          [dim]# this machine's default format[/]
   jinaloc models pull v5-small --format mlx
   jinaloc models pull v5-nano --format gguf --task retrieval --quant Q4_K_M
+  jinaloc models pull qwen3-reranker-0.6b              [dim]# the cross-encoder (GGUF)[/]
 """
 
 
@@ -153,12 +162,16 @@ def pull(
 ) -> None:
     """Download only the files a format needs (MLX: base + adapters; GGUF: per task/quant)."""
     spec = load_registry().get(name)
-    fmt = _format(fmt)
+    fmt = _format(fmt if fmt or spec.kind == "embedding" else "gguf")
     if spec.path is not None:
         raise JinalocError(f"{name} is a local folder ({spec.path}): nothing to download")
     if hub.is_offline(offline):
         raise JinalocError("cannot download in offline mode (unset HF_HUB_OFFLINE / --offline)")
-    if fmt == "mlx":
+    if spec.kind == "reranker":
+        if fmt != "gguf" or task:
+            raise JinalocError(f"{name} is a reranker: one GGUF file (choose it with --quant)")
+        paths = [hub.reranker_file(spec, quant)]
+    elif fmt == "mlx":
         if task or quant:
             raise JinalocError("--task/--quant apply to GGUF; MLX gets all adapters (small)")
         paths = [hub.mlx_dir(spec)]
@@ -178,6 +191,9 @@ def path(
 ) -> None:
     """Where a downloaded model is on disk (never downloads)."""
     spec = load_registry().get(name)
+    if spec.kind == "reranker":
+        print(hub.reranker_file(spec, quant, download=False))
+        return
     fmt = _format(fmt)
     if fmt == "mlx":
         print(hub.mlx_dir(spec, download=False))

@@ -29,6 +29,7 @@ from ..pipelines.items import (
     path_items,
 )
 from ..pipelines.rerank import TopK, query_scorer
+from ..reranker import DOC_TOKENS
 from . import app
 from .common import (
     BackendOpt,
@@ -43,6 +44,7 @@ from .common import (
     embed_progress,
     iter_stdin,
     load_embedder,
+    load_reranker,
 )
 
 ReadFilesOpt = Annotated[
@@ -108,6 +110,12 @@ RERANK_EXAMPLES = (
   find notes -name "*.md" | jinaloc rerank --read-files "trip to Japan" -k 3
   cat titles.txt | jinaloc rerank "gpu memory" --min-score 0.3 --scores
   jq -c '{id: .url, text: .title}' items.jsonl | jinaloc rerank "pricing" --jsonl
+  grep -rl "tax" notes/ | jinaloc rerank --cross --read-files "2024 tax deadline" -k 5
+"""
+    + f"""
+[b]--cross[/b] scores each line with a cross-encoder (Qwen3-Reranker, [cyan]--reranker[/] NAME
+or a .gguf file) that reads query and line together: slower than embeddings, usually better
+ordered; the score is its P("yes"), each line cut to its first {DOC_TOKENS} tokens.
 """
     + INPUT_HELP
 )
@@ -120,7 +128,10 @@ def rerank(
         int | None, typer.Option("-k", "--top-k", help="Keep the best K lines only.", min=1)
     ] = None,
     min_score: Annotated[
-        float | None, typer.Option("--min-score", help="Drop lines scoring below this cosine.")
+        float | None,
+        typer.Option(
+            "--min-score", help="Drop lines scoring below this (cosine; --cross: P(yes))."
+        ),
     ] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Prefix lines with score<TAB>.")] = False,
     read_files: ReadFilesOpt = False,
@@ -134,21 +145,47 @@ def rerank(
     offline: OfflineOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
+    cross: Annotated[
+        bool, typer.Option("--cross", help="Score with a cross-encoder instead of embeddings.")
+    ] = False,
+    reranker: Annotated[
+        str | None,
+        typer.Option("--reranker", help="With --cross: registry reranker or a .gguf file."),
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option("--instruction", help="With --cross: the task instruction.")
+    ] = None,
 ) -> None:
     """Order stdin lines (or files) by relevance to QUERY, most relevant first.
 
     Retrieval adapter: the query takes the "Query: " prompt, the lines "Document: ".
-    Exit code 1 when nothing reaches --min-score."""
+    --cross: a Qwen3-Reranker reads query and line together. Exit code 1 when nothing
+    reaches --min-score."""
     fmt = output_format(as_json, as_jsonl)
+    if not cross and (reranker or instruction):
+        raise JinalocError("--reranker and --instruction need --cross")
+    if cross and (model or backend != "auto"):
+        raise JinalocError(
+            "--model/--backend choose an embedding model: with --cross use --reranker"
+        )
     items, total = _inputs(None, read_files, input_format, no_prefix)
-    embedder = load_embedder(model, backend, quant, offline)
-    scorer = query_scorer(embedder, query, batch_size=batch_size)
+    if cross:
+        cross_encoder = load_reranker(reranker, quant, offline)
+
+        def score(texts, progress):
+            return cross_encoder.score(query, texts, instruction, progress)
+    else:
+        scorer = query_scorer(
+            load_embedder(model, backend, quant, offline), query, batch_size=batch_size
+        )
+
+        def score(texts, progress):
+            return scorer.scores(texts, progress)[:, 0]
+
     best = TopK(top, min_score)
     count = 0
     with embed_progress(total, "reranking", quiet) as progress:
-        for block, sims in embed_blocks(
-            items, lambda texts: scorer.scores(texts, progress)[:, 0], read_input
-        ):
+        for block, sims in embed_blocks(items, lambda texts: score(texts, progress), read_input):
             best.push(sims, block)
             count += len(block)
     _no_readable(count)
