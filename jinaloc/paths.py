@@ -1,4 +1,4 @@
-"""XDG locations for config, data (default index) and caches."""
+"""XDG locations for config, data (default index), caches and state (running servers)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("JINALOC_CACHE_DIR") or platformdirs.user_cache_dir(APP))
+
+
+def state_dir() -> Path:
+    """Where running `jinaloc serve` processes record themselves."""
+    return Path(os.environ.get("JINALOC_STATE_DIR") or platformdirs.user_state_dir(APP))
 
 
 def user_models_toml() -> Path:

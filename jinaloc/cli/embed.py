@@ -22,6 +22,7 @@ from .common import (
     BatchOpt,
     InputOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -55,6 +56,7 @@ def embed(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     task: TaskOpt = "retrieval",
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="query or document (the prefix to add).")

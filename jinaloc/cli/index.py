@@ -36,6 +36,7 @@ from .common import (
     JsonlOpt,
     JsonOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -173,6 +174,7 @@ def index(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     dim: Annotated[
         int | None, typer.Option("--dim", help="Matryoshka dim of a new index (default 512).")
     ] = None,
@@ -344,6 +346,7 @@ def search(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Search the index (query as argument or on stdin).
 
@@ -379,6 +382,7 @@ def similar(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
 ) -> None:
     """The notes most like a given note.
 

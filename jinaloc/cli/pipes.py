@@ -37,6 +37,7 @@ from .common import (
     JsonlOpt,
     JsonOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -132,6 +133,7 @@ def rerank(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -213,6 +215,7 @@ def classify(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -400,6 +403,7 @@ def cluster(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -493,6 +497,7 @@ def dedup(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
