@@ -28,6 +28,14 @@ load the same model (see `--no-server`). It speaks OpenAI's and Jina's embedding
 """
 
 
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise JinalocError(f"{module} is not installed: pip install 'jinaloc[serve]'")
+
+
 @app.command(epilog=SERVE_EXAMPLES)
 def serve(
     host: Annotated[
@@ -69,6 +77,7 @@ def serve(
     """Keep a model warm and serve it on an OpenAI- and Jina-compatible HTTP API.
 
     Loopback only unless --host says otherwise (then --token is required)."""
+    _require("uvicorn", "starlette")
     from ..server import check_bind
     from ..server import serve as run
     from ..server.app import Limits
@@ -105,3 +114,31 @@ def serve(
             limits=limits,
             ready=ready,
         )
+
+
+MCP_EXAMPLES = """
+[b]Register it[/b] (Claude Desktop, Claude Code, Cursor: an "mcpServers" entry):
+
+  {"mcpServers": {"jinaloc": {"command": "jinaloc", "args": ["mcp", "--db", "/abs/notes.db"]}}}
+  claude mcp add jinaloc -- jinaloc mcp --db /abs/notes.db
+"""
+
+
+@app.command(epilog=MCP_EXAMPLES)
+def mcp(
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Index file (default: JINALOC_DB, else the XDG data dir)."),
+    ] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Serve the index to agents over MCP (stdio): search, get, status, update.
+
+    `get` reads only indexed files inside the indexed folders."""
+    _require("mcp")
+    from ..server.mcp_app import run_stdio
+
+    run_stdio((db or default_db()).expanduser(), model, backend, quant, offline)

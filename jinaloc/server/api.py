@@ -336,7 +336,14 @@ def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str
     return query.strip(), k, options
 
 
-def check_glob(glob: str) -> None:
+GLOB_ESCAPES = "path globs may not contain '..'"
+
+
+def glob_escapes(glob: str) -> bool:
     """A path glob may only narrow the index's own files: no '..' steps out of a root."""
-    if ".." in glob.replace("\\", "/").split("/"):
-        raise bad("path globs may not contain '..'", "path_glob", "path_traversal")
+    return ".." in glob.replace("\\", "/").split("/")
+
+
+def check_glob(glob: str) -> None:
+    if glob_escapes(glob):
+        raise bad(GLOB_ESCAPES, "path_glob", "path_traversal")

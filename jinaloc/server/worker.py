@@ -80,25 +80,27 @@ def open_served(
     return Served(embedder, idx, idx.choice[2] or "")
 
 
-Job = Callable[[Served], Any]
+Job = Callable[[Any], Any]
 
 
 class ModelWorker:
-    def __init__(self, setup: Callable[[], Served], queue_size: int = 64):
+    """Runs `setup()` (what it returns, a `Served` or an `Index`, has a `close()`) and then
+    jobs on it, in order."""
+
+    def __init__(self, setup: Callable[[], Any], queue_size: int = 64):
         self._setup = setup
         self._queue: queue.Queue = queue.Queue(queue_size)
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self.served: Served | None = None
+        self.served: Any = None
         self._thread = threading.Thread(target=self._run, name="jinaloc-model", daemon=True)
 
-    def start(self) -> Served:
+    def start(self) -> Any:
         """Load the model in the worker thread; its errors are raised here."""
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
             raise self._error
-        assert self.served is not None
         return self.served
 
     def submit(self, job: Job) -> Future:
