@@ -67,7 +67,7 @@ def open_served(
             db = None
     if db is None:
         embedder = load_embedder(model, backend=backend, quant=quant, offline=offline)
-        return Served(embedder, None, quant or "")
+        return warm(Served(embedder, None, quant or ""))
     idx = Index.open(db)
     try:
         idx.require_built()
@@ -77,7 +77,14 @@ def open_served(
     except BaseException:
         idx.close()
         raise
-    return Served(embedder, idx, idx.choice[2] or "")
+    return warm(Served(embedder, idx, idx.choice[2] or ""))
+
+
+def warm(served: Served) -> Served:
+    """One query embedded now: the backend sets up its buffers before the first client
+    waits (the first call on a fresh GGUF context costs hundreds of ms)."""
+    served.embedder.embed(["warm up"], "retrieval", "query")
+    return served
 
 
 Job = Callable[[Any], Any]
