@@ -512,3 +512,11 @@ def test_stale_records_are_ignored(tmp_path, monkeypatch):
     # Alive but not answering (nothing listens on port 9): ignored.
     assert find_server(MODEL_ARGS[1], "gguf", "F32") is None
     assert (record_path(9).stat().st_mode & 0o777) == 0o600
+
+
+def test_cli_truncation_warning_through_the_server(use_server):
+    long_text = "word " * 2000
+    through = cli("embed", *MODEL_ARGS, "--dim", "32", long_text)
+    local = cli("embed", *MODEL_ARGS, "--no-server", "--dim", "32", long_text)
+    assert through.stdout == local.stdout
+    assert "truncated" in local.stderr and through.stderr == local.stderr
