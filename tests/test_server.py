@@ -321,6 +321,13 @@ def test_token_auth(worker):
         srv.stop()
 
 
+def test_without_a_token_only_loopback_host_names(server):
+    for host in ("evil.example:8089", "192.168.1.5"):
+        status, body = call(server.url, "/v1/embeddings", {"input": "a"}, headers={"Host": host})
+        assert status == 403 and body["error"]["code"] == "host"
+    assert call(server.url, "/health", headers={"Host": "localhost"})[0] == 200
+
+
 def test_non_loopback_bind_needs_a_token():
     r = cli("serve", "--host", "0.0.0.0", *MODEL_ARGS, ok=(2,))
     assert "without --token" in r.stderr

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import JinalocError
-from . import api
+from . import api, is_loopback
 from .worker import Busy, ModelWorker, Served
 
 log = logging.getLogger("jinaloc.server")
@@ -35,6 +35,12 @@ class Limits:
     timeout: float = 120.0  # seconds a request may wait for the model (queue + work)
     read_timeout: float = 10.0  # seconds to receive a body (slow clients)
     max_k: int = 1000  # search results per request
+
+
+def loopback_host(host: str) -> bool:
+    """A Host header naming this machine's loopback (with or without a port)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    return is_loopback(name.strip("[]"))
 
 
 def _error(e: api.ApiError) -> JSONResponse:
@@ -98,6 +104,10 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
                 given = request.headers.get("authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                     return _error(api.ApiError(401, "missing or wrong bearer token", code="auth"))
+            elif not loopback_host(request.headers.get("host", "")):
+                # Without a token only this machine may call: a web page that rebinds its
+                # own name to 127.0.0.1 still sends that name as Host.
+                return _error(api.ApiError(403, "Host must be a loopback address", code="host"))
             try:
                 return JSONResponse(await fn(request))
             except api.ApiError as e:
