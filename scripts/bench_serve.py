@@ -8,7 +8,7 @@ Outputs of cold and warm are checked equal. Then `python -X importtime` of the w
 shows how much of what remains is Python start-up and imports.
 
     python scripts/bench_serve.py [--model DIR|NAME] [--backend gguf] [--quant F32]
-                                  [--rounds 15] [--json PATH] [--quick]
+                                  [--rounds 15] [--threads 1] [--json PATH] [--quick]
 
 Default model: the full-size random-weight nano from make_bench_models.py when present,
 else the tiny fixture.
@@ -65,8 +65,13 @@ def make_notes(folder: Path, n: int) -> None:
         (folder / f"note-{i:03d}.md").write_text("\n\n".join(body) + "\n")
 
 
-def env_for(state: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JINALOC_STATE_DIR=str(state))
+def env_for(state: Path, threads: int) -> dict:
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JINALOC_STATE_DIR=str(state),
+        JINALOC_THREADS=str(threads),
+    )
     env.pop("JINALOC_NO_SERVER", None)
     return env
 
@@ -127,6 +132,9 @@ def main() -> None:
     p.add_argument("--quant")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--notes", type=int, default=50)
+    p.add_argument(
+        "--threads", type=int, default=1, help="JINALOC_THREADS for every process (busy machine: 1)"
+    )
     args = p.parse_args()
     model, quant = default_model()
     model = args.model or model
@@ -139,7 +147,7 @@ def main() -> None:
         notes, db, state = tmp / "notes", tmp / "index.db", tmp / "state"
         notes.mkdir()
         make_notes(notes, 10 if args.quick else args.notes)
-        env = env_for(state)
+        env = env_for(state, args.threads)
         jl = [py, "-m", "jinaloc"]
         run([*jl, "index", str(notes), "--db", str(db), *model_args, "--no-server", "-q"], env)
         proc, record = start_server(
@@ -179,6 +187,7 @@ def main() -> None:
         "model": model,
         "backend": args.backend,
         "quant": quant,
+        "threads": args.threads,
         "rounds": rounds,
         "rows": rows,
         "speedup_cold_over_warm": median(times["cold"]) / median(times["warm"]),

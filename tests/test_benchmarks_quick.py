@@ -72,3 +72,13 @@ def test_bench_search_quick(tmp_path):
     assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
     assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
     assert positive(row["write_chunks_per_s"])
+
+
+def test_bench_serve_quick(tmp_path):
+    model = str(FIXTURES / "tiny-v5-nano")
+    data = run_quick("bench_serve.py", tmp_path, "--model", model, "--quant", "F32")
+    rows = {r["run"]: r for r in data["rows"]}
+    assert set(rows) == {"cold", "warm", "python -c pass", "http"}
+    assert all(positive(r["median_ms"], r["min_ms"]) for r in rows.values())
+    assert positive(data["speedup_cold_over_warm"], data["imports_warm"]["total_ms"])
+    assert "jinaloc" in data["imports_warm"]["top_ms"]
