@@ -72,7 +72,7 @@ def serve(
     ] = 2048,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may wait for the model.")
-    ] = 120.0,
+    ] = 600.0,
 ) -> None:
     """Keep a model warm and serve it on an OpenAI- and Jina-compatible HTTP API.
 

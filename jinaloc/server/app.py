@@ -32,7 +32,9 @@ log = logging.getLogger("jinaloc.server")
 class Limits:
     max_body: int = 2 * 1024 * 1024  # bytes per request body
     max_inputs: int = 2048  # texts per embeddings request, documents per rerank
-    timeout: float = 120.0  # seconds a request may wait for the model (queue + work)
+    # Seconds a request may wait for the model (queue + work): CLI blocks of long texts on a
+    # CPU take minutes, and the in-process path has no limit at all.
+    timeout: float = 600.0
     read_timeout: float = 10.0  # seconds to receive a body (slow clients)
     max_k: int = 1000  # search results per request
 
