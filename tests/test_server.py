@@ -8,6 +8,7 @@ import json
 import os
 import select
 import socket
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -527,3 +528,27 @@ def test_cli_truncation_warning_through_the_server(use_server):
     local = cli("embed", *MODEL_ARGS, "--no-server", "--dim", "32", long_text)
     assert through.stdout == local.stdout
     assert "truncated" in local.stderr and through.stderr == local.stderr
+
+
+def test_cli_index_through_the_server_stores_the_same_vectors(use_server, tmp_path):
+    make_notes(tmp_path / "notes", 6, paragraphs=2, words=12)
+    dbs = {}
+    for name, flags in (("through", []), ("local", ["--no-server"])):
+        dbs[name] = tmp_path / f"{name}.db"
+        cli("index", tmp_path / "notes", "--db", dbs[name], *MODEL_ARGS, *flags, "-q")
+    stored = {}
+    for name, db in dbs.items():
+        with sqlite3.connect(db) as con:
+            stored[name] = con.execute(
+                "SELECT hash, embedding FROM chunks ORDER BY hash"
+            ).fetchall()
+    assert stored["through"] == stored["local"] and stored["local"]
+
+
+def test_stopping_the_server_removes_its_record(tmp_path):
+    proc = ServeProcess(tmp_path / "state", *MODEL_ARGS)
+    files = list((tmp_path / "state" / "servers").glob("*.json"))
+    assert len(files) == 1 and call(proc.url, "/health")[0] == 200
+    proc.stop()  # SIGTERM: uvicorn shuts down, the record goes with it
+    assert proc.proc.returncode == 0
+    assert not files[0].exists()

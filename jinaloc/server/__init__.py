@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def bind(host: str, port: int) -> socket.socket:
         raise JinalocError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     sock.listen(128)
     return sock
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def serve(
@@ -107,6 +112,9 @@ def serve(
             h11_max_incomplete_event_size=64 * 1024,  # headers
         )
         server = uvicorn.Server(config)
+        # uvicorn shuts down on SIGTERM, then raises it again; as an exception, not the default
+        # action, so the record is removed on the way out.
+        signal.signal(signal.SIGTERM, _stop)
         record_file = write_record(record, port)
         if ready is not None:
             ready(record)
