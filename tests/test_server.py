@@ -23,6 +23,7 @@ from jinaloc.vectors import quantize
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
 
+HEAD = b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n"  # raw-socket requests
 TEXTS = ["the cat sat on the mat", "Steuererklärung bis Ende Mai", "how do I rotate api keys"]
 
 
@@ -221,15 +222,12 @@ def test_huge_body_is_refused_by_length_and_by_stream(server):
     host, port = server.url.removeprefix("http://").split(":")
     # Refused on its Content-Length, before the body is read.
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+        s.sendall(HEAD + b"Content-Length: 3000000\r\n\r\n")
         answer = s.recv(4096)
         assert b" 413 " in answer
     # Chunked, with no Content-Length: cut off while streaming.
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(
-            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
+        s.sendall(HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"a" * 100_000
         answer = b""
         for _ in range(40):  # 4 MB at most; read the answer as soon as there is one
@@ -254,7 +252,7 @@ def test_slow_client_gets_408(worker):
     try:
         host, port = srv.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            s.sendall(HEAD + b"Content-Length: 100\r\n\r\n{")
             assert b" 408 " in s.recv(200)
         assert call(srv.url, "/v1/embeddings", {"input": "still here"})[0] == 200
     finally:
