@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from index_helpers import have_gguf, make_notes
+from index_helpers import have_gguf, make_notes, nano_embedder
 from server_helpers import MODEL_ARGS, ServeProcess, ThreadServer, call
 from typer.testing import CliRunner
 
@@ -550,3 +550,25 @@ def test_stopping_the_server_removes_its_record(tmp_path):
     proc.stop()  # SIGTERM: uvicorn shuts down, the record goes with it
     assert proc.proc.returncode == 0
     assert not files[0].exists()
+
+
+def test_remote_embedder_errors_are_one_line(use_server):
+    from dataclasses import replace
+
+    from jinaloc.errors import JinalocError
+    from jinaloc.registry import resolve
+    from jinaloc.server.client import RemoteEmbedder
+    from jinaloc.server.records import ServerRecord
+
+    record = ServerRecord.from_json(use_server.record)
+    remote = RemoteEmbedder(resolve(MODEL_ARGS[1]), record)
+    local = nano_embedder()
+    assert remote.count_tokens(TEXTS, "query") == local.count_tokens(TEXTS, "query")
+    local.close()
+    with pytest.raises(JinalocError, match="larger than the server's request limit"):
+        remote.embed(["x" * record.max_body])
+    with pytest.raises(JinalocError, match="refused the request: unknown task"):
+        remote.embed_raw(["a"], "separation", "document")
+    gone = RemoteEmbedder(resolve(MODEL_ARGS[1]), replace(record, url="http://127.0.0.1:9"))
+    with pytest.raises(JinalocError, match="stopped answering"):
+        gone.embed(["a"])

@@ -30,8 +30,9 @@ from ..errors import JinalocError, check_choice
 from ..registry import ModelSpec, resolve
 from .records import OPENER, ServerRecord, auth_headers, healthy, recorded_servers
 
-# Seconds to wait for an answer: the server's own limit (queue + work) comes first.
-REQUEST_TIMEOUT = 300
+# Seconds to wait for an answer: past the server's own limit (600 s, queue + work), which
+# comes first and says why.
+REQUEST_TIMEOUT = 900
 # Share of the server's body limit a request may fill (JSON escapes are estimated).
 BODY_SHARE = 0.8
 
