@@ -82,9 +82,9 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     from ..embedder import load_embedder as load
 
     if use_server:
-        from ..server.client import find_server, no_server_env
+        from ..server.client import find_server
 
-        remote = None if no_server_env() else find_server(model, backend, quant, task)
+        remote = find_server(model, backend, quant, task)
         if remote is not None:
             return remote
 

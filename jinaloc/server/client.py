@@ -156,7 +156,9 @@ def find_server(
     model: str | None, backend: str = "auto", quant: str | None = None, task: str | None = None
 ) -> RemoteEmbedder | None:
     """An embedder on a running server that loaded exactly what an in-process load of
-    (model, backend, quant) would, or None."""
+    (model, backend, quant) would, or None (also when JINALOC_NO_SERVER is set)."""
+    if no_server_env():
+        return None
     records = recorded_servers()
     if not records:
         return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +125,20 @@ def create_mcp(worker: ModelWorker):
     return server
 
 
+def _load(model, backend, quant, offline, task):
+    """A running `jinaloc serve`'s model when it is the same, else loaded here."""
+    from ..embedder import load_embedder
+    from .client import find_server
+
+    return find_server(model, backend, quant, task) or load_embedder(
+        model, backend=backend, quant=quant, offline=offline, task=task
+    )
+
+
 def open_index(db: Path | None, model, backend, quant, offline):
-    from ..cli.common import load_embedder
     from ..index import Index
 
-    idx = Index.open(db, loader=partial(load_embedder, spinner=False))
+    idx = Index.open(db, loader=_load)
     try:
         idx.require_built()
         idx.check(model=model)
