@@ -16,6 +16,7 @@ from jinaloc.errors import JinalocError
 from jinaloc.server.mcp_app import inside_roots
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+pytest.importorskip("mcp")  # the serve extra
 
 
 def cli(*args, ok=(0,)):

@@ -22,6 +22,8 @@ from jinaloc.cli import app
 from jinaloc.vectors import quantize
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+for _module in ("uvicorn", "starlette", "openai"):  # the serve and dev extras
+    pytest.importorskip(_module)
 
 HEAD = b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n"  # raw-socket requests
 TEXTS = ["the cat sat on the mat", "Steuererklärung bis Ende Mai", "how do I rotate api keys"]
