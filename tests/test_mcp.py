@@ -127,3 +127,17 @@ def test_inside_roots_resolves_before_checking(tmp_path):
 def test_mcp_without_an_index_says_so(tmp_path):
     r = cli("mcp", "--db", tmp_path / "none.db", ok=(2,))
     assert "no index" in r.stderr
+
+
+def test_mcp_embeds_through_a_running_server(indexed, tmp_path):
+    from server_helpers import ServeProcess, call
+
+    _, db = indexed
+    server = ServeProcess(tmp_path / "state", *MODEL_ARGS)
+    try:
+        before = call(server.url, "/health")[1]["served"]
+        _, results = session_run(db, tmp_path, [("search", {"query": "tomato compost"})])
+        assert payload(results[0])
+        assert call(server.url, "/health")[1]["served"] > before
+    finally:
+        server.stop()

@@ -477,8 +477,11 @@ def test_cli_loader_picks_the_matching_server(use_server, monkeypatch):
     ],
 )
 def test_cli_embed_identical_through_the_server(use_server, args):
+    served = call(use_server.url, "/health")[1]["served"]
     through = cli(*args[:1], *MODEL_ARGS, *args[1:]).stdout
+    assert call(use_server.url, "/health")[1]["served"] > served  # it did go there
     local = cli(*args[:1], *MODEL_ARGS, "--no-server", *args[1:]).stdout
+    assert call(use_server.url, "/health")[1]["served"] == served + 1
     assert through == local and through
 
 

@@ -57,6 +57,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
     embedder = served.embedder
     started = time.time()
     search_options = api.search_options()
+    served_jobs = 0  # model jobs done, for /health
 
     async def read_json(request: Request) -> dict:
         length = request.headers.get("content-length")
@@ -92,8 +93,11 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             raise api.ApiError(
                 429, "the model is busy: too many queued requests, retry shortly", code="busy"
             ) from None
+        nonlocal served_jobs
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout)
+            result = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout)
+            served_jobs += 1
+            return result
         except asyncio.TimeoutError:
             future.cancel()  # skipped if still queued
             raise api.ApiError(504, "the model did not answer in time", code="timeout") from None
@@ -199,6 +203,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             "quant": embedder.quant,
             "db": str(served.index.path) if served.index else None,
             "queued": worker.pending,
+            "served": served_jobs,
             "version": __version__,
         }
 
