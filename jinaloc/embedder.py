@@ -125,14 +125,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.hidden_size), np.float32), []
         ids, full_lengths = self.tokenize(texts, prompt)
-        truncated = [i for i, n in enumerate(full_lengths) if n > self.max_tokens]
-        if truncated:
-            log.warning(
-                "%d input(s) longer than %d tokens were truncated (longest: %d tokens)",
-                len(truncated),
-                self.max_tokens,
-                max(full_lengths[i] for i in truncated),
-            )
+        warn_truncated(full_lengths, self.max_tokens)
         out = np.zeros((len(texts), self.hidden_size), np.float32)
         for batch in length_sorted_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS):
             out[batch] = self.backend.embed_tokens([ids[i] for i in batch], task)
@@ -142,6 +135,18 @@ class Embedder:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def warn_truncated(full_lengths: Sequence[int], max_tokens: int) -> None:
+    """One warning for the inputs longer than the model's context (they are cut)."""
+    truncated = [n for n in full_lengths if n > max_tokens]
+    if truncated:
+        log.warning(
+            "%d input(s) longer than %d tokens were truncated (longest: %d tokens)",
+            len(truncated),
+            max_tokens,
+            max(truncated),
+        )
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:

@@ -187,6 +187,11 @@ class Index:
         return self
 
     @property
+    def choice(self) -> tuple:
+        """(model, backend, quant, offline): what a load would use (after `use_model`)."""
+        return self._choice
+
+    @property
     def embedder(self) -> Embedder:
         """The model, loaded on first use."""
         return self.load()

@@ -1,4 +1,5 @@
-"""XDG locations for config, data (default index), caches and state (running watchers)."""
+"""XDG locations for config, data (default index), caches and state (running watchers
+and servers)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
+    """Where running watchers and servers record themselves."""
     return Path(os.environ.get("JINALOC_STATE_DIR") or platformdirs.user_state_dir(APP))
 
 

@@ -35,6 +35,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("JINALOC_DATA_DIR", str(base / "data"))
     monkeypatch.setenv("JINALOC_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("JINALOC_STATE_DIR", str(base / "state"))
+    monkeypatch.delenv("JINALOC_NO_SERVER", raising=False)
     monkeypatch.setenv("HF_HOME", str(base / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(base / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -113,3 +113,13 @@ def test_bench_rerank_quick(tmp_path):
         assert r["fit_in_2s"] >= 1
     variants = {v["variant"] for v in data["variants"]}
     assert variants == {"pack 1", "pack 256", "no-shared-prefix", "logits"}
+
+
+def test_bench_serve_quick(tmp_path):
+    model = str(FIXTURES / "tiny-v5-nano")
+    data = run_quick("bench_serve.py", tmp_path, "--model", model, "--quant", "F32")
+    rows = {r["run"]: r for r in data["rows"]}
+    assert set(rows) == {"cold", "warm", "python -c pass", "http"}
+    assert all(positive(r["median_ms"], r["min_ms"]) for r in rows.values())
+    assert positive(data["speedup_cold_over_warm"], data["imports_warm"]["total_ms"])
+    assert "jinaloc" in data["imports_warm"]["top_ms"]

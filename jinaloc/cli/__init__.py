@@ -13,6 +13,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import JinalocError
+from . import common
 from .common import err_console
 from .errors import error_line
 
@@ -116,6 +117,7 @@ def _setup_logging() -> None:
 @app.callback()
 def _root() -> None:
     _setup_logging()
+    common.use_server = True  # until a command's --no-server says otherwise
 
 
 def main() -> None:
@@ -135,4 +137,5 @@ from . import index as _index  # noqa: E402,F401
 from . import maintain as _maintain  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
 from . import pipes as _pipes  # noqa: E402,F401
+from . import serve as _serve  # noqa: E402,F401
 from . import watch as _watch  # noqa: E402,F401

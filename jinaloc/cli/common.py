@@ -77,9 +77,37 @@ ThreadsOpt = Annotated[
 ]
 
 
+# Whether load_embedder may use a running server; --no-server turns it off per command.
+use_server = True
+
+
+def _no_server(value: bool) -> bool:
+    global use_server
+    use_server = not value
+    return value
+
+
+NoServerOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-server",
+        help="Load the model here even when `jinaloc serve` runs it (also JINALOC_NO_SERVER=1).",
+        callback=_no_server,
+    ),
+]
+
+
 def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=True):
-    """Load a model, with a spinner on stderr when it is a terminal."""
+    """The model: on a running `jinaloc serve` that loaded the same one (unless --no-server),
+    else loaded here, with a spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
+
+    if use_server:
+        from ..server.client import find_server
+
+        remote = find_server(model, backend, quant, task)
+        if remote is not None:
+            return remote
 
     args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
     if spinner and err_console.is_terminal:

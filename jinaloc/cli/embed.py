@@ -22,6 +22,7 @@ from .common import (
     BatchOpt,
     InputOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -57,6 +58,7 @@ def embed(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    no_server: NoServerOpt = False,
     task: TaskOpt = "retrieval",
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="query or document (the prefix to add).")

@@ -36,6 +36,7 @@ from .common import (
     JsonlOpt,
     JsonOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -198,6 +199,7 @@ def index(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    no_server: NoServerOpt = False,
     dim: Annotated[
         int | None, typer.Option("--dim", help="Matryoshka dim of a new index (default 512).")
     ] = None,
@@ -438,6 +440,7 @@ def search(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Search the index (query as argument or on stdin).
 
@@ -477,6 +480,7 @@ def similar(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """The notes most like a given note.
 

@@ -38,6 +38,7 @@ from .common import (
     JsonlOpt,
     JsonOpt,
     ModelOpt,
+    NoServerOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -143,6 +144,7 @@ def rerank(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
     cross: Annotated[
@@ -250,6 +252,7 @@ def classify(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -437,6 +440,7 @@ def cluster(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -530,6 +534,7 @@ def dedup(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    no_server: NoServerOpt = False,
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:

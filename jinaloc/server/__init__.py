@@ -1,0 +1,126 @@
+"""`jinaloc serve`: a local embeddings server (OpenAI- and Jina-shaped) that keeps one model
+warm, and the record that lets the CLI find it.
+
+`app` is the ASGI app, `worker` the model thread, `api` the request and response shapes,
+`records` the state-dir record, `client` the CLI's side, `mcp_app` the MCP server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+from pathlib import Path
+
+from ..errors import JinalocError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8089
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Loopback is open to this machine's users only; anything wider needs a token."""
+    if not is_loopback(host) and not token:
+        raise JinalocError(
+            f"refusing to listen on {host} without --token: other machines could use the"
+            " server (bind 127.0.0.1, or pass --token SECRET)"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise JinalocError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(128)
+    return sock
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    quant: str | None = None,
+    offline: bool = False,
+    db: Path | None = None,
+    db_required: bool = True,
+    token: str | None = None,
+    queue_size: int = 64,
+    limits=None,
+    ready=None,
+) -> None:
+    """Load the model, listen, record the server, serve until interrupted. `ready(record)`
+    is called once it listens."""
+    import uvicorn
+
+    from .. import __version__
+    from .app import Limits, create_app
+    from .records import ServerRecord, remove_record, write_record
+    from .worker import ModelWorker, open_served
+
+    check_bind(host, token)
+    limits = limits or Limits()
+    sock = bind(host, port)
+    setup = lambda: open_served(model, backend, quant, offline, db, db_required)  # noqa: E731
+    worker = ModelWorker(setup, queue_size)
+    record_file = None
+    try:
+        served = worker.start()
+        e = served.embedder
+        port = sock.getsockname()[1]
+        url_host = f"[{host}]" if ":" in host else host
+        record = ServerRecord(
+            url=f"http://{url_host}:{port}",
+            pid=os.getpid(),
+            model=e.name,
+            model_path=str(e.spec.path or ""),
+            backend=e.backend.name,
+            quant=e.quant,
+            quant_asked=served.quant_asked,
+            hidden_size=e.hidden_size,
+            max_tokens=e.max_tokens,
+            db=str(served.index.path) if served.index else "",
+            token=token or "",
+            max_body=limits.max_body,
+            max_inputs=limits.max_inputs,
+            version=__version__,
+        )
+        config = uvicorn.Config(
+            create_app(worker, limits, token),
+            log_level="warning",
+            timeout_keep_alive=5,
+            limit_concurrency=256,  # beyond this many connections: 503 at once
+            h11_max_incomplete_event_size=64 * 1024,  # headers
+        )
+        server = uvicorn.Server(config)
+        # uvicorn shuts down on SIGTERM, then raises it again; as an exception, not the default
+        # action, so the record is removed on the way out.
+        signal.signal(signal.SIGTERM, _stop)
+        record_file = write_record(record, port)
+        if ready is not None:
+            ready(record)
+        server.run(sockets=[sock])
+    finally:
+        if record_file is not None:
+            remove_record(record_file, os.getpid())
+        worker.stop()
+        sock.close()

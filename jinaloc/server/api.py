@@ -1,0 +1,349 @@
+"""The HTTP API's shapes: checking requests and building responses for OpenAI's and Jina's
+embeddings, Jina's rerank and jinaloc's search. The app runs these; the worker embeds.
+
+Errors use OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which Jina's
+and OpenAI's clients both read."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..vectors import OUTPUT_TYPES, encode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..embedder import Embedder
+
+# Jina's task names -> (jinaloc task, prompt). jinaloc's own names are accepted too; no
+# task is a passage, as `jinaloc embed` defaults to.
+TASKS = {
+    "retrieval.query": ("retrieval", "query"),
+    "retrieval.passage": ("retrieval", "document"),
+    "retrieval": ("retrieval", "document"),
+    "text-matching": ("text-matching", "document"),
+    "clustering": ("clustering", "document"),
+    "classification": ("classification", "document"),
+}
+# Jina API options these models do not have: accepted only when off.
+UNSUPPORTED = ("late_chunking", "return_multivector")
+EMBEDDING_FIELDS = {
+    "model", "input", "encoding_format", "dimensions", "user", "task", "embedding_type",
+    "normalized", "truncate", "prompt", "batch_size", *UNSUPPORTED,
+}  # fmt: skip
+MAX_BATCH_SIZE = 1024
+# Search options that are not the client's to set.
+INTERNAL_SEARCH_OPTIONS = ("exclude_files",)
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def to_json(self) -> dict:
+        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
+            self.status, "invalid_request_error" if self.status < 500 else "server_error"
+        )
+        return {
+            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        }
+
+
+def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param, code)
+
+
+def _typed(body: dict, key: str, kinds: tuple, what: str, default=None):
+    value = body.get(key, default)
+    # bool is an int to Python, never to a JSON client.
+    if value is not None and (
+        not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+    ):
+        raise bad(f"'{key}' must be {what}", key, "invalid_type")
+    return value
+
+
+def model_names(embedder: Embedder) -> set[str]:
+    """Names a request may give the served model by: its registry name, its folder, its
+    Hugging Face repo and that repo's short name (as Jina's API calls it)."""
+    spec = embedder.spec
+    names = {spec.name}
+    if spec.path is not None:
+        names.add(str(spec.path))
+    if spec.hf_repo:
+        names |= {spec.hf_repo, spec.hf_repo.rsplit("/", 1)[-1]}
+    return names
+
+
+def check_model(body: dict, embedder: Embedder) -> None:
+    model = _typed(body, "model", (str,), "a string")
+    if model and model not in model_names(embedder):
+        raise ApiError(
+            400,
+            f"model {model!r} is not served here: this server runs {embedder.name}",
+            "model",
+            "model_not_found",
+        )
+
+
+def input_texts(value: Any, key: str, max_inputs: int) -> list[str]:
+    """A string or a list of strings (or Jina's {"text": ...} objects)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise bad(f"'{key}' must be a string or a non-empty list of strings", key, "invalid_type")
+    if len(value) > max_inputs:
+        raise bad(f"'{key}' has {len(value)} items; at most {max_inputs} per request", key)
+    texts = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict) and set(item) == {"text"}:
+            item = item["text"]
+        if not isinstance(item, str):
+            what = "token ids" if isinstance(item, (int, list)) else type(item).__name__
+            raise bad(f"'{key}[{i}]' must be a string (not {what})", key, "invalid_type")
+        texts.append(item)
+    return texts
+
+
+@dataclass
+class EmbedRequest:
+    texts: list[str]
+    task: str
+    prompt: str
+    dim: int | None
+    types: list[str]  # output types, as vectors.encode names them
+    as_dict: bool  # embedding_type was a list: `embedding` is {type: value}
+    normalized: bool
+    truncate: bool
+    batch_size: int
+
+
+def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRequest:
+    unknown = sorted(set(body) - EMBEDDING_FIELDS)
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}", unknown[0], "unknown_parameter")
+    for key in UNSUPPORTED:
+        if _typed(body, key, (bool,), "a boolean"):
+            raise bad(f"'{key}' is not supported by {embedder.name}", key, "unsupported_parameter")
+    check_model(body, embedder)
+    if "input" not in body:
+        raise bad("'input' is required", "input", "missing_parameter")
+    texts = input_texts(body["input"], "input", max_inputs)
+    task_name = _typed(body, "task", (str,), "a string", "retrieval.passage")
+    if task_name not in TASKS:
+        raise bad(f"unknown task {task_name!r}: choose one of {', '.join(TASKS)}", "task")
+    task, prompt = TASKS[task_name]
+    # jinaloc's own: another prompt than the task's (e.g. clustering with "Query: ").
+    prompt = _typed(body, "prompt", (str,), "a string", prompt)
+    if prompt not in ("query", "document"):
+        raise bad("'prompt' must be query or document", "prompt")
+    if task not in embedder.spec.tasks:
+        raise bad(f"{embedder.name} has no {task} adapter", "task")
+    dim = _typed(body, "dimensions", (int,), "an integer")
+    if dim is not None:
+        from ..errors import JinalocError
+
+        try:
+            dim = embedder.check_dim(dim)
+        except JinalocError as e:
+            raise bad(e.message, "dimensions") from None
+    types, as_dict = _output_types(body)
+    batch_size = _typed(body, "batch_size", (int,), "an integer", 32)
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise bad(f"'batch_size' must be between 1 and {MAX_BATCH_SIZE}", "batch_size")
+    return EmbedRequest(
+        texts,
+        task,
+        prompt,
+        dim,
+        types,
+        as_dict,
+        normalized=_typed(body, "normalized", (bool,), "a boolean", True),
+        truncate=_typed(body, "truncate", (bool,), "a boolean", False),
+        batch_size=batch_size,
+    )
+
+
+def _output_types(body: dict) -> tuple[list[str], bool]:
+    """OpenAI's encoding_format (float | base64) or Jina's embedding_type (one, or a list)."""
+    fmt = _typed(body, "encoding_format", (str,), "a string")
+    kind = _typed(body, "embedding_type", (str, list), "a string or a list of strings")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise bad("'encoding_format' must be float or base64", "encoding_format")
+    if kind is None:
+        return [fmt or "float"], False
+    kinds = kind if isinstance(kind, list) else [kind]
+    if not kinds or any(k not in OUTPUT_TYPES for k in kinds):
+        raise bad(f"'embedding_type' must be among {', '.join(OUTPUT_TYPES)}", "embedding_type")
+    if fmt is not None and kinds != [fmt]:
+        raise bad("give encoding_format or embedding_type, not both", "encoding_format")
+    return list(dict.fromkeys(kinds)), isinstance(kind, list)
+
+
+def too_long(full: Sequence[int], max_tokens: int) -> ApiError | None:
+    """The error for inputs over the model's context when the request did not ask to truncate."""
+    over = [(i, n) for i, n in enumerate(full) if n > max_tokens]
+    if not over:
+        return None
+    i, n = over[0]
+    return bad(
+        f"input {i} has {n} tokens, more than the model's {max_tokens}"
+        f"{f' ({len(over)} inputs are too long)' if len(over) > 1 else ''}:"
+        ' shorten it, or pass "truncate": true',
+        "input",
+        "context_length_exceeded",
+    )
+
+
+def embeddings_response(
+    req: EmbedRequest, model: str, vectors: np.ndarray, tokens: list[int], full: list[int]
+) -> dict:
+    """OpenAI's list of embeddings (Jina's too). Each item also says how many tokens it
+    used ("tokens") and, when it was cut, how many it had ("input_tokens")."""
+    encoded = {kind: encode(vectors, kind) for kind in req.types}
+    data = []
+    for i, (n, before) in enumerate(zip(tokens, full, strict=True)):
+        value = (
+            {kind: encoded[kind][i] for kind in req.types}
+            if req.as_dict
+            else encoded[req.types[0]][i]
+        )
+        item = {"object": "embedding", "index": i, "embedding": value, "tokens": n}
+        if before > n:
+            item["input_tokens"] = before
+        data.append(item)
+    total = sum(tokens)
+    return {
+        "object": "list",
+        "model": model,
+        "data": data,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
+
+
+# --- rerank -------------------------------------------------------------------------------
+
+
+@dataclass
+class RerankRequest:
+    query: str
+    documents: list[str]
+    top_n: int | None
+    return_documents: bool
+
+
+def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankRequest:
+    model = _typed(body, "model", (str,), "a string")
+    if model and model not in model_names(embedder):
+        # Hook: a cross-encoder (jinaloc/reranker.py) will serve reranker names here.
+        if "rerank" in model:
+            raise ApiError(
+                400,
+                f"reranker {model!r} is not available in this jinaloc: leave 'model' out to"
+                f" rerank by {embedder.name}'s embeddings",
+                "model",
+                "model_not_available",
+            )
+        check_model(body, embedder)
+    query = _typed(body, "query", (str,), "a string")
+    if not query:
+        raise bad("'query' is required", "query", "missing_parameter")
+    if "documents" not in body:
+        raise bad("'documents' is required", "documents", "missing_parameter")
+    documents = input_texts(body["documents"], "documents", max_inputs)
+    top_n = _typed(body, "top_n", (int,), "an integer")
+    if top_n is not None and top_n < 1:
+        raise bad("'top_n' must be at least 1", "top_n")
+    return RerankRequest(
+        query, documents, top_n, _typed(body, "return_documents", (bool,), "a boolean", True)
+    )
+
+
+def rerank_response(
+    req: RerankRequest, model: str, ranked: list[tuple[int, float]], tokens: int
+) -> dict:
+    results = []
+    for i, score in ranked:
+        row: dict = {"index": i, "relevance_score": round(float(score), 6)}
+        if req.return_documents:
+            row["document"] = {"text": req.documents[i]}
+        results.append(row)
+    return {"model": model, "usage": {"total_tokens": tokens}, "results": results}
+
+
+# --- search -------------------------------------------------------------------------------
+
+_JSON_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def search_options() -> dict[str, tuple]:
+    """The options `Index.search` takes (its own keyword parameters, and those of
+    `search.search_vector` it passes on) with the JSON types each accepts. Read from the
+    signatures, so options added there are served without changes here."""
+    from ..index import Index
+    from ..search import search_vector
+
+    own = inspect.signature(Index.search).parameters
+    params = [p for name, p in own.items() if name not in ("self", "query", "k")]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        params += [
+            p
+            for p in inspect.signature(search_vector).parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+        ]
+    options = {}
+    for p in params:
+        if p.kind is p.VAR_KEYWORD or p.name in INTERNAL_SEARCH_OPTIONS:
+            continue
+        names = [t.strip() for t in str(p.annotation).split("|")]
+        kinds = tuple(k for t in names for k in _JSON_TYPES.get(t, ()))
+        # An option of a type JSON cannot carry is not served.
+        if kinds and all(t in _JSON_TYPES or t == "None" for t in names):
+            options[p.name] = (kinds, "None" in names)
+    return options
+
+
+def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str, int, dict]:
+    """(query, k, options for Index.search)."""
+    query = _typed(body, "query", (str,), "a string")
+    if not query or not query.strip():
+        raise bad("'query' is required", "query", "missing_parameter")
+    k = _typed(body, "k", (int,), "an integer", 10)
+    if not 1 <= k <= max_k:
+        raise bad(f"'k' must be between 1 and {max_k}", "k")
+    options = {}
+    for key, value in body.items():
+        if key in ("query", "k", "model"):
+            continue
+        if key not in allowed:
+            raise bad(
+                f"unknown search option {key!r}: choose among {', '.join(sorted(allowed))}",
+                key,
+                "unknown_parameter",
+            )
+        kinds, nullable = allowed[key]
+        if value is None and nullable:
+            continue
+        options[key] = _typed(body, key, kinds, f"of type {'/'.join(k.__name__ for k in kinds)}")
+    if options.get("path_glob"):
+        check_glob(options["path_glob"])
+    return query.strip(), k, options
+
+
+GLOB_ESCAPES = "path globs may not contain '..'"
+
+
+def glob_escapes(glob: str) -> bool:
+    """A path glob may only narrow the index's own files: no '..' steps out of a root."""
+    return ".." in glob.replace("\\", "/").split("/")
+
+
+def check_glob(glob: str) -> None:
+    if glob_escapes(glob):
+        raise bad(GLOB_ESCAPES, "path_glob", "path_traversal")

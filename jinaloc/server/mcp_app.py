@@ -1,0 +1,157 @@
+"""`jinaloc mcp`: the index as Model Context Protocol tools over stdio (the official `mcp`
+SDK): search, get (files inside the indexed roots only), status and update.
+
+The index and its model live on one worker thread (as in `jinaloc serve`: the SQLite
+connection belongs to the thread that opened it); the model loads on the first search or
+update and then stays warm, or is a running `jinaloc serve`'s when one matches."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import JinalocError
+from ..files import read_input
+from .api import GLOB_ESCAPES, glob_escapes, search_options
+from .worker import ModelWorker
+
+# A `get` answer holds at most this many characters (agents' context is precious).
+MAX_GET_CHARS = 200_000
+
+INSTRUCTIONS = """Semantic search over the user's notes, indexed locally by jinaloc.
+`search` finds the passages most like a query (path, lines, heading, score, text);
+`get` reads a file (or a line range) from the indexed folders; `status` says what is
+indexed and what changed on disk; `update` re-indexes what changed."""
+
+
+def inside_roots(path: str, roots: list[str], cwd: Path | None = None) -> Path:
+    """The real path of `path` (relative: to `cwd`) if it lies inside an indexed root,
+    else an error: symlinks and '..' are resolved before the check."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = (cwd or Path.cwd()) / candidate
+    real = Path(os.path.realpath(candidate))
+    for root in roots:
+        base = Path(os.path.realpath(root))
+        if real == base or real.is_relative_to(base):
+            return real
+    raise JinalocError(f"{path} is outside the indexed folders")
+
+
+def indexed_file(idx, path: str) -> Path:
+    """The real path of an indexed file inside the index's roots, else an error."""
+    real = inside_roots(path, list(idx.store.roots()))
+    given = Path(path).expanduser().absolute()
+    if idx.store.file(str(real)) is None and idx.store.file(str(given)) is None:
+        raise JinalocError(f"{path} is not an indexed file")
+    return real
+
+
+def read_lines(path: Path, start_line: int | None, end_line: int | None) -> dict:
+    text = read_input(path)
+    lines = text.splitlines()
+    start = start_line or 1
+    end = min(end_line or len(lines), len(lines))
+    if start < 1 or (end_line is not None and end_line < start):
+        raise JinalocError("start_line must be at least 1 and end_line not before it")
+    body = "\n".join(lines[start - 1 : end])
+    truncated = len(body) > MAX_GET_CHARS
+    return {
+        "path": str(path),
+        "start_line": start,
+        "end_line": end,
+        "total_lines": len(lines),
+        "text": body[:MAX_GET_CHARS],
+        "truncated": truncated,
+    }
+
+
+def create_mcp(worker: ModelWorker):
+    """The MCP server on a started worker whose state is an open `Index`."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    server = MCPServer("jinaloc", instructions=INSTRUCTIONS, log_level="WARNING")
+    options = search_options()
+
+    async def run(job) -> Any:
+        try:
+            return await asyncio.wrap_future(worker.submit(job))
+        except JinalocError as e:
+            raise ToolError(str(e)) from None  # the SDK shows only ToolError's text
+
+    @server.tool()
+    async def search(
+        query: str, k: int = 10, path: str | None = None, mode: str | None = None
+    ) -> list[dict]:
+        """The indexed passages most like `query`, best first. `path`: only files matching
+        this glob (gitignore style, e.g. 'work/*.md'); `mode`: a search mode, where this
+        jinaloc has several."""
+        kwargs: dict[str, Any] = {}
+        if not query.strip():
+            raise ToolError("the query is empty")
+        if not 1 <= k <= 1000:
+            raise ToolError("k must be between 1 and 1000")
+        if path:
+            if glob_escapes(path):
+                raise ToolError(GLOB_ESCAPES)
+            kwargs["path_glob"] = path
+        if mode is not None:
+            if "mode" not in options:
+                raise ToolError("this jinaloc has one search mode: leave mode out")
+            kwargs["mode"] = mode
+        hits = await run(lambda idx: idx.search(query.strip(), k, **kwargs))
+        return [hit.to_json() for hit in hits]
+
+    @server.tool()
+    async def get(path: str, start_line: int | None = None, end_line: int | None = None) -> dict:
+        """A file of the indexed folders, whole or lines start_line..end_line (1-based,
+        inclusive), as text. Paths as `search` shows them, or absolute."""
+        return await run(lambda idx: read_lines(indexed_file(idx, path), start_line, end_line))
+
+    @server.tool()
+    async def status() -> dict:
+        """What the index holds (roots, files, chunks, model) and what changed on disk."""
+        return await run(lambda idx: idx.status())
+
+    @server.tool()
+    async def update() -> dict:
+        """Re-index the indexed folders incrementally: new and changed files are embedded,
+        renamed ones moved, deleted ones removed."""
+        return await run(lambda idx: idx.update().to_json())
+
+    return server
+
+
+def _load(model, backend, quant, offline, task):
+    """A running `jinaloc serve`'s model when it is the same, else loaded here."""
+    from ..embedder import load_embedder
+    from .client import find_server
+
+    return find_server(model, backend, quant, task) or load_embedder(
+        model, backend=backend, quant=quant, offline=offline, task=task
+    )
+
+
+def open_index(db: Path | None, model, backend, quant, offline):
+    from ..index import Index
+
+    idx = Index.open(db, loader=_load)
+    try:
+        idx.require_built()
+        idx.check(model=model)
+    except BaseException:
+        idx.close()
+        raise
+    return idx.use_model(model, backend, quant, offline)
+
+
+def run_stdio(db: Path | None, model=None, backend="auto", quant=None, offline=False) -> None:
+    worker = ModelWorker(lambda: open_index(db, model, backend, quant, offline))
+    worker.start()
+    try:
+        create_mcp(worker).run("stdio")
+    finally:
+        worker.stop()

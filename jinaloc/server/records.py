@@ -1,0 +1,112 @@
+"""The record a running `jinaloc serve` leaves in the state dir, so the CLI can find it.
+
+One JSON file per server (by port). A record whose process is gone, or whose /health does
+not answer, is stale: it is ignored, and removed when its process is gone. Stdlib only: the
+CLI reads these on every command that may embed."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..paths import state_dir
+
+# Loopback servers: never through an http(s)_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Seconds the CLI waits for a recorded server's /health before ignoring it.
+HEALTH_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    url: str  # http://host:port
+    pid: int
+    model: str  # registry name of the served model
+    model_path: str  # its folder (absolute) for a local model, else ""
+    backend: str
+    quant: str  # the loaded quant
+    quant_asked: str  # the --quant it was started with ("" for the default)
+    hidden_size: int
+    max_tokens: int
+    db: str  # the served index, "" for none
+    token: str  # "" without --token; the file is private to the user
+    max_body: int
+    max_inputs: int
+    version: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict) -> ServerRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def records_dir() -> Path:
+    return state_dir() / "servers"
+
+
+def record_path(port: int) -> Path:
+    return records_dir() / f"server-{port}.json"
+
+
+def write_record(record: ServerRecord, port: int) -> Path:
+    path = record_path(port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # Private: the record may hold the bearer token.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f)
+    tmp.replace(path)
+    return path
+
+
+def remove_record(path: Path, pid: int) -> None:
+    """Remove a record if it is still this process's (a restarted server may own it now)."""
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def recorded_servers() -> list[ServerRecord]:
+    """Records whose process is alive (records of dead processes are removed)."""
+    found = []
+    for path in sorted(records_dir().glob("server-*.json")):
+        try:
+            record = ServerRecord.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if pid_alive(record.pid):
+            found.append(record)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def healthy(record: ServerRecord, timeout: float = HEALTH_TIMEOUT) -> bool:
+    """The server answers /health as the process recorded (not another one on its port)."""
+    request = urllib.request.Request(record.url + "/health", headers=auth_headers(record))
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+    return body.get("status") == "ok" and body.get("pid") == record.pid
+
+
+def auth_headers(record: ServerRecord) -> dict[str, str]:
+    return {"Authorization": f"Bearer {record.token}"} if record.token else {}

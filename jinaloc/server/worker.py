@@ -1,0 +1,153 @@
+"""The one model worker: a thread that owns the model (and the served index) and runs
+requests in order from a bounded queue.
+
+One thread, because the model is not safe to call from several at once and a CPU backend
+uses every core anyway; the index's SQLite connection belongs to the thread that opened it,
+so it is opened there too. A full queue is refused at once (`Busy`), never waited on."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+log = logging.getLogger("jinaloc")
+
+if TYPE_CHECKING:
+    from ..embedder import Embedder
+    from ..index import Index
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+
+@dataclass
+class Served:
+    """What the worker holds: the loaded model, the index it serves (if any), and the quant
+    the model was asked for ("" for the default), which the CLI matches its requests on."""
+
+    embedder: Embedder
+    index: Index | None
+    quant_asked: str
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()  # closes the embedder it loaded too
+        else:
+            self.embedder.close()
+
+
+def open_served(
+    model: str | None,
+    backend: str,
+    quant: str | None,
+    offline: bool,
+    db: Path | None,
+    db_required: bool = True,
+) -> Served:
+    """Load the model; with `db`, open that index and load its model (unless `model` says
+    otherwise, which must then be the same model: the index refuses another). An index
+    that is not `db_required` (the default one) is left out, with a warning, when it is
+    missing, empty or built with another model."""
+    from ..embedder import load_embedder
+    from ..errors import IndexEmpty, IndexMismatch, IndexNotFound
+    from ..index import Index
+
+    if db is not None and not db_required:
+        try:
+            return open_served(model, backend, quant, offline, db)
+        except (IndexNotFound, IndexEmpty, IndexMismatch) as e:
+            log.warning("not serving the index: %s", e)
+            db = None
+    if db is None:
+        embedder = load_embedder(model, backend=backend, quant=quant, offline=offline)
+        return warm(Served(embedder, None, quant or ""))
+    idx = Index.open(db)
+    try:
+        idx.require_built()
+        idx.check(model=model)
+        idx.use_model(model, backend, quant, offline)
+        embedder = idx.load()
+    except BaseException:
+        idx.close()
+        raise
+    return warm(Served(embedder, idx, idx.choice[2] or ""))
+
+
+def warm(served: Served) -> Served:
+    """One query embedded now: the backend sets up its buffers before the first client
+    waits (the first call on a fresh GGUF context costs hundreds of ms)."""
+    served.embedder.embed(["warm up"], "retrieval", "query")
+    return served
+
+
+Job = Callable[[Any], Any]
+
+
+class ModelWorker:
+    """Runs `setup()` (what it returns, a `Served` or an `Index`, has a `close()`) and then
+    jobs on it, in order."""
+
+    def __init__(self, setup: Callable[[], Any], queue_size: int = 64):
+        self._setup = setup
+        self._queue: queue.Queue = queue.Queue(queue_size)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.served: Any = None
+        self._thread = threading.Thread(target=self._run, name="jinaloc-model", daemon=True)
+
+    def start(self) -> Any:
+        """Load the model in the worker thread; its errors are raised here."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.served
+
+    def submit(self, job: Job) -> Future:
+        """Queue `job(served)`; its result or exception arrives on the future."""
+        future: Future = Future()
+        try:
+            self._queue.put_nowait((job, future))
+        except queue.Full:
+            raise Busy from None
+        return future
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        try:
+            self.served = self._setup()
+        except BaseException as e:
+            self._error = e
+            return
+        finally:
+            self._ready.set()
+        while (item := self._queue.get()) is not None:
+            job, future = item
+            # A request that timed out while queued was cancelled: skip it.
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job(self.served))
+            except BaseException as e:
+                future.set_exception(e)
+        self.served.close()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Finish the queued jobs, then free the model."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
