@@ -23,6 +23,7 @@ from .common import (
     OfflineOpt,
     QuantOpt,
     QuietOpt,
+    ThreadsOpt,
     err_console,
     out_console,
 )
@@ -65,6 +66,7 @@ def eval_command(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure what smaller dims, int8, sign bits and each search mode cost in recall.

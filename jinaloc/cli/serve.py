@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ import typer
 from ..errors import JinalocError
 from ..paths import default_db
 from . import app
-from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, err_console
+from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, ThreadsOpt, err_console
 
 SERVE_EXAMPLES = """
 [b]Examples[/b]
@@ -58,9 +57,7 @@ def serve(
             help="Require `Authorization: Bearer TOKEN` on every request (also JINALOC_TOKEN).",
         ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for the GGUF backend.", min=1)
-    ] = None,
+    threads: ThreadsOpt = None,
     queue: Annotated[
         int, typer.Option("--queue", help="Requests waiting for the model at most.", min=1)
     ] = 64,
@@ -83,8 +80,6 @@ def serve(
     from ..server.app import Limits
 
     check_bind(host, token)
-    if threads is not None:
-        os.environ["JINALOC_THREADS"] = str(threads)
     db_path = db.expanduser() if db is not None else default_db()
     if db is not None and not db_path.exists():
         raise JinalocError(f"no index at {db_path}: build one with `jinaloc index PATH`")
@@ -134,6 +129,7 @@ def mcp(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Serve the index to agents over MCP (stdio): search, get, status, update.
 

@@ -21,6 +21,7 @@ from .common import (
     ModelOpt,
     OfflineOpt,
     QuantOpt,
+    ThreadsOpt,
     err_console,
     load_embedder,
 )
@@ -65,6 +66,7 @@ def watch(
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
+    threads: ThreadsOpt = None,
     debounce: Annotated[
         int,
         typer.Option("--debounce", help="Apply changes once quiet this long (ms).", min=1),
