@@ -39,6 +39,8 @@ DEFAULT_CHUNK_TOKENS = 512
 # bigger ones of the tables those read (measured: 1.5 s for a 479 MB, 100k-chunk file).
 VERIFY_ALL_BYTES = 64 << 20
 SMALL_TABLES = ("meta", "roots", "files")
+# Candidate chunks a reranker reorders by default: see README "Reranking" for the cost.
+RERANK_TOP = 10
 # Layout of embed_text(); a new layout needs a re-index.
 CHUNK_FORMAT = "1"
 
@@ -326,15 +328,37 @@ class Index:
 
     # reading
 
-    def search(self, query: str, k: int = 10, *, mode: str = "hybrid", **options) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        reranker=None,
+        rerank_top: int = RERANK_TOP,
+        instruction: str | None = None,
+        rerank_progress=None,
+        **options,
+    ) -> list[Hit]:
         """The best chunks (one per file unless `all_chunks`) for a text query, in `mode`
-        hybrid, semantic or lexical (no model needed); options as `search.search`."""
-        from .search import MODES, embed_query, search
+        hybrid, semantic or lexical (no model needed); options as `search.search`. With a
+        `reranker` (reranker.load_reranker), the first stage's best `rerank_top` chunks are
+        reordered by it."""
+        from .search import MODES, embed_query, rerank_hits, search
 
         meta = self.require_built()
         check_choice("mode", mode, MODES)
         vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
-        return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
+        if reranker is None:
+            return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
+        if rerank_top < 1:
+            raise JinalocError("the number of candidates to rerank must be at least 1")
+        per_file = not options.pop("all_chunks", False)
+        candidates = _present(
+            lambda n: search(self.store, query, vector, n, mode=mode, all_chunks=True, **options),
+            rerank_top,
+        )
+        return rerank_hits(candidates, reranker, query, k, per_file, instruction, rerank_progress)
 
     def similar(self, path: Path, k: int = 10, **options) -> list[Hit]:
         """The notes most like a file: an indexed one by its stored vectors (no model),

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pathspec
 
+from .chunking import embed_text
 from .errors import JinalocError, check_choice
 from .paths import display_path
 from .store import MAX_K, Store
@@ -69,6 +70,8 @@ class Hit:
     mode: str = "semantic"
     semantic: Part | None = None  # cosine similarity and rank in the vector list
     lexical: Part | None = None  # -bm25 and rank in the lexical list
+    first_stage: Part | None = None  # with a reranker: the score and rank it reordered
+    rerank: Part | None = None  # the cross-encoder's relevance (0-1) and rank
 
     def display_path(self) -> str:
         return display_path(self.path)
@@ -86,6 +89,9 @@ class Hit:
             "lexical": self.lexical.to_json() if self.lexical else None,
             "text": self.text,
         }
+        if self.rerank is not None:
+            row["rerank"] = self.rerank.to_json()
+            row["first_stage"] = self.first_stage.to_json()
         if explain:
             row["explain"] = self.explain()
         return row
@@ -105,6 +111,9 @@ class Hit:
                 out[name]["fused"] = round(share, 6)
         if self.mode == "hybrid":
             out["fusion"] = {"method": "rrf", "k": RRF_K, "weights": dict(WEIGHTS)}
+        if self.rerank is not None:
+            out["rerank"] = self.rerank.to_json()
+            out["first_stage"] = self.first_stage.to_json()
         return out
 
 
@@ -264,6 +273,35 @@ def _fuse(store, query, vector: list[Row], lexical: list[Row], k, per_file, min_
             lex = scores["lexical"].get(hit.chunk_id)
             hit.lexical = Part(lex if lex is not None else 0.0, ranks["lexical"][key])
     return hits
+
+
+def rerank_hits(
+    hits: list[Hit],
+    reranker,
+    query: str,
+    k: int,
+    per_file: bool,
+    instruction: str | None = None,
+    progress=None,
+) -> list[Hit]:
+    """The first stage's candidate chunks reordered by a cross-encoder (reranker.Reranker),
+    then the best chunk per file unless not `per_file`. Each chunk is scored as the index
+    embeds it: title and heading path, then its text (trimmed to the reranker's budget)."""
+    if not hits:
+        return []
+    texts = [embed_text(h.title, h.heading, h.text) for h in hits]
+    scores = reranker.score(query, texts, instruction, progress)
+    for rank, (hit, score) in enumerate(zip(hits, scores, strict=True), 1):
+        hit.first_stage = Part(hit.score, rank)
+        hit.rerank = Part(float(score), None)
+    order = sorted(hits, key=lambda h: (-h.rerank.score, h.first_stage.rank))
+    if per_file:
+        seen: set[int] = set()
+        order = [h for h in order if not (h.file_id in seen or seen.add(h.file_id))]
+    for rank, hit in enumerate(order, 1):
+        hit.rerank.rank = rank
+        hit.score = hit.rerank.score
+    return order[:k]
 
 
 def _check_k(k: int) -> None:

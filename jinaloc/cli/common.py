@@ -60,6 +60,18 @@ InputOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 
+RerankerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reranker", help="Cross-encoder: a registry reranker (`jinaloc models list`) or a .gguf."
+    ),
+]
+InstructionOpt = Annotated[
+    str | None,
+    typer.Option("--instruction", help="The cross-encoder's task instruction (default: notes)."),
+]
+
+
 def _set_threads(value: int | None) -> None:
     if value is not None:
         os.environ["JINALOC_THREADS"] = str(value)  # every backend reads it when it loads

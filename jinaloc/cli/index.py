@@ -22,7 +22,7 @@ from rich.progress import (
 from ..chunking import is_heading
 from ..errors import JinalocError, SchemaTooNew
 from ..files import parse_size
-from ..index import Index
+from ..index import RERANK_TOP, Index
 from ..indexer import Progress as IndexProgress
 from ..indexer import Report
 from ..output import Renderer, output_format, write_json
@@ -33,6 +33,7 @@ from ..store import SCHEMA_VERSION
 from . import app
 from .common import (
     BackendOpt,
+    InstructionOpt,
     JsonlOpt,
     JsonOpt,
     ModelOpt,
@@ -40,9 +41,12 @@ from .common import (
     OfflineOpt,
     QuantOpt,
     QuietOpt,
+    RerankerOpt,
     ThreadsOpt,
+    embed_progress,
     err_console,
     load_embedder,
+    load_reranker,
     out_console,
 )
 
@@ -366,7 +370,7 @@ def _hit_tty(row: dict) -> None:
 
 
 def _explain_line(row: dict) -> str:
-    """`semantic #2 0.734 · lexical #1 7.21 → hybrid 0.0325`."""
+    """`semantic #2 0.734 · lexical #1 7.21 → hybrid 0.0325` (`→ rerank #1 0.91`)."""
     e = row["explain"]
     parts = []
     for name in ("semantic", "lexical"):
@@ -376,7 +380,15 @@ def _explain_line(row: dict) -> str:
         else:
             rank = f"#{part['rank']}" if part["rank"] else "(not in list)"
             parts.append(f"{name} {rank} {part['score']:.4f}")
-    return " · ".join(parts) + f" → {e['mode']} {e['score']:.4f}"
+    line = " · ".join(parts) + f" → {e['mode']} {e['score']:.4f}"
+    if "rerank" in e:
+        first = e["first_stage"]
+        line = (
+            " · ".join(parts)
+            + f" → {e['mode']} #{first['rank']} {first['score']:.4f}"
+            + f" → rerank #{e['rerank']['rank']} {e['rerank']['score']:.4f}"
+        )
+    return line
 
 
 def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> None:
@@ -435,6 +447,15 @@ def search(
     oversample: Annotated[
         int, typer.Option("--oversample", help="Coarse candidates per result.", min=1)
     ] = DEFAULT_OVERSAMPLE,
+    rerank: Annotated[
+        bool,
+        typer.Option("--rerank", help="Reorder the best candidates with a cross-encoder (slow)."),
+    ] = False,
+    rerank_top: Annotated[
+        int, typer.Option("--rerank-top", help="Candidate chunks to rerank.", min=1)
+    ] = RERANK_TOP,
+    reranker: RerankerOpt = None,
+    instruction: InstructionOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
@@ -449,17 +470,29 @@ def search(
     chunk per file. Exit code 1 when nothing matches."""
     fmt = output_format(json_out, jsonl, files)
     text = _read_query(query)
+    if not rerank and (reranker or instruction):
+        raise JinalocError("--reranker and --instruction go with --rerank")
     with _open_index(db, model, backend, quant, offline) as idx:
-        hits = idx.search(
-            text,
-            k,
-            mode=mode,
-            exact=exact,
-            oversample=oversample,
-            path_glob=path,
-            min_score=min_score,
-            all_chunks=all_chunks,
-        )
+        cross = load_reranker(reranker, None, offline) if rerank else None
+        try:
+            with embed_progress(rerank_top if rerank else 0, "reranking") as progress:
+                hits = idx.search(
+                    text,
+                    k,
+                    mode=mode,
+                    exact=exact,
+                    oversample=oversample,
+                    path_glob=path,
+                    min_score=min_score,
+                    all_chunks=all_chunks,
+                    reranker=cross,
+                    rerank_top=rerank_top,
+                    instruction=instruction,
+                    rerank_progress=progress,
+                )
+        finally:
+            if cross is not None:
+                cross.close()
     _print_hits(hits, fmt, explain, null)
 
 

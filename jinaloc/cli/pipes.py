@@ -35,6 +35,7 @@ from .common import (
     BackendOpt,
     BatchOpt,
     InputOpt,
+    InstructionOpt,
     JsonlOpt,
     JsonOpt,
     ModelOpt,
@@ -42,6 +43,7 @@ from .common import (
     OfflineOpt,
     QuantOpt,
     QuietOpt,
+    RerankerOpt,
     ThreadsOpt,
     embed_progress,
     iter_stdin,
@@ -152,13 +154,8 @@ def rerank(
     cross: Annotated[
         bool, typer.Option("--cross", help="Score with a cross-encoder instead of embeddings.")
     ] = False,
-    reranker: Annotated[
-        str | None,
-        typer.Option("--reranker", help="With --cross: registry reranker or a .gguf file."),
-    ] = None,
-    instruction: Annotated[
-        str | None, typer.Option("--instruction", help="With --cross: the task instruction.")
-    ] = None,
+    reranker: RerankerOpt = None,
+    instruction: InstructionOpt = None,
 ) -> None:
     """Order stdin lines (or files) by relevance to QUERY, most relevant first.
 

@@ -36,7 +36,8 @@ EMBEDDING_FIELDS = {
 }  # fmt: skip
 MAX_BATCH_SIZE = 1024
 # Search options that are not the client's to set.
-INTERNAL_SEARCH_OPTIONS = ("exclude_files",)
+# Not served: the process-side reranker (its own endpoint, /v1/rerank) and its knobs.
+INTERNAL_SEARCH_OPTIONS = ("exclude_files", "rerank_top", "instruction")
 
 
 class ApiError(Exception):
