@@ -78,3 +78,10 @@ def test_rerank_keeps_the_best_chunk_per_file_and_plain_search_is_unchanged(db):
 def test_rerank_options_need_rerank(db):
     r = cli("search", "x", "--db", db, "--reranker", RERANKER, *MODEL, ok=(2,))
     assert "go with --rerank" in r.stderr
+
+
+def test_eval_measures_hybrid_with_the_reranker(db):
+    r = cli("eval", "--db", db, "--json", "--rerank", "--reranker", RERANKER, "--sample", "5",
+            *MODEL)  # fmt: skip
+    rows = {row["name"]: row for row in json.loads(r.stdout)["rows"]}
+    assert "hybrid+rerank" in rows and 0 <= rows["hybrid+rerank"]["recall"] <= 1

@@ -23,8 +23,10 @@ from .common import (
     OfflineOpt,
     QuantOpt,
     QuietOpt,
+    RerankerOpt,
     ThreadsOpt,
     err_console,
+    load_reranker,
     out_console,
 )
 from .index import DbOpt, TopKOpt, _open_index
@@ -62,6 +64,11 @@ def eval_command(
         Path | None,
         typer.Option("--plot", help="Also write recall against bytes per chunk as a PNG."),
     ] = None,
+    rerank: Annotated[
+        bool,
+        typer.Option("--rerank", help="Also measure hybrid + the cross-encoder reranker (slow)."),
+    ] = False,
+    reranker: RerankerOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
     quant: QuantOpt = None,
@@ -91,8 +98,16 @@ def eval_command(
                     " own or two chunks)",
                     "pass --queries FILE",
                 )
-        with _ProgressBar(quiet) as progress:
-            result = evaluate(idx.store, idx.embedder, idx.meta.dim, asked, k, progress=progress)
+        cross = load_reranker(reranker, None, offline) if rerank else None
+        score = (lambda query, texts: cross.score(query, texts)) if cross else None
+        try:
+            with _ProgressBar(quiet) as progress:
+                result = evaluate(
+                    idx.store, idx.embedder, idx.meta.dim, asked, k, rerank=score, progress=progress
+                )
+        finally:
+            if cross is not None:
+                cross.close()
     if plot is not None:
         from ..plot import plot_recall
 
