@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from .errors import JinalocError, ModelNotDownloaded
 from .registry import RERANK_TASK, ModelSpec
 
 log = logging.getLogger("jinaloc")
+# Seconds to wait for a connection to the hub before saying it cannot be reached.
+REACH_TIMEOUT = 5.0
 
 # Only what the MLX backend reads: never the repo's Python files (no remote code).
 MLX_PATTERNS = [
@@ -58,12 +61,19 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
     try:
         from huggingface_hub import snapshot_download
 
-        if not local_only:
-            _note_license(spec)
-        snapshot = snapshot_download(
-            spec.hf_repo, allow_patterns=MLX_PATTERNS, local_files_only=local_only
+        folder = _cached(
+            lambda: Path(
+                snapshot_download(spec.hf_repo, allow_patterns=MLX_PATTERNS, local_files_only=True)
+            )
         )
-        folder = Path(snapshot)
+        if folder is None or any(not (folder / f).is_file() for f in MLX_REQUIRED):
+            if local_only:
+                raise LookupError
+            _reachable()
+            _note_license(spec)
+            folder = Path(snapshot_download(spec.hf_repo, allow_patterns=MLX_PATTERNS))
+    except JinalocError:
+        raise
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
             raise ModelNotDownloaded(
@@ -127,9 +137,16 @@ def _hub_gguf(
     try:
         from huggingface_hub import hf_hub_download
 
-        if not local_only:
-            _note_license(spec)
-        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
+        hit = _cached(lambda: Path(hf_hub_download(repo, filename, local_files_only=True)))
+        if hit is not None:
+            return hit
+        if local_only:
+            raise LookupError
+        _reachable()
+        _note_license(spec)
+        return Path(hf_hub_download(repo, filename))
+    except JinalocError:
+        raise
     except Exception as e:
         if local_only:
             raise ModelNotDownloaded(spec.name, what, flags, is_offline(offline)) from None
@@ -155,6 +172,40 @@ def reranker_file(
             " (or pass a .gguf file)"
         )
     return _hub_gguf(spec, RERANK_TASK, quant, offline, download, quant, f" --quant {quant}")
+
+
+def _cached(find):
+    """What the HF cache already holds (no network at all), or None."""
+    try:
+        return find()
+    except Exception:  # not in the cache, whatever the hub's exception type
+        return None
+
+
+_hub_ok: bool | None = None
+
+
+def _reachable(timeout: float = REACH_TIMEOUT) -> None:
+    """Fail in seconds, in one line, when the hub cannot be reached: huggingface_hub would
+    retry for half a minute and log every attempt."""
+    global _hub_ok
+    if _hub_ok:
+        return
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise JinalocError(
+            f"cannot reach the model hub at {url.hostname} ({e.strerror or e})",
+            "connect to the network, or copy the model to this machine and add it with"
+            " `jinaloc models add PATH` (then --offline)",
+        ) from None
+    _hub_ok = True
 
 
 def _short(e: Exception) -> str:
