@@ -28,8 +28,8 @@ ProgressFn = Callable[[int, int], None]  # (texts done in this step, tokens in t
 
 def default_backend(quant: str | None = None) -> str:
     """MLX on Apple Silicon (Metal). On x86_64 Linux and Windows, ONNX Runtime int8 when it is
-    installed and no GGUF quant was asked for: measured 3x faster than llama.cpp's fastest
-    quant there at cosine 0.998 to fp32 (docs/benchmarks.md). GGUF (llama.cpp) elsewhere."""
+    installed and no GGUF quant was asked for: measured 1.2-3.2x the speed of llama.cpp's
+    fastest quant there at cosine 0.9975 to fp32 (docs/benchmarks.md). GGUF elsewhere."""
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mlx" if importlib.util.find_spec("mlx") else "gguf"
     x86 = platform.machine().lower() in ("x86_64", "amd64")
