@@ -272,3 +272,14 @@ def test_auto_picks_onnx_on_x86_when_installed(monkeypatch):
         lambda name: None if name == "onnxruntime" else real(name),
     )
     assert embedder.default_backend() == "gguf"
+
+
+def test_batch_split_by_attention_memory(embedder, monkeypatch):
+    """A batch whose attention scores would pass SCORE_BYTES runs in slices: same vectors."""
+    backend = embedder.backend
+    texts = short_texts("nano") * 3
+    ids, _ = embedder.tokenize(texts, "document")
+    whole = backend.embed_tokens(ids, "retrieval")
+    monkeypatch.setattr(onnx_backend, "SCORE_BYTES", 1)  # one sequence per forward pass
+    assert backend._rows(np.array([len(x) for x in ids])) == 1
+    np.testing.assert_allclose(backend.embed_tokens(ids, "retrieval"), whole, atol=1e-5)
