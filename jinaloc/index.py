@@ -176,12 +176,15 @@ class Index:
         offline: bool = False,
     ) -> Index:
         """Choose the model to load when one is needed: the index's own unless `model` says
-        otherwise, and on the same backend its quant, so queries match the documents."""
+        otherwise, and (unless asked otherwise) its backend and quant, so queries match the
+        documents' vectors exactly."""
         from .embedder import default_backend
 
         m = self.meta
         if m is not None:
             model = model or m.model_ref
+            if backend == "auto" and quant is None and _installed(m.backend):
+                backend = m.backend  # the machine's default may differ from the index's
             wanted = default_backend() if backend == "auto" else backend
             if quant is None and m.backend == wanted and m.quant != "default":
                 quant = m.quant
@@ -444,3 +447,12 @@ def _present(run: Callable[[int], list[Hit]], k: int) -> list[Hit]:
             return kept[:k]
         n *= 4
     return kept[:k]
+
+
+def _installed(backend: str) -> bool:
+    """Whether this machine can run `backend` (the index's own, for its queries)."""
+    import importlib.util
+
+    modules = {"gguf": "llama_cpp", "onnx": "onnxruntime", "mlx": "mlx"}
+    name = modules.get(backend)
+    return name is not None and importlib.util.find_spec(name) is not None

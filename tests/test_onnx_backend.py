@@ -252,3 +252,34 @@ def test_cli_embed_onnx(family, quant):
     for row, case in zip(rows, cases, strict=True):
         got, want = np.array(row["embedding"]), np.array(case["embedding"]["full"])
         assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) >= tolerance
+
+
+def test_auto_picks_onnx_on_x86_when_installed(monkeypatch):
+    from jinaloc import embedder
+
+    monkeypatch.setattr(embedder.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(embedder.sys, "platform", "linux")
+    assert embedder.default_backend() == "onnx"
+    assert embedder.default_backend("int8") == "onnx"
+    assert embedder.default_backend("Q4_K_M") == "gguf"  # a GGUF quant asks for GGUF
+    monkeypatch.setattr(embedder.platform, "machine", lambda: "aarch64")
+    assert embedder.default_backend() == "gguf"
+    monkeypatch.setattr(embedder.platform, "machine", lambda: "x86_64")
+    real = embedder.importlib.util.find_spec
+    monkeypatch.setattr(
+        embedder.importlib.util,
+        "find_spec",
+        lambda name: None if name == "onnxruntime" else real(name),
+    )
+    assert embedder.default_backend() == "gguf"
+
+
+def test_batch_split_by_attention_memory(embedder, monkeypatch):
+    """A batch whose attention scores would pass SCORE_BYTES runs in slices: same vectors."""
+    backend = embedder.backend
+    texts = short_texts("nano") * 3
+    ids, _ = embedder.tokenize(texts, "document")
+    whole = backend.embed_tokens(ids, "retrieval")
+    monkeypatch.setattr(onnx_backend, "SCORE_BYTES", 1)  # one sequence per forward pass
+    assert backend._rows(np.array([len(x) for x in ids])) == 1
+    np.testing.assert_allclose(backend.embed_tokens(ids, "retrieval"), whole, atol=1e-5)

@@ -9,8 +9,8 @@ from .base import Backend
 MLX_QUANTS = {"q8": 8, "8": 8, "8bit": 8, "q4": 4, "4": 4, "4bit": 4}
 # ONNX: fp32, or int8 weights (activations are quantized to uint8 per tensor and call by
 # ORT). QInt8 weights run ORT's u8s8 kernels (VNNI where the CPU has it), QUInt8 its u8u8
-# ones: measured 1.5x slower on AVX-512 VNNI at the same accuracy (docs/benchmarks.md).
-ONNX_QUANTS = {"fp32": "fp32", "f32": "fp32", "int8": "qint8", "qint8": "qint8", "quint8": "quint8"}
+# ones: measured at 0.5-0.9x the speed on AVX-512 VNNI, same accuracy (docs/benchmarks.md).
+ONNX_QUANTS = {"fp32": "fp32", "int8": "qint8", "qint8": "qint8", "quint8": "quint8"}
 ONNX_DEFAULT_QUANT = "qint8"
 # Tried in order when a local folder has no file in the model's default quant.
 GGUF_FALLBACKS = ("F16", "BF16", "F32")

@@ -23,7 +23,11 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", help="mlx or gguf (default: this machine's backend).")
+    str | None,
+    typer.Option(
+        "--format",
+        help="mlx (canonical files, also for onnx) or gguf (default: this machine's backend).",
+    ),
 ]
 TasksOpt = Annotated[
     list[str] | None, typer.Option("--task", "-t", help="GGUF task(s) (repeatable; default all).")
@@ -135,7 +139,9 @@ def info(name: str, as_json: JsonOpt = False) -> None:
 
 
 def _format(fmt: str | None) -> str:
-    return check_choice("--format", fmt or default_backend(), hub.FORMATS)
+    # The ONNX backend builds its model from the canonical files, the ones MLX reads.
+    default = {"onnx": "mlx"}.get(default_backend(), default_backend())
+    return check_choice("--format", fmt or default, hub.FORMATS)
 
 
 def _tasks(spec: ModelSpec, tasks: list[str] | None) -> list[str]:
