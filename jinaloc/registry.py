@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,33 @@ def load_registry(user_toml: Path | None = None) -> Registry:
         default = user.get("default", default)
         default_reranker = user.get("default_reranker", default_reranker)
     return Registry(models=models, default=default, default_reranker=default_reranker)
+
+
+def add_user_model(path: Path, name: str | None = None, user_toml: Path | None = None) -> ModelSpec:
+    """Register a model already on this machine (for machines that never reach a hub): a
+    folder in the canonical layout (and/or its gguf/ files), or a reranker's .gguf file.
+    Appended to the user's models.toml; the files stay where they are."""
+    path = path.expanduser().resolve()
+    user_toml = user_toml or user_models_toml()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise JinalocError(f"{path}: not a model folder or a .gguf file")
+        spec = ModelSpec(name=name or path.stem, path=path, kind="reranker")
+    else:
+        spec = spec_from_folder(path, name)
+        if spec.architecture is None and not any(path.glob("**/*.gguf")):
+            raise JinalocError(f"{path}: no config.json and no .gguf files: not a model folder")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.name):
+        raise JinalocError(f"invalid model name {spec.name!r}: use letters, digits, . _ -")
+    if spec.name in load_registry(user_toml).models:
+        raise JinalocError(f"a model named {spec.name!r} is known already: pass --name")
+    entry = f"\n[models.{spec.name}]\npath = {json.dumps(str(path))}\n"
+    if spec.kind != "embedding":
+        entry += f'kind = "{spec.kind}"\n'
+    user_toml.parent.mkdir(parents=True, exist_ok=True)
+    with user_toml.open("a", encoding="utf-8") as f:
+        f.write(entry)
+    return load_registry(user_toml).get(spec.name)
 
 
 def spec_from_folder(path: Path, name: str | None = None) -> ModelSpec:

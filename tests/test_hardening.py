@@ -384,3 +384,38 @@ def test_status_counts_a_file_root(tmp_path):
     with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
         idx.update([note])
         assert [r["files"] for r in idx.status()["roots"]] == [1]
+
+
+@needs_gguf
+def test_models_add_registers_a_local_model_for_offline_use(tmp_path):
+    from conftest import FIXTURES
+
+    copy = tmp_path / "usb" / "my-nano"
+    shutil.copytree(FIXTURES / "tiny-v5-nano", copy)
+    r = cli("models", "add", copy)
+    assert r.stdout.strip() == "my-nano"
+    out = cli("embed", "--model", "my-nano", "--backend", "gguf", "--quant", "F32", "--offline",
+              "hi").stdout  # fmt: skip
+    assert len(json.loads(out)["embedding"]) == 64
+    r = cli("models", "add", copy, ok=(2,))
+    assert "known already" in r.stderr
+    reranker = ROOT / "tests/fixtures/tiny-qwen3-reranker/gguf/tiny-qwen3-reranker-F32.gguf"
+    assert cli("models", "add", reranker, "--name", "tiny-rr").stdout.strip() == "tiny-rr"
+    listed = json.loads(cli("models", "list", "--json").stdout)
+    names = {m["name"]: m for m in listed} if isinstance(listed, list) else listed
+    assert "tiny-rr" in names and "my-nano" in names
+    r = cli("models", "add", tmp_path / "nothing-here", ok=(2,))
+    assert "not found" in r.stderr or "not a model" in r.stderr
+
+
+def test_an_unreachable_hub_fails_fast_in_one_line(monkeypatch):
+    from jinaloc import hub
+    from jinaloc.registry import resolve
+
+    monkeypatch.setattr(hub, "_hub_ok", None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://127.0.0.1:9")
+    start = time.monotonic()
+    with pytest.raises(JinalocError, match="cannot reach the model hub at 127.0.0.1") as e:
+        hub.gguf_file(resolve("v5-nano"), "retrieval", "Q8_0")
+    assert time.monotonic() - start < 10 and "models add" in str(e.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,7 @@ from .. import hub
 from ..embedder import check_task, default_backend
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_lines
-from ..registry import ModelSpec, Registry, load_registry
+from ..registry import ModelSpec, Registry, add_user_model, load_registry
 from . import app
 from .common import JsonOpt, OfflineOpt, err_console, out_console
 
@@ -186,6 +187,32 @@ def pull(
         paths = [hub.gguf_file(spec, t, q) for t in _tasks(spec, task)]
     for p in paths:
         print(p)
+
+
+ADD_EXAMPLES = """
+[b]Examples[/b]
+
+  jinaloc models add /media/usb/jina-embeddings-v5-text-nano      [dim]# copied from elsewhere[/]
+  jinaloc models add ./qwen3-reranker-0.6b-Q8_0.gguf --name my-reranker
+  jinaloc index ~/notes --model jina-embeddings-v5-text-nano --offline
+"""
+
+
+@models_app.command("add", epilog=ADD_EXAMPLES)
+def add(
+    path: Annotated[Path, typer.Argument(help="A model folder, or a reranker .gguf file.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Its name (default: file name).")
+    ] = None,
+) -> None:
+    """Register a model already on this machine, for machines that never reach a hub.
+
+    A folder in the canonical layout (config.json, model.safetensors, tokenizer.json,
+    adapters/, and/or GGUF files in it or in gguf/), or a reranker's .gguf. The files stay
+    where they are; the entry goes to the user's models.toml."""
+    spec = add_user_model(path, name)
+    err_console.print(f"added {spec.name} ({spec.kind}): {spec.path}", highlight=False)
+    print(spec.name)
 
 
 @models_app.command("path", epilog="[b]Example[/b]\n\n  jinaloc models path v5-nano --format gguf")
