@@ -67,14 +67,15 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None):
     return load(model, **args)
 
 
-def load_reranker(reranker, quant, offline):
+def load_reranker(reranker, quant, offline, doc_tokens):
     """Load a cross-encoder with a spinner on stderr when it is a terminal."""
     from ..reranker import load_reranker as load
 
+    args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens)
     if err_console.is_terminal:
         with err_console.status(f"loading {reranker or 'default reranker'}…"):
-            return load(reranker, quant=quant, offline=offline)
-    return load(reranker, quant=quant, offline=offline)
+            return load(reranker, **args)
+    return load(reranker, **args)
 
 
 def iter_stdin() -> Iterator[str]:
