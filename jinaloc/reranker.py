@@ -22,9 +22,10 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_INSTRUCTION = (
     "Given a search query, retrieve relevant passages from personal notes that answer the query"
 )
-# Documents are cut to this many tokens (their start is kept). Measured by
-# scripts/bench_rerank.py: see docs/benchmarks.md.
-DOC_TOKENS = 256
+# Documents are cut to this many tokens (their start is kept): cost is linear in tokens, and on
+# a 2-core CPU ~2 s score 3 candidates of 64 tokens at Q4_K_M, 1 of 256 (scripts/bench_rerank.py,
+# docs/benchmarks.md). A grep line or a title fits whole.
+DOC_TOKENS = 64
 
 
 def content(query: str, document: str, instruction: str) -> str:

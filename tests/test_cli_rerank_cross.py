@@ -84,6 +84,19 @@ def test_cross_instruction_json_and_min_score(api):
     assert (r.exit_code, r.stdout) == (1, "")
 
 
+def test_cross_doc_tokens_cuts_each_line(api):
+    short = load_reranker(str(F32), threads=1, doc_tokens=4)
+    try:
+        s = short.score(QUERY, TEXTS)
+    finally:
+        short.close()
+    assert np.abs(s - api.score(QUERY, TEXTS)).max() > 1e-3
+    r = cross(QUERY, "--doc-tokens", "4", "--json", input=lines(TEXTS))
+    assert r.exit_code == 0, r.stderr
+    np.testing.assert_allclose([row["score"] for row in json.loads(r.stdout)], np.sort(s)[::-1],
+                               atol=1e-5)  # fmt: skip
+
+
 def test_cross_reads_files(tmp_path, api):
     files = []
     for i, text in enumerate(TEXTS[:3]):
@@ -100,8 +113,14 @@ def test_cross_reads_files(tmp_path, api):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["rerank", "q", "--reranker", str(F32)], "--reranker and --instruction need --cross"),
-        (["rerank", "q", "--instruction", "x"], "--reranker and --instruction need --cross"),
+        (
+            ["rerank", "q", "--reranker", str(F32)],
+            "--reranker, --instruction and --doc-tokens need --cross",
+        ),
+        (
+            ["rerank", "q", "--instruction", "x"],
+            "--reranker, --instruction and --doc-tokens need --cross",
+        ),
         (["rerank", "q", "--cross", "--model", "v5-nano"], "with --cross use --reranker"),
         (["rerank", "q", "--cross", "--reranker", "nope"], "unknown reranker 'nope'"),
         (["rerank", "q", "--cross", "--reranker", "x/missing.gguf"], "reranker GGUF not found"),

@@ -206,3 +206,21 @@ def test_registry_reranker_offline_and_not_downloaded_is_a_one_line_error():
     assert "jinaloc models pull qwen3-reranker-0.6b --quant Q8_0" in msg
     with pytest.raises(JinalocError, match="has no quant 'Q2_K'"):
         load_reranker("qwen3-reranker-0.6b", quant="Q2_K", offline=True)
+
+
+def test_a_user_models_toml_can_add_a_reranker_and_make_it_the_default():
+    from jinaloc.paths import user_models_toml
+    from jinaloc.reranker import resolve_reranker
+
+    toml = user_models_toml()
+    toml.parent.mkdir(parents=True, exist_ok=True)
+    toml.write_text(
+        f'default_reranker = "mine"\n\n[models.mine]\nkind = "reranker"\npath = "{RANK_F32}"\n'
+    )
+    spec, path = resolve_reranker(None)
+    assert (spec.name, spec.kind, path) == ("mine", "reranker", None)
+    r = load_reranker(threads=T)  # the user's default, from its local path
+    try:
+        assert r.name == "mine" and r.backend.path == RANK_F32
+    finally:
+        r.close()

@@ -128,14 +128,16 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     return load(model, **args)
 
 
-def load_reranker(reranker, quant, offline):
+def load_reranker(reranker, quant, offline, doc_tokens=None):
     """Load a cross-encoder with a spinner on stderr when it is a terminal."""
+    from ..reranker import DOC_TOKENS
     from ..reranker import load_reranker as load
 
+    args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens or DOC_TOKENS)
     if err_console.is_terminal:
         with err_console.status(f"loading {reranker or 'default reranker'}…"):
-            return load(reranker, quant=quant, offline=offline)
-    return load(reranker, quant=quant, offline=offline)
+            return load(reranker, **args)
+    return load(reranker, **args)
 
 
 def iter_stdin() -> Iterator[str]:
