@@ -123,3 +123,10 @@ def test_bench_serve_quick(tmp_path):
     assert all(positive(r["median_ms"], r["min_ms"]) for r in rows.values())
     assert positive(data["speedup_cold_over_warm"], data["imports_warm"]["total_ms"])
     assert "jinaloc" in data["imports_warm"]["top_ms"]
+
+
+def test_bench_search_rerank_quick(tmp_path):
+    data = run_quick("bench_search_rerank.py", tmp_path)
+    rows = {r["search"]: r for r in data["rows"]}
+    assert set(rows) == {"plain", "rerank 2", "rerank 4"}
+    assert all(positive(r["best s"]) for r in rows.values())

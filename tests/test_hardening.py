@@ -419,3 +419,20 @@ def test_an_unreachable_hub_fails_fast_in_one_line(monkeypatch):
     with pytest.raises(JinalocError, match="cannot reach the model hub at 127.0.0.1") as e:
         hub.gguf_file(resolve("v5-nano"), "retrieval", "Q8_0")
     assert time.monotonic() - start < 10 and "models add" in str(e.value)
+
+
+@needs_gguf
+def test_read_files_null_separated_names_with_newlines(tmp_path):
+    odd = tmp_path / "two\nlines.md"
+    odd.write_text("# Trip\n\ntrain to Kyoto\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("# Bread\n\nflour and water\n")
+    stdin = f"{odd}\0{plain}\0".encode()
+    r = CliRunner().invoke(app, ["rerank", "--read-files", "-0", "kyoto", "--jsonl", *MODEL],
+                           input=stdin)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    paths = {json.loads(line)["path"] for line in r.stdout.splitlines()}
+    assert paths == {str(odd), str(plain)}
+    # Without -0 the same bytes are not two paths.
+    r = CliRunner().invoke(app, ["rerank", "--read-files", "kyoto", *MODEL], input=stdin)
+    assert r.exit_code == 2

@@ -57,7 +57,7 @@ class JinalocGroup(TyperGroup):
             hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
             err_console.print(f"error: {escape(e.format_message())}{hint}", soft_wrap=True)
             sys.exit(2)
-        except click.Abort:
+        except typer.Abort:
             sys.exit(130)
         # Outside standalone mode click returns the code of an Exit instead of exiting.
         sys.exit(code if isinstance(code, int) else 0)

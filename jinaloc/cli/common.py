@@ -140,6 +140,40 @@ def load_reranker(reranker, quant, offline, doc_tokens=None):
     return load(reranker, **args)
 
 
+# Whether stdin records end in NUL (`find -print0`) instead of newlines; set by -0/--null.
+null_input = False
+
+
+def _null_input(value: bool) -> bool:
+    global null_input
+    null_input = value
+    return value
+
+
+NullInputOpt = Annotated[
+    bool,
+    typer.Option(
+        "--null",
+        "-0",
+        help="stdin items end in NUL, as from `find -print0` (file names with newlines).",
+        callback=_null_input,
+        expose_value=False,
+    ),
+]
+
+
+def iter_stdin_null() -> Iterator[str]:
+    """NUL-terminated stdin records, streamed; names decoded as the OS does (any bytes)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise JinalocError("no input: pass arguments or pipe items on stdin")
+    pending = b""
+    while chunk := sys.stdin.buffer.read(65536):
+        *records, pending = (pending + chunk).split(b"\0")
+        yield from map(os.fsdecode, records)
+    if pending:
+        yield os.fsdecode(pending)
+
+
 def iter_stdin() -> Iterator[str]:
     """stdin lines (without their newline), streamed; an error when stdin is a terminal."""
     if sys.stdin is None or sys.stdin.isatty():

@@ -30,7 +30,7 @@ from ..pipelines.items import (
 )
 from ..pipelines.rerank import TopK, query_scorer
 from ..reranker import DOC_TOKENS
-from . import app
+from . import app, common
 from .common import (
     BackendOpt,
     BatchOpt,
@@ -40,6 +40,7 @@ from .common import (
     JsonOpt,
     ModelOpt,
     NoServerOpt,
+    NullInputOpt,
     OfflineOpt,
     QuantOpt,
     QuietOpt,
@@ -88,7 +89,7 @@ def _inputs(
         if read_files:
             raise JinalocError("give FILES or --read-files, not both")
         return path_items(files), len(files)
-    lines = iter_stdin()
+    lines = common.iter_stdin_null() if common.null_input else iter_stdin()
     if read_files:
         return nonempty(path_items(lines)), None
     return nonempty(line_items(lines, input_format, grep_prefix=not no_prefix)), None
@@ -112,6 +113,7 @@ RERANK_EXAMPLES = (
 
   grep -rn "retry" src/ | jinaloc rerank "error handling" -k 5
   find notes -name "*.md" | jinaloc rerank --read-files "trip to Japan" -k 3
+  find notes -name "*.md" -print0 | jinaloc rerank --read-files -0 "trip to Japan" -k 3
   cat titles.txt | jinaloc rerank "gpu memory" --min-score 0.3 --scores
   jq -c '{id: .url, text: .title}' items.jsonl | jinaloc rerank "pricing" --jsonl
   grep -rl "tax" notes/ | jinaloc rerank --cross --read-files "2024 tax deadline" -k 5
@@ -140,6 +142,7 @@ def rerank(
     ] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Prefix lines with score<TAB>.")] = False,
     read_files: ReadFilesOpt = False,
+    null: NullInputOpt = False,
     no_prefix: NoPrefixOpt = False,
     input_format: InputOpt = "auto",
     as_json: JsonOpt = False,
@@ -248,6 +251,7 @@ def classify(
         bool, typer.Option("--counts", help="Print label<TAB>count for each label instead.")
     ] = False,
     read_files: ReadFilesOpt = False,
+    null: NullInputOpt = False,
     no_prefix: NoPrefixOpt = False,
     input_format: InputOpt = "auto",
     as_json: JsonOpt = False,
@@ -434,6 +438,7 @@ def cluster(
     ] = cluster_.DEFAULT_MAX_K,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")] = 0,
     read_files: ReadFilesOpt = False,
+    null: NullInputOpt = False,
     notes: NotesOpt = False,
     db: DbOpt = None,
     stored_vectors: StoredOpt = False,
@@ -529,6 +534,7 @@ def dedup(
     ] = dedup_.DEFAULT_THRESHOLD,
     pairs: Annotated[bool, typer.Option("--pairs", help="Print pairs instead of groups.")] = False,
     read_files: ReadFilesOpt = False,
+    null: NullInputOpt = False,
     notes: NotesOpt = False,
     db: DbOpt = None,
     stored_vectors: StoredOpt = False,

@@ -83,6 +83,8 @@ def path_items(paths: Iterable[str | Path]) -> Iterator[Item]:
     """Items for files, read later by `embed_blocks`; blank lines (from find, say) skipped."""
     for p in paths:
         p = str(p).rstrip("\r\n")
+        if "\0" in p:
+            raise JinalocError("file names on stdin hold NUL bytes: pass -0 (for find -print0)")
         if p.strip():
             yield Item(out=p, path=p)
 
