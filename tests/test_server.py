@@ -10,7 +10,9 @@ import select
 import socket
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,13 +363,34 @@ def test_rerank_jina_shape_matches_cli(server):
     assert "document" not in bare["results"][0] and len(bare["results"]) == 4
 
 
-def test_rerank_reranker_model_is_not_available_yet(server):
+def test_rerank_by_a_cross_encoder_of_the_registry(server):
+    from jinaloc.reranker import load_reranker
+
+    gguf = Path(__file__).parent / "fixtures/tiny-qwen3-reranker/gguf/tiny-qwen3-reranker-F32.gguf"
+    config = Path(server.state).parent / "config"
+    config.mkdir(exist_ok=True)
+    (config / "models.toml").write_text(
+        f'[models.tiny-rr]\npath = {json.dumps(str(gguf))}\nkind = "reranker"\n'
+    )
+    docs = ["cats purr", "stock prices", "a kitten sleeps", "tax forms"]
+    status, body = call(
+        server.url, "/v1/rerank", {"model": "tiny-rr", "query": "cats", "documents": docs}
+    )
+    assert status == 200 and body["model"] == "tiny-rr", body
+    reranker = load_reranker(str(gguf))
+    try:
+        want = reranker.score("cats", docs)
+    finally:
+        reranker.close()
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    assert [r["index"] for r in body["results"]] == sorted(range(4), key=lambda i: -want[i])
+    assert all(abs(got[i] - want[i]) < 1e-5 for i in range(4))
     status, body = call(
         server.url,
         "/v1/rerank",
         {"model": "jina-reranker-v3", "query": "q", "documents": ["a"]},
     )
-    assert status == 400 and body["error"]["code"] == "model_not_available"
+    assert status == 400 and body["error"]["code"] == "model_not_found"
 
 
 def test_search_returns_what_search_json_returns(server, notes_db):
@@ -577,3 +600,29 @@ def test_remote_embedder_errors_are_one_line(use_server):
     gone = RemoteEmbedder(resolve(MODEL_ARGS[1]), replace(record, url="http://127.0.0.1:9"))
     with pytest.raises(JinalocError, match="stopped answering"):
         gone.embed(["a"])
+
+
+def test_serve_watch_keeps_the_served_index_fresh(tmp_path):
+    notes = tmp_path / "notes"
+    make_notes(notes, 4)
+    db = tmp_path / "w.db"
+    r = CliRunner().invoke(app, ["index", str(notes), "--db", str(db), "-q", *MODEL_ARGS])
+    assert r.exit_code == 0, r.stderr
+    proc = ServeProcess(tmp_path / "run" / "state", "--db", str(db), "--watch")
+    try:
+        (notes / "fresh.md").write_text("# Fresh\n\nzeppelin hangar timetable\n")
+        deadline = time.monotonic() + 30
+        found = []
+        while time.monotonic() < deadline and not found:
+            status, body = call(
+                proc.url, "/v1/search", {"query": "zeppelin hangar", "k": 1, "mode": "lexical"}
+            )
+            found = [h for h in body if h["path"].endswith("fresh.md")] if status == 200 else []
+            time.sleep(0.3)
+        assert found, "the new note never became searchable through the server"
+        # Searches keep working while the watcher writes, and see committed state only.
+        status, body = call(proc.url, "/v1/search", {"query": "tomato", "k": 3})
+        assert status == 200 and len(body) == 3
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0

@@ -12,6 +12,7 @@ from ..errors import JinalocError
 from ..paths import default_db
 from . import app
 from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, ThreadsOpt, err_console
+from .watch import batch_line
 
 SERVE_EXAMPLES = """
 [b]Examples[/b]
@@ -58,6 +59,10 @@ def serve(
         ),
     ] = None,
     threads: ThreadsOpt = None,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Keep the served index fresh as its files change."),
+    ] = False,
     queue: Annotated[
         int, typer.Option("--queue", help="Requests waiting for the model at most.", min=1)
     ] = 64,
@@ -81,6 +86,8 @@ def serve(
 
     check_bind(host, token)
     db_path = db.expanduser() if db is not None else default_db()
+    if watch and not db_path.exists():
+        raise JinalocError(f"--watch serves an index: no index at {db_path}")
     if db is not None and not db_path.exists():
         raise JinalocError(f"no index at {db_path}: build one with `jinaloc index PATH`")
 
@@ -108,6 +115,8 @@ def serve(
             queue_size=queue,
             limits=limits,
             ready=ready,
+            watch=watch,
+            on_batch=lambda batch: err_console.print(batch_line(batch), highlight=False),
         )
 
 

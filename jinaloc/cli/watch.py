@@ -39,7 +39,7 @@ WATCH_EXAMPLES = """
 """
 
 
-def _line(batch: Batch) -> str:
+def batch_line(batch: Batch) -> str:
     r = batch.report
     counts = [
         (r.added, "added"),
@@ -87,7 +87,7 @@ def watch(
             write_jsonl([{**batch.to_json(), "db": str(db_path)}])
         if quiet:
             return
-        err_console.print(escape(_line(batch)), highlight=False, soft_wrap=True)
+        err_console.print(escape(batch_line(batch)), highlight=False, soft_wrap=True)
         if not batch.catch_up:
             for path, why in batch.report.skipped[:SKIPPED_SHOWN]:
                 err_console.print(f"  skipped {escape(path)}: {escape(why)}", highlight=False)

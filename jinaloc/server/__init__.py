@@ -67,9 +67,12 @@ def serve(
     queue_size: int = 64,
     limits=None,
     ready=None,
+    watch: bool = False,
+    on_batch=None,
 ) -> None:
     """Load the model, listen, record the server, serve until interrupted. `ready(record)`
-    is called once it listens."""
+    is called once it listens. `watch`: a Watcher keeps the served index fresh, with the
+    model the server holds (`on_batch(batch)` hears of each applied batch)."""
     import uvicorn
 
     from .. import __version__
@@ -83,6 +86,7 @@ def serve(
     setup = lambda: open_served(model, backend, quant, offline, db, db_required)  # noqa: E731
     worker = ModelWorker(setup, queue_size)
     record_file = None
+    watching = None
     try:
         served = worker.start()
         e = served.embedder
@@ -116,11 +120,45 @@ def serve(
         # action, so the record is removed on the way out.
         signal.signal(signal.SIGTERM, _stop)
         record_file = write_record(record, port)
+        if watch:
+            watching = _start_watcher(worker, on_batch)
         if ready is not None:
             ready(record)
         server.run(sockets=[sock])
     finally:
+        if watching is not None:
+            watching()
         if record_file is not None:
             remove_record(record_file, os.getpid())
         worker.stop()
         sock.close()
+
+
+def _start_watcher(worker, on_batch):
+    """A Watcher thread on its own session of the served index, embedding through the
+    worker; returns the function that stops it (between two files)."""
+    import threading
+
+    from ..errors import JinalocError
+    from ..index import Index
+    from ..store import Store
+    from ..watch import Watcher
+    from .worker import WorkerEmbedder
+
+    index = worker.served.index
+    if index is None:
+        raise JinalocError("--watch needs an index to serve: give --db FILE")
+    session = Index(Store.open(index.path, create=False), lambda *a, **k: WorkerEmbedder(worker))
+    session.use_model(*index.choice)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=Watcher(session, on_batch=on_batch).run, args=(stop,), name="jinaloc-watch"
+    )
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join(60)
+        session.close()
+
+    return finish

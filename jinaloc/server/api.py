@@ -237,21 +237,19 @@ class RerankRequest:
     documents: list[str]
     top_n: int | None
     return_documents: bool
+    reranker: str | None = None  # a cross-encoder's registry name; None: by embeddings
 
 
 def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankRequest:
     model = _typed(body, "model", (str,), "a string")
+    reranker = None
     if model and model not in model_names(embedder):
-        # Hook: a cross-encoder (jinaloc/reranker.py) will serve reranker names here.
-        if "rerank" in model:
-            raise ApiError(
-                400,
-                f"reranker {model!r} is not available in this jinaloc: leave 'model' out to"
-                f" rerank by {embedder.name}'s embeddings",
-                "model",
-                "model_not_available",
-            )
-        check_model(body, embedder)
+        from ..registry import load_registry
+
+        spec = load_registry().models.get(model)
+        if spec is None or spec.kind != "reranker":
+            check_model(body, embedder)
+        reranker = model  # a cross-encoder of the registry (loaded once, on first use)
     query = _typed(body, "query", (str,), "a string")
     if not query:
         raise bad("'query' is required", "query", "missing_parameter")
@@ -262,7 +260,11 @@ def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankReque
     if top_n is not None and top_n < 1:
         raise bad("'top_n' must be at least 1", "top_n")
     return RerankRequest(
-        query, documents, top_n, _typed(body, "return_documents", (bool,), "a boolean", True)
+        query,
+        documents,
+        top_n,
+        _typed(body, "return_documents", (bool,), "a boolean", True),
+        reranker,
     )
 
 

@@ -158,6 +158,13 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
         req = api.parse_rerank(await read_json(request), embedder, limits.max_inputs)
 
         def job(s: Served):
+            if req.reranker is not None:
+                cross = s.reranker(req.reranker)
+                scores = cross.score(req.query, req.documents)
+                order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+                ranked = [(i, float(scores[i])) for i in order[: req.top_n or len(order)]]
+                ids = cross.prompt_ids(req.query, req.documents)
+                return ranked, sum(map(len, ids))
             from ..pipelines.rerank import rerank as by_embeddings
 
             ranked = by_embeddings(s.embedder, req.query, req.documents, req.top_n)
@@ -167,7 +174,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             return ranked, tokens
 
         ranked, tokens = await run(job)
-        return api.rerank_response(req, embedder.name, ranked, tokens)
+        return api.rerank_response(req, req.reranker or embedder.name, ranked, tokens)
 
     async def search(request: Request):
         if served.index is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,20 @@ class Served:
     embedder: Embedder
     index: Index | None
     quant_asked: str
+    offline: bool = False
+    rerankers: dict = field(default_factory=dict)
+
+    def reranker(self, name: str):
+        """A registry cross-encoder, loaded on first use and kept (worker thread only)."""
+        if name not in self.rerankers:
+            from ..reranker import load_reranker
+
+            self.rerankers[name] = load_reranker(name, offline=self.offline)
+        return self.rerankers[name]
 
     def close(self) -> None:
+        for cross in self.rerankers.values():
+            cross.close()
         if self.index is not None:
             self.index.close()  # closes the embedder it loaded too
         else:
@@ -67,7 +80,7 @@ def open_served(
             db = None
     if db is None:
         embedder = load_embedder(model, backend=backend, quant=quant, offline=offline)
-        return warm(Served(embedder, None, quant or ""))
+        return warm(Served(embedder, None, quant or "", offline))
     idx = Index.open(db)
     try:
         idx.require_built()
@@ -77,7 +90,7 @@ def open_served(
     except BaseException:
         idx.close()
         raise
-    return warm(Served(embedder, idx, idx.choice[2] or ""))
+    return warm(Served(embedder, idx, idx.choice[2] or "", offline))
 
 
 def warm(served: Served) -> Served:
@@ -151,3 +164,34 @@ class ModelWorker:
         except queue.Full:
             return
         self._thread.join(timeout)
+
+
+class WorkerEmbedder:
+    """The served model for a thread beside the worker (`serve --watch`): each call runs as
+    a job on the worker thread, in turn with the requests, as the model is not thread-safe.
+    Plain attributes (spec, backend, sizes) are read directly."""
+
+    def __init__(self, worker: ModelWorker):
+        self._worker = worker
+        self._embedder = worker.served.embedder
+
+    def __getattr__(self, name: str):
+        value = getattr(self._embedder, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            while True:
+                try:
+                    future = self._worker.submit(
+                        lambda s: getattr(s.embedder, name)(*args, **kwargs)
+                    )
+                except Busy:  # requests first; the watcher can wait
+                    time.sleep(0.05)
+                    continue
+                return future.result()
+
+        return call
+
+    def close(self) -> None:
+        """The worker owns the model."""
