@@ -39,8 +39,6 @@ DEFAULT_CHUNK_TOKENS = 512
 # bigger ones of the tables those read (measured: 1.5 s for a 479 MB, 100k-chunk file).
 VERIFY_ALL_BYTES = 64 << 20
 SMALL_TABLES = ("meta", "roots", "files")
-# Candidate chunks a reranker reorders by default: see README "Reranking" for the cost.
-RERANK_TOP = 10
 # Layout of embed_text(); a new layout needs a re-index.
 CHUNK_FORMAT = "1"
 
@@ -338,15 +336,15 @@ class Index:
         *,
         mode: str = "hybrid",
         reranker=None,
-        rerank_top: int = RERANK_TOP,
+        rerank_top: int | None = None,
         instruction: str | None = None,
         rerank_progress=None,
         **options,
     ) -> list[Hit]:
         """The best chunks (one per file unless `all_chunks`) for a text query, in `mode`
         hybrid, semantic or lexical (no model needed); options as `search.search`. With a
-        `reranker` (reranker.load_reranker), the first stage's best `rerank_top` chunks are
-        reordered by it."""
+        `reranker` (reranker.load_reranker), the first stage's best `rerank_top` chunks
+        (default: k) are reordered by it."""
         from .search import MODES, embed_query, rerank_hits, search
 
         meta = self.require_built()
@@ -354,6 +352,7 @@ class Index:
         vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
         if reranker is None:
             return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
+        rerank_top = rerank_top or k
         if rerank_top < 1:
             raise JinalocError("the number of candidates to rerank must be at least 1")
         per_file = not options.pop("all_chunks", False)

@@ -22,7 +22,7 @@ from rich.progress import (
 from ..chunking import is_heading
 from ..errors import JinalocError, SchemaTooNew
 from ..files import parse_size
-from ..index import RERANK_TOP, Index
+from ..index import Index
 from ..indexer import Progress as IndexProgress
 from ..indexer import Report
 from ..output import Renderer, output_format, write_json
@@ -452,8 +452,9 @@ def search(
         typer.Option("--rerank", help="Reorder the best candidates with a cross-encoder (slow)."),
     ] = False,
     rerank_top: Annotated[
-        int, typer.Option("--rerank-top", help="Candidate chunks to rerank.", min=1)
-    ] = RERANK_TOP,
+        int | None,
+        typer.Option("--rerank-top", help="Candidate chunks to rerank (default: -k).", min=1),
+    ] = None,
     reranker: RerankerOpt = None,
     instruction: InstructionOpt = None,
     model: ModelOpt = None,
@@ -475,7 +476,8 @@ def search(
     with _open_index(db, model, backend, quant, offline) as idx:
         cross = load_reranker(reranker, None, offline) if rerank else None
         try:
-            with embed_progress(rerank_top if rerank else 0, "reranking") as progress:
+            todo = (rerank_top or k) if rerank else 0
+            with embed_progress(todo, "reranking") as progress:
                 hits = idx.search(
                     text,
                     k,
