@@ -26,8 +26,12 @@ from pathlib import PurePath
 # Raw token counts of texts (no prompt, no special tokens), in order.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
-MARKDOWN = {".md", ".markdown", ".mdx", ".mdown", ".mkd"}
-NOTE_SUFFIXES = MARKDOWN | {".txt", ".rst", ".org", ".adoc", ".asciidoc", ".text"}
+MARKDOWN = {".md", ".markdown", ".mdx", ".mdown", ".mkd", ".mkdn"}
+# Note formats: indexed by default (files.py) and titled by their stem.
+NOTE_SUFFIXES = MARKDOWN | {
+    ".txt", ".text", ".rst", ".org", ".adoc", ".asciidoc", ".tex", ".latex", ".html", ".htm",
+    ".xhtml",
+}  # fmt: skip
 _HEADINGS = {
     "md": re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$"),
     "org": re.compile(r"^(\*+)[ \t]+(.*?)[ \t]*$"),

@@ -39,6 +39,7 @@ class Report:
     removed: int = 0
     renamed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # files not of a selected type
     chunks_embedded: int = 0
     chunks_reused: int = 0
     tokens: int = 0
@@ -55,6 +56,8 @@ class Report:
             "skipped": len(self.skipped),
             "renamed_files": [{"from": a, "to": b} for a, b in self.renamed],
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+            "left_out": sum(self.left_out.values()),
+            "left_out_by_type": self.left_out,
             "chunks_embedded": self.chunks_embedded,
             "chunks_reused": self.chunks_reused,
             "tokens": self.tokens,
@@ -139,6 +142,7 @@ class Writer:
             for root, options in roots:
                 self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
             report.skipped = plan.skipped
+            report.left_out = dict(plan.left_out.most_common())
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:
                 self.store.touch_file(record.id, cand.size, cand.mtime_ns)

@@ -8,12 +8,22 @@ the writer (indexer.py) applies one."""
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import DEFAULT_MAX_SIZE, Candidate, Skipped, Unreadable, Walker, decode_text, read_bytes
+from .files import (
+    DEFAULT_MAX_SIZE,
+    Candidate,
+    LeftOut,
+    Skipped,
+    Unreadable,
+    Walker,
+    decode_text,
+    read_bytes,
+    size_limit,
+)
 from .store import FileRecord, Store
 
 
@@ -22,9 +32,10 @@ class WalkOptions:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     max_size: int = DEFAULT_MAX_SIZE
+    types: str = "notes"  # files.TYPES: "code" adds source code to notes and documents
 
     def walker(self) -> Walker:
-        return Walker(self.include, self.exclude, self.max_size)
+        return Walker(self.include, self.exclude, self.max_size, self.types)
 
 
 Roots = Sequence[tuple[Path, WalkOptions]]
@@ -49,6 +60,7 @@ class Plan:
     renamed: list[tuple[FileRecord, Work]] = field(default_factory=list)
     removed: list[FileRecord] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    left_out: Counter = field(default_factory=Counter)  # files not of a selected type, by type
 
     def changes(self) -> dict[str, list]:
         """The plan's changes by kind, as paths (for status)."""
@@ -79,10 +91,12 @@ def plan_update(store: Store, roots: Roots) -> Plan:
         for item in options.walker().walk(Path(root)):
             if str(item.path) in own:
                 continue
-            if isinstance(item, Skipped):
+            if isinstance(item, LeftOut):
+                plan.left_out[item.kind] += 1
+            elif isinstance(item, Skipped):
                 plan.skipped.append((str(item.path), item.reason))
             else:
-                present.setdefault(str(item.path), (item, options.max_size))
+                present.setdefault(str(item.path), (item, size_limit(item.rel, options.max_size)))
     readable: set[str] = set()
     for path, (cand, max_size) in present.items():
         record = known.get(path)

@@ -86,6 +86,7 @@ INDEX_EXAMPLES = """
   jinaloc index ~/notes                [dim]# again: only what changed[/]
   jinaloc index                        [dim]# every folder already indexed[/]
   jinaloc index ~/notes ~/docs --exclude 'drafts/'
+  jinaloc index ~/src --code                [dim]# source code too[/]
   jinaloc index ~/notes --db notes.db --model v5-small --dim 256
   jinaloc index --reindex --model v5-small   [dim]# another model[/]
   jinaloc index ~/notes --json | jq .skipped_files
@@ -164,6 +165,15 @@ def _summary(report: Report, db: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if r.left_out:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in list(r.left_out.items())[:SUMMARY_LIST])
+        more = " …" if len(r.left_out) > SUMMARY_LIST else ""
+        err_console.print(
+            f"  left out by type: {escape(kinds)}{more}"
+            " (--code for source code, --include to choose files)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for label, items in (
         ("renamed", [f"{a} → {b}" for a, b in r.renamed]),
         ("skipped", [f"{p}: {why}" for p, why in r.skipped]),
@@ -194,6 +204,9 @@ def index(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Leave out matches (repeatable).")
     ] = None,
+    code: Annotated[
+        bool, typer.Option("--code", help="Source code too, besides notes and documents.")
+    ] = False,
     max_file_size: Annotated[
         str | None,
         typer.Option("--max-file-size", help="Skip bigger files (default 1M; e.g. 500K, 2M)."),
@@ -213,11 +226,13 @@ def index(
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
     db_path = _db_path(db)
-    if not paths and (include or exclude or max_file_size):
+    if not paths and (include or exclude or max_file_size or code):
         raise JinalocError(
-            "--include, --exclude and --max-file-size go with the PATHs they apply to"
+            "--include, --exclude, --code and --max-file-size go with the PATHs they apply to"
         )
-    options = WalkOptions(list(include or []), list(exclude or []))
+    options = WalkOptions(
+        list(include or []), list(exclude or []), types="code" if code else "notes"
+    )
     if max_file_size:
         options.max_size = parse_size(max_file_size)
     progress = _BarProgress() if not quiet and err_console.is_terminal else None
