@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunking import Document, chunk_text, embed_text
+from .chunking import Document, chunk_text
 from .files import Unreadable, decode_text, read_bytes
 from .planner import Roots, Work, plan_update, sha256
 from .store import NewChunk
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work.
 STEP_CHUNKS = 32
-# Tokens kept free for the title/heading prefix under the model's maximum.
-PREFIX_RESERVE = 32
 
 
 @dataclass
@@ -80,14 +78,15 @@ class Progress:
 
 
 class DocumentChunker:
-    """Chunks texts as the index embeds them: the model's tokenizer counts, and the budget
-    leaves room for the prompt, special tokens and the title/heading prefix."""
+    """Chunks texts as the index embeds them: the model's tokenizer counts, and every
+    embedded chunk (title/heading prefix included) fits the model's limit."""
 
     def __init__(self, embedder: Embedder, chunk_tokens: int):
         self.embedder = embedder
         self.overhead = embedder.count_tokens([""], "document")[0]
-        limit = embedder.max_tokens - self.overhead - PREFIX_RESERVE
-        self.budget = max(8, min(chunk_tokens, limit))
+        # Raw tokens an embedded chunk may have: the limit less the prompt and special tokens.
+        self.room = embedder.max_tokens - self.overhead
+        self.budget = max(8, min(chunk_tokens, self.room))
 
     def count(self, texts) -> list[int]:
         """Raw token counts (without the prompt and special tokens)."""
@@ -97,12 +96,15 @@ class DocumentChunker:
         return [max(n - self.overhead, 0) for n in counts]
 
     def chunk(self, text: str, name: str) -> Document:
-        return chunk_text(text, name, self.count, self.budget)
-
-    @staticmethod
-    def texts(doc: Document) -> list[str]:
-        """What gets embedded for each chunk: title and heading path first."""
-        return [embed_text(doc.title, c.heading, c.text) for c in doc.chunks]
+        budget = self.budget
+        while True:
+            doc = chunk_text(text, name, self.count, budget, room=self.room)
+            # Counts of pieces need not add up to the count of their join: check what will be
+            # embedded, and pack tighter in the rare case one is over.
+            over = max(self.count(doc.embed_texts()), default=0) - self.room
+            if over <= 0 or budget <= 8:
+                return doc
+            budget = max(8, min(budget, max(c.tokens for c in doc.chunks)) - over)
 
 
 class Writer:
@@ -195,7 +197,7 @@ class Writer:
             return
         texts = {}
         for _, doc in pending:
-            for text in DocumentChunker.texts(doc):
+            for text in doc.embed_texts():
                 texts[sha256(text.encode())] = text
         vectors = self.store.vectors_for_hashes(texts)
         missing = [h for h in texts if h not in vectors]
@@ -213,7 +215,7 @@ class Writer:
             self.report.tokens += sum(result.token_counts)
         for work, doc in pending:
             chunks = []
-            for c, text in zip(doc.chunks, DocumentChunker.texts(doc), strict=True):
+            for c, text in zip(doc.chunks, doc.embed_texts(), strict=True):
                 h = sha256(text.encode())
                 vector = np.asarray(vectors[h], dtype=np.float32)
                 chunks.append(
