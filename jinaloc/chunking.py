@@ -41,6 +41,9 @@ _HEADINGS = {
     "org": re.compile(r"^(\*+)[ \t]+(.*?)[ \t]*$"),
     "adoc": re.compile(r"^(={1,6})[ \t]+(.*?)[ \t]*$"),
 }
+# Office documents are read as Markdown-style headings and paragraphs (documents.py).
+_HEADINGS["doc"] = _HEADINGS["md"]
+OFFICE = {".docx", ".pptx", ".xlsx"}
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
 _ORG_TITLE = re.compile(r"^#\+title:[ \t]*(.+?)[ \t]*$", re.IGNORECASE)
@@ -56,6 +59,7 @@ class Chunk:
     end_line: int
     heading: tuple[str, ...]  # heading path, outermost first
     tokens: int  # raw tokens of `text` as counted while packing
+    page: int | None = None  # the page it starts on, in a paged document
 
 
 @dataclass
@@ -115,6 +119,8 @@ def syntax_of(name: str) -> str:
         return "org"
     if suffix in (".adoc", ".asciidoc"):
         return "adoc"
+    if suffix in OFFICE:
+        return "doc"
     return "plain"
 
 
@@ -153,6 +159,12 @@ def title_of(text: str, name: str) -> str:
     """The one title rule: front matter `title:` (Org `#+title:`), else the first level-1
     heading, else the file name (without a note suffix)."""
     return _parse(text, name)[0]
+
+
+def meta_of(text: str, name: str) -> notes.FrontMatter:
+    """What a file says about itself (Markdown: front matter and inline tags), as
+    `chunk_text` puts it in its Document."""
+    return _parse(text, name)[1]
 
 
 def _parse(text: str, name: str) -> tuple[str, notes.FrontMatter, list[_Block]]:

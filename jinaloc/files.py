@@ -10,6 +10,7 @@ large, symlink loop, a PDF without text) come back as a `Skipped` with the reaso
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import re
@@ -80,6 +81,17 @@ class LeftOut:
 
 class Unreadable(Exception):
     """A candidate that cannot be indexed; the message is the reason."""
+
+
+@dataclass
+class Extracted:
+    """The text of a file; `pages`: the 1-based line each page starts on (PDF, slides)."""
+
+    text: str
+    pages: list[int] | None = None
+
+    def page_of(self, line: int) -> int | None:
+        return bisect.bisect_right(self.pages, line) if self.pages else None
 
 
 def parse_size(text: str) -> int:
@@ -278,14 +290,27 @@ def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     return data
 
 
+def extract_text(data: bytes, name: str, probe: bool = False) -> Extracted:
+    """The text of a file's bytes by its type: a document's (documents.py), else the bytes
+    as text. `probe`: only check that there is text (cheaper for a long PDF)."""
+    suffix = PurePath(name.lower()).suffix
+    if suffix in DOCUMENTS:
+        from .documents import extract
+
+        return extract(data, suffix, probe)
+    return Extracted(decode_text(data))
+
+
 def read_text(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> str:
     """A file's text by the rules every command shares (size, binary, UTF-8, BOM)."""
     return decode_text(read_bytes(path, max_size))
 
 
 def read_input(path: Path, max_size: int = INPUT_MAX_SIZE) -> str:
-    """A file named by the user (`embed --file`, pipes): its text, or a one-line error."""
+    """A file named by the user (`embed --file`, pipes): its text (a document's too), or a
+    one-line error."""
+    path = Path(path).expanduser()
     try:
-        return read_text(Path(path).expanduser(), max_size)
+        return extract_text(read_bytes(path, max_size), path.name).text
     except Unreadable as e:
         raise JinalocError(f"{path}: {e}") from None

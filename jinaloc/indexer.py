@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunking import Document, chunk_text
-from .files import Unreadable, decode_text, read_bytes
+from .chunking import Document, chunk_text, meta_of
+from .files import Candidate, Unreadable, extract_text, read_bytes
 from .planner import Roots, Work, plan_update, sha256
-from .store import NewChunk
+from .store import FileRecord, NewChunk, NoteMeta
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -35,6 +35,7 @@ class Report:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    reread: int = 0  # unchanged files read again for their tags and date (no embedding)
     renamed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)  # files not of a selected type
@@ -51,6 +52,7 @@ class Report:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "renamed": len(self.renamed),
+            "reread": self.reread,
             "skipped": len(self.skipped),
             "renamed_files": [{"from": a, "to": b} for a, b in self.renamed],
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
@@ -144,7 +146,7 @@ class Writer:
             for root, options in roots:
                 self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
             report.skipped = plan.skipped
-            report.left_out = dict(plan.left_out.most_common())
+            report.left_out = dict(sorted(plan.left_out.items(), key=lambda kv: (-kv[1], kv[0])))
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:
                 self.store.touch_file(record.id, cand.size, cand.mtime_ns)
@@ -155,6 +157,8 @@ class Writer:
             for record in plan.removed:
                 self.store.remove_file(record.id)
                 report.removed += 1
+            for record, cand in plan.reread:
+                self._reread(record, cand)
             self._embed_all([*plan.changed, *plan.new])
         finally:
             report.seconds = time.monotonic() - start
@@ -181,16 +185,34 @@ class Writer:
         cand = work.candidate
         try:
             data = read_bytes(cand.path, work.max_size)
-            text = decode_text(data)
+            extracted = extract_text(data, cand.rel)
         except Unreadable as e:
             self.report.skipped.append((str(cand.path), str(e)))
             return None
-        doc = self.chunker().chunk(text, cand.rel)
+        doc = self.chunker().chunk(extracted.text, cand.rel)
+        for c in doc.chunks:
+            c.page = extracted.page_of(c.start_line)
         if not doc.chunks:
             self.report.skipped.append((str(cand.path), "no text to index"))
             return None
         work.hash = sha256(data)
         return doc
+
+    def _reread(self, record: FileRecord, cand: Candidate) -> None:
+        """Record the tags and date of a file indexed before they were kept: read from its
+        text, without a model; its chunks and vectors stay."""
+        try:
+            data = read_bytes(cand.path, cand.size)
+            text = extract_text(data, cand.rel).text
+        except Unreadable:
+            return  # the next run sees what became of it
+        if sha256(data) != record.hash:
+            return
+        meta = meta_of(text, cand.rel)
+        self.store.set_file_meta(
+            record.id, NoteMeta(meta.tags, meta.aliases, meta.date), cand.mtime_ns
+        )
+        self.report.reread += 1
 
     def _write(self, pending: list[tuple[Work, Document]]) -> None:
         if not pending:
@@ -219,7 +241,9 @@ class Writer:
                 h = sha256(text.encode())
                 vector = np.asarray(vectors[h], dtype=np.float32)
                 chunks.append(
-                    NewChunk(c.start_line, c.end_line, c.heading, c.text, c.tokens, h, vector)
+                    NewChunk(
+                        c.start_line, c.end_line, c.heading, c.text, c.tokens, h, vector, c.page
+                    )
                 )
             cand = work.candidate
             self.store.write_file(
@@ -231,6 +255,7 @@ class Writer:
                 cand.mtime_ns,
                 doc.title,
                 chunks,
+                NoteMeta(doc.tags, doc.aliases, doc.date),
             )
             if work.record is None:
                 self.report.added += 1

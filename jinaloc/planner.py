@@ -20,7 +20,7 @@ from .files import (
     Skipped,
     Unreadable,
     Walker,
-    decode_text,
+    extract_text,
     read_bytes,
     size_limit,
 )
@@ -61,6 +61,8 @@ class Plan:
     removed: list[FileRecord] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     left_out: Counter = field(default_factory=Counter)  # files not of a selected type, by type
+    # Unchanged files whose tags and date were never read (indexed before schema 3).
+    reread: list[tuple[FileRecord, Candidate]] = field(default_factory=list)
 
     def changes(self) -> dict[str, list]:
         """The plan's changes by kind, as paths (for status)."""
@@ -69,6 +71,7 @@ class Plan:
             "modified": [w.candidate.path.as_posix() for w in self.changed],
             "renamed": [{"from": old.path, "to": str(w.candidate.path)} for old, w in self.renamed],
             "deleted": [r.path for r in self.removed],
+            "reread": [r.path for r, _ in self.reread],
         }
 
 
@@ -103,10 +106,12 @@ def plan_update(store: Store, roots: Roots) -> Plan:
         if record and (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns):
             plan.unchanged += 1
             readable.add(path)
+            if not record.has_meta:
+                plan.reread.append((record, cand))
             continue
         try:
             data = read_bytes(cand.path, max_size)
-            decode_text(data)
+            extract_text(data, cand.rel, probe=True)
         except Unreadable as e:
             plan.skipped.append((path, str(e)))
             continue
@@ -117,6 +122,8 @@ def plan_update(store: Store, roots: Roots) -> Plan:
         elif record.hash == work.hash:
             plan.unchanged += 1
             plan.touched.append((record, cand))
+            if not record.has_meta:
+                plan.reread.append((record, cand))
         else:
             plan.changed.append(work)
     gone = {p: r for p, r in known.items() if p not in readable}
@@ -130,4 +137,5 @@ def plan_update(store: Store, roots: Roots) -> Plan:
             plan.new.remove(work)
             del gone[old.path]
     plan.removed = list(gone.values())
+    plan.reread += [(old, work.candidate) for old, work in plan.renamed if not old.has_meta]
     return plan

@@ -25,6 +25,7 @@ from ..files import parse_size
 from ..index import Index
 from ..indexer import Progress as IndexProgress
 from ..indexer import Report
+from ..notes import date_arg
 from ..output import Renderer, output_format, write_json
 from ..paths import default_db
 from ..planner import WalkOptions
@@ -72,6 +73,21 @@ ModeOpt = Annotated[
         help="hybrid (meaning and words, fused), semantic (meaning) or lexical (words; no model).",
     ),
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", help="Only notes with this tag (repeatable: all of them; a/b counts as a)."
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Only notes dated on or after: 2024-03-01, 2024-03, 7d, 2w, 3m, 1y."
+    ),
+]
+BeforeOpt = Annotated[
+    str | None, typer.Option("--before", help="Only notes dated before this date (as --since).")
+]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", help="Show each hit's rank and score in each list.")
 ]
@@ -99,6 +115,7 @@ SEARCH_EXAMPLES = """
   jinaloc search ERR_CONN_RESET --mode lexical     [dim]# exact words only, no model[/]
   jinaloc search "数据" --explain                   [dim]# why each note ranked where it did[/]
   jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
+  jinaloc search "standup" --tag work --since 2w  [dim]# front matter date, else mtime[/]
   echo "meeting notes about the budget" | jinaloc search
   jinaloc search "todo list" --files | xargs -I{} grep -Hn TODO {}
   jinaloc search "taxes" --jsonl | jq -r 'select(.score > 0.5) | .path'
@@ -157,8 +174,9 @@ def _on_sigterm(signum, frame) -> None:
 def _summary(report: Report, db: Path) -> None:
     r = report
     head = "interrupted" if r.interrupted else "indexed"
+    reread = f" ({r.reread} re-read for tags and dates)" if r.reread else ""
     err_console.print(
-        f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged,"
+        f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged{reread},"
         f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
         f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
         f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
@@ -308,15 +326,18 @@ def _snippet(row: dict) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
+def _where(row: dict) -> str:
+    """`#page=N` in a paged document (PDF), else `:line`."""
+    return f"#page={row['page']}" if row.get("page") else f":{row['start_line']}"
+
+
 def _hit_line(row: dict) -> str:
-    return (
-        f"{row['path']}:{row['start_line']}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
-    )
+    return f"{row['path']}{_where(row)}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
 
 
 def _hit_tty(row: dict) -> None:
     out_console.print(
-        f"[magenta]{escape(row['path'])}[/]:[green]{row['start_line']}[/]"
+        f"[magenta]{escape(row['path'])}[/][green]{escape(_where(row))}[/]"
         f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(row['heading'] or row['title'])}[/]",
         highlight=False,
         soft_wrap=True,
@@ -386,6 +407,9 @@ def search(
     jsonl: JsonlOpt = False,
     files: FilesOpt = False,
     all_chunks: AllChunksOpt = False,
+    tag: TagOpt = None,
+    since: SinceOpt = None,
+    before: BeforeOpt = None,
     mode: ModeOpt = "hybrid",
     explain: ExplainOpt = False,
     exact: ExactOpt = False,
@@ -404,6 +428,10 @@ def search(
     chunk per file. Exit code 1 when nothing matches."""
     fmt = output_format(json_out, jsonl, files)
     text = _read_query(query)
+    try:  # checked before a model loads
+        since, before = (date_arg(d) if d else None for d in (since, before))
+    except ValueError as e:
+        raise JinalocError(str(e)) from None
     with _open_index(db, model, backend, quant, offline) as idx:
         hits = idx.search(
             text,
@@ -414,6 +442,9 @@ def search(
             path_glob=path,
             min_score=min_score,
             all_chunks=all_chunks,
+            tags=tag or (),
+            since=since,
+            before=before,
         )
     _print_hits(hits, fmt, explain)
 
@@ -483,6 +514,7 @@ def _print_status(info: dict) -> None:
             "changed",
             f"{c['new']} new, {c['modified']} modified, {c['renamed']} renamed,"
             f" {c['deleted']} deleted since the last run"
+            + (f", {c['reread']} to re-read for tags and dates" if c["reread"] else "")
             + (" (run `jinaloc index` to update)" if total else ""),
         )
     )
