@@ -137,9 +137,11 @@ def chunk_text(
     budget: int,
     overlap: int | None = None,
     room: int | None = None,
+    breaks: Sequence[int] = (),
 ) -> Document:
     """Chunks of `text` (the file `name`) of at most about `budget` raw tokens each; with
-    `room`, also at most `room` tokens with the title/heading prefix embedded with them."""
+    `room`, also at most `room` tokens with the title/heading prefix embedded with them.
+    A chunk never spans one of the `breaks` (line numbers that start a page)."""
     if budget < 8:
         raise ValueError("chunk budget must be at least 8 tokens")
     overlap = budget // 8 if overlap is None else overlap
@@ -151,7 +153,7 @@ def chunk_text(
         prefixes = {prefix_of(title, b.heading, meta.aliases) for b in blocks}
         longest = max(count([join_prefix(p, "") for p in prefixes if p]), default=0)
         budget = max(8, min(budget, room - longest))
-    doc.chunks = _pack(blocks, count, budget, overlap)
+    doc.chunks = _pack(blocks, count, budget, overlap, set(breaks))
     return doc
 
 
@@ -267,7 +269,9 @@ def _chunk(blocks: list[_Block]) -> Chunk:
     return Chunk(text, blocks[0].start, blocks[-1].end, blocks[0].heading, _cost(blocks))
 
 
-def _pack(blocks: list[_Block], count: TokenCounter, budget: int, overlap: int) -> list[Chunk]:
+def _pack(
+    blocks: list[_Block], count: TokenCounter, budget: int, overlap: int, breaks: set[int]
+) -> list[Chunk]:
     chunks: list[Chunk] = []
     current: list[_Block] = []
 
@@ -280,8 +284,12 @@ def _pack(blocks: list[_Block], count: TokenCounter, budget: int, overlap: int) 
         current = carry
 
     for block in blocks:
-        # A sibling or parent section starts a new chunk; subsections may join the current one.
-        if block.level and current and (not current[0].depth or block.level <= current[0].depth):
+        # A sibling or parent section starts a new chunk (subsections may join the current
+        # one), and so does a new page.
+        section = block.level and (
+            not current or not current[0].depth or block.level <= current[0].depth
+        )
+        if current and (section or block.start in breaks):
             flush()
         if block.tokens > budget:
             flush(keep_heading=True)

@@ -9,6 +9,7 @@ sections of an edited file) reuse the stored vector."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,10 +98,11 @@ class DocumentChunker:
         counts = self.embedder.count_tokens(list(texts), "document")
         return [max(n - self.overhead, 0) for n in counts]
 
-    def chunk(self, text: str, name: str) -> Document:
+    def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
+        """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
         budget = self.budget
         while True:
-            doc = chunk_text(text, name, self.count, budget, room=self.room)
+            doc = chunk_text(text, name, self.count, budget, room=self.room, breaks=breaks)
             # Counts of pieces need not add up to the count of their join: check what will be
             # embedded, and pack tighter in the rare case one is over.
             over = max(self.count(doc.embed_texts()), default=0) - self.room
@@ -189,7 +191,7 @@ class Writer:
         except Unreadable as e:
             self.report.skipped.append((str(cand.path), str(e)))
             return None
-        doc = self.chunker().chunk(extracted.text, cand.rel)
+        doc = self.chunker().chunk(extracted.text, cand.rel, extracted.pages or ())
         for c in doc.chunks:
             c.page = extracted.page_of(c.start_line)
         if not doc.chunks:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import model_dir
-from index_helpers import have_gguf
+from index_helpers import docx_bytes, have_gguf, pdf_bytes
 from typer.testing import CliRunner
 
 from jinaloc.cli import app
@@ -52,19 +52,44 @@ def cli(*args, ok=(0,)):
     return result
 
 
-def make_vault(root):
-    for rel, text in NOTES.items():
+def documents() -> dict[str, bytes]:
+    return {
+        "docs/bread.pdf": pdf_bytes(
+            ["Sourdough starter: feed it flour and water daily.", "Bake the loaf with steam."]
+        ),
+        "docs/scan.pdf": pdf_bytes(["", ""], image_only=True),
+        "docs/letter.docx": docx_bytes(
+            [("Heading 1", "Tenancy"), ("Normal", "The rent rises by five percent in May.")]
+        ),
+    }
+
+
+def make_vault(root, docs: bool = True):
+    files = {rel: text.encode() for rel, text in NOTES.items()}
+    if docs and have_docs():
+        files.update(documents())
+    for rel, data in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(data)
         os.utime(path, (OLD, OLD))
+
+
+def have_docs() -> bool:
+    try:
+        import docx  # noqa: F401
+        import fpdf  # noqa: F401
+        import pypdf  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vault")
     root = tmp / "vault"
-    make_vault(root)
+    make_vault(root, docs=False)
     db = tmp / "index.db"
     result = cli("index", root, "--db", db, *MODEL)
     report = json.loads(cli("index", root, "--db", db, "--json", "-q", *MODEL).stdout)
@@ -170,7 +195,7 @@ def test_bad_dates_are_one_line_errors(vault):
 
 def test_code_is_opt_in_and_saved_with_the_root(tmp_path):
     root = tmp_path / "vault"
-    make_vault(root)
+    make_vault(root, docs=False)
     (root / "tool.py").write_text("def pasta_dough():\n    return 'flour and eggs'\n")
     db = tmp_path / "index.db"
     report = json.loads(cli("index", root, "--db", db, "--json", "-q", "--code", *MODEL).stdout)
@@ -182,3 +207,26 @@ def test_code_is_opt_in_and_saved_with_the_root(tmp_path):
     # Indexed again without --code: the code leaves the index, and the summary says so.
     notes_only = json.loads(cli("index", root, "--db", db, "--json", "-q", *MODEL).stdout)
     assert notes_only["removed"] == 2 and notes_only["left_out_by_type"][".py"] == 1
+
+
+@pytest.mark.skipif(not have_docs(), reason="needs the docs extra and fpdf2")
+def test_pdf_and_docx_are_searchable_with_page_locations(tmp_path):
+    root = tmp_path / "vault"
+    make_vault(root)
+    db = tmp_path / "index.db"
+    result = cli("index", root, "--db", db, *MODEL)
+    assert "indexed: 6 added" in result.stderr and "1 skipped" in result.stderr
+    assert "scan.pdf: no text layer (a scanned or image-only PDF)" in result.stderr
+    rows = search(db, "bake the loaf with steam", "--mode", "lexical")
+    assert (os.path.basename(rows[0]["path"]), rows[0]["page"]) == ("bread.pdf", 2)
+    assert rows[0]["title"] == "bread.pdf" and rows[0]["date"] == "2022-06-01"
+    line = cli("search", "bake the loaf with steam", "--db", db, "--mode", "lexical", *MODEL)
+    assert line.stdout.split("\t")[0].endswith("docs/bread.pdf#page=2")
+    rows = search(db, "sourdough starter", "--mode", "lexical", "--all-chunks")
+    assert [r["page"] for r in rows if r["path"].endswith("bread.pdf")] == [1]
+    rows = search(db, "rent rises", "--mode", "lexical")
+    assert os.path.basename(rows[0]["path"]) == "letter.docx"
+    assert (rows[0]["title"], rows[0]["page"]) == ("Tenancy", None)
+    # Unchanged documents are not read again; the image-only PDF stays skipped.
+    again = json.loads(cli("index", "--db", db, "--json", "-q", *MODEL).stdout)
+    assert (again["unchanged"], again["skipped"], again["chunks_embedded"]) == (6, 1, 0)
