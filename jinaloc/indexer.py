@@ -43,6 +43,9 @@ class Report:
     chunks_embedded: int = 0
     chunks_reused: int = 0
     tokens: int = 0
+    # Chunks cut to the model's limit: (path, tokens before the cut); reported once a run.
+    truncated: list[tuple[str, int]] = field(default_factory=list)
+    token_limit: int | None = None
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -62,6 +65,10 @@ class Report:
             "chunks_embedded": self.chunks_embedded,
             "chunks_reused": self.chunks_reused,
             "tokens": self.tokens,
+            "truncated": len(self.truncated),
+            "truncated_longest": max((n for _, n in self.truncated), default=None),
+            "truncated_files": [{"path": p, "tokens": n} for p, n in self.truncated],
+            "token_limit": self.token_limit,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
         }
@@ -220,20 +227,27 @@ class Writer:
         if not pending:
             return
         texts = {}
-        for _, doc in pending:
+        owner = {}  # which file a text is from, to report truncation
+        for work, doc in pending:
             for text in doc.embed_texts():
-                texts[sha256(text.encode())] = text
+                h = sha256(text.encode())
+                texts[h] = text
+                owner.setdefault(h, str(work.candidate.path))
         vectors = self.store.vectors_for_hashes(texts)
         missing = [h for h in texts if h not in vectors]
         self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(missing)
         if missing:
+            truncated: list[tuple[int, int]] = []
             result = self.index.embedder.embed_with_counts(
                 [texts[h] for h in missing],
                 task="retrieval",
                 prompt="document",
                 dim=self.dim,
                 progress=self.progress.embedded,
+                truncated=truncated,
             )
+            self.report.truncated += [(owner[missing[i]], n) for i, n in truncated]
+            self.report.token_limit = self.index.embedder.max_tokens
             vectors.update(zip(missing, result.vectors, strict=True))
             self.report.chunks_embedded += len(missing)
             self.report.tokens += sum(result.token_counts)

@@ -183,6 +183,14 @@ def _summary(report: Report, db: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if r.truncated:
+        files = len({p for p, _ in r.truncated})
+        err_console.print(
+            f"  truncated: {len(r.truncated)} chunks in {files} files were cut to the model's"
+            f" {r.token_limit} tokens (longest {max(n for _, n in r.truncated):,}; see --json)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if r.left_out:
         kinds = ", ".join(f"{n} {kind}" for kind, n in list(r.left_out.items())[:SUMMARY_LIST])
         more = " …" if len(r.left_out) > SUMMARY_LIST else ""
