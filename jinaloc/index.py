@@ -304,4 +304,5 @@ class Index:
             "changed": {key: len(value) for key, value in changed.items()},
             "changed_files": changed,
             "skipped": len(plan.skipped),
+            "left_out_by_type": plan.left_out_by_type(),
         }

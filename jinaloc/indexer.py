@@ -155,7 +155,7 @@ class Writer:
             for root, options in roots:
                 self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
             report.skipped = plan.skipped
-            report.left_out = dict(sorted(plan.left_out.items(), key=lambda kv: (-kv[1], kv[0])))
+            report.left_out = plan.left_out_by_type()
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:
                 self.store.touch_file(record.id, cand.size, cand.mtime_ns)

@@ -64,6 +64,10 @@ class Plan:
     # Unchanged files whose tags and date were never read (indexed before schema 3).
     reread: list[tuple[FileRecord, Candidate]] = field(default_factory=list)
 
+    def left_out_by_type(self) -> dict[str, int]:
+        """Left-out files per type, most first (ties by name)."""
+        return dict(sorted(self.left_out.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def changes(self) -> dict[str, list]:
         """The plan's changes by kind, as paths (for status)."""
         return {

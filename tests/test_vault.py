@@ -105,6 +105,7 @@ def test_assets_are_left_out_by_type_and_counted(vault):
     info = json.loads(cli("status", "--db", db, "--json").stdout)
     assert info["files"] == 4 and sum(info["changed"].values()) == 0
     assert info["roots"][0]["types"] == "notes"
+    assert info["left_out_by_type"] == report["left_out_by_type"]
 
 
 def search(db, query, *args):

@@ -526,5 +526,8 @@ def _print_status(info: dict) -> None:
             + (" (run `jinaloc index` to update)" if total else ""),
         )
     )
+    if info["left_out_by_type"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in info["left_out_by_type"].items())
+        lines.append(("left out", f"by type: {kinds}"))
     for key, value in lines:
         out_console.print(f"[bold]{key:>8}[/]  {escape(value)}", highlight=False, soft_wrap=True)
