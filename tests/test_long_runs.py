@@ -76,3 +76,17 @@ def test_a_long_heading_never_pushes_a_chunk_over_the_fixture_limit(tmp_path):
         assert embedder.count_tokens([prefix], "document")[0] > 40
     finally:
         embedder.close()
+
+
+def test_the_run_summary_has_one_truncation_line(capsys, tmp_path):
+    from jinaloc.cli.index import _summary
+    from jinaloc.indexer import Report
+
+    report = Report(added=2, truncated=[("/n/a.md", 900), ("/n/a.md", 700), ("/n/b.md", 600)])
+    report.token_limit = 512
+    report.left_out = {".svg": 324, ".css": 12}
+    _summary(report, tmp_path / "index.db")
+    err = capsys.readouterr().err
+    assert err.count("truncated:") == 1
+    assert "3 chunks in 2 files were cut to the model's 512 tokens (longest 900" in err
+    assert "left out by type: 324 .svg, 12 .css" in err
