@@ -76,7 +76,7 @@ ModeOpt = Annotated[
 TagOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--tag", help="Only notes with this tag (repeatable: all of them; a/b counts as a)."
+        "--tag", help="Only notes with this tag (repeatable: all of them; a matches a/b too)."
     ),
 ]
 SinceOpt = Annotated[
