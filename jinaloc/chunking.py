@@ -7,37 +7,49 @@ a new chunk, so a chunk stays within one section and its subsections. A block bi
 the budget is split by lines (then words, then characters) with some overlap between the
 pieces. Each chunk keeps its 1-based line range and heading path.
 
-What gets embedded is `embed_text(title, heading, text)`:
+What gets embedded is `embed_text(title, heading, text, aliases, name)`:
 
-    <title> > <heading> > <subheading>
+    <title> (<alias>, <alias>) > <heading> > <subheading>
     (blank line)
-    <chunk text>
+    <chunk text>, as a reader sees it in Markdown (notes.readable)
 
 The title is the front matter `title:`, else the first level-1 heading, else the file name;
-a first heading equal to the title is not repeated."""
+a first heading equal to the title is not repeated. The prefix line is cut at PREFIX_CHARS.
+Markdown front matter (notes.py) is never part of a chunk: its title and aliases go in the
+prefix, its tags and date into the Document."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
+
+from . import notes
 
 # Raw token counts of texts (no prompt, no special tokens), in order.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
-MARKDOWN = {".md", ".markdown", ".mdx", ".mdown", ".mkd"}
-NOTE_SUFFIXES = MARKDOWN | {".txt", ".rst", ".org", ".adoc", ".asciidoc", ".text"}
+MARKDOWN = {".md", ".markdown", ".mdx", ".mdown", ".mkd", ".mkdn"}
+# Note formats: indexed by default (files.py) and titled by their stem.
+NOTE_SUFFIXES = MARKDOWN | {
+    ".txt", ".text", ".rst", ".org", ".adoc", ".asciidoc", ".tex", ".latex", ".html", ".htm",
+    ".xhtml",
+}  # fmt: skip
 _HEADINGS = {
     "md": re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$"),
     "org": re.compile(r"^(\*+)[ \t]+(.*?)[ \t]*$"),
     "adoc": re.compile(r"^(={1,6})[ \t]+(.*?)[ \t]*$"),
 }
+# Office documents are read as Markdown-style headings and paragraphs (documents.py).
+_HEADINGS["doc"] = _HEADINGS["md"]
+OFFICE = {".docx", ".pptx", ".xlsx"}
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
 _ORG_TITLE = re.compile(r"^#\+title:[ \t]*(.+?)[ \t]*$", re.IGNORECASE)
-_FM_TITLE = re.compile(r"""^title:[ \t]*["']?(.*?)["']?[ \t]*$""", re.IGNORECASE)
 PATH_SEP = " > "
+# The title/heading line of an embedded chunk is cut here: a heading is a line, not the text.
+PREFIX_CHARS = 300
 
 
 @dataclass
@@ -47,12 +59,23 @@ class Chunk:
     end_line: int
     heading: tuple[str, ...]  # heading path, outermost first
     tokens: int  # raw tokens of `text` as counted while packing
+    page: int | None = None  # the page it starts on, in a paged document
 
 
 @dataclass
 class Document:
     title: str
     chunks: list[Chunk]
+    name: str = ""  # the file's name: its syntax decides how chunks read when embedded
+    aliases: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # front matter tags, then inline #tags
+    date: str | None = None  # front matter date (YYYY-MM-DD)
+
+    def embed_texts(self) -> list[str]:
+        """What gets embedded for each chunk: title and heading path first."""
+        return [
+            embed_text(self.title, c.heading, c.text, self.aliases, self.name) for c in self.chunks
+        ]
 
 
 @dataclass
@@ -66,10 +89,25 @@ class _Block:
     tokens: int = 0
 
 
-def embed_text(title: str, heading: Sequence[str], text: str) -> str:
-    """The text that gets embedded for a chunk: its title and heading path, then the chunk."""
+def embed_text(
+    title: str, heading: Sequence[str], text: str, aliases: Sequence[str] = (), name: str = ""
+) -> str:
+    """The text that gets embedded for a chunk: its title (and aliases) and heading path,
+    then the chunk (Markdown, when `name` is a Markdown file's, as a reader sees it)."""
+    if syntax_of(name) == "md":
+        text = notes.readable(text)
+    return join_prefix(prefix_of(title, heading, aliases), text)
+
+
+def prefix_of(title: str, heading: Sequence[str], aliases: Sequence[str] = ()) -> str:
     path = list(heading[1:] if heading and heading[0] == title else heading)
+    if title and aliases:
+        title = f"{title} ({', '.join(aliases)})"
     prefix = PATH_SEP.join(p for p in [title, *path] if p)
+    return prefix if len(prefix) <= PREFIX_CHARS else prefix[: PREFIX_CHARS - 1] + "…"
+
+
+def join_prefix(prefix: str, text: str) -> str:
     return f"{prefix}\n\n{text}" if prefix else text
 
 
@@ -81,6 +119,8 @@ def syntax_of(name: str) -> str:
         return "org"
     if suffix in (".adoc", ".asciidoc"):
         return "adoc"
+    if suffix in OFFICE:
+        return "doc"
     return "plain"
 
 
@@ -91,16 +131,30 @@ def is_heading(line: str, name: str) -> bool:
 
 
 def chunk_text(
-    text: str, name: str, count: TokenCounter, budget: int, overlap: int | None = None
+    text: str,
+    name: str,
+    count: TokenCounter,
+    budget: int,
+    overlap: int | None = None,
+    room: int | None = None,
+    breaks: Sequence[int] = (),
 ) -> Document:
-    """Chunks of `text` (the file `name`) of at most about `budget` raw tokens each."""
+    """Chunks of `text` (the file `name`) of at most about `budget` raw tokens each; with
+    `room`, also at most `room` tokens with the title/heading prefix embedded with them.
+    A chunk never spans one of the `breaks` (line numbers that start a page)."""
     if budget < 8:
         raise ValueError("chunk budget must be at least 8 tokens")
     overlap = budget // 8 if overlap is None else overlap
-    title, blocks = _parse(text, name)
+    title, meta, blocks = _parse(text, name)
     for block, n in zip(blocks, count([b.text for b in blocks]), strict=True):
         block.tokens = n
-    return Document(title, _pack(blocks, count, budget, overlap))
+    doc = Document(title, [], name, meta.aliases, meta.tags, meta.date)
+    if room is not None:  # the longest title/heading line counts against the model's limit
+        prefixes = {prefix_of(title, b.heading, meta.aliases) for b in blocks}
+        longest = max(count([join_prefix(p, "") for p in prefixes if p]), default=0)
+        budget = max(8, min(budget, room - longest))
+    doc.chunks = _pack(blocks, count, budget, overlap, set(breaks))
+    return doc
 
 
 def title_of(text: str, name: str) -> str:
@@ -109,28 +163,26 @@ def title_of(text: str, name: str) -> str:
     return _parse(text, name)[0]
 
 
-def _parse(text: str, name: str) -> tuple[str, list[_Block]]:
+def meta_of(text: str, name: str) -> notes.FrontMatter:
+    """What a file says about itself (Markdown: front matter and inline tags), as
+    `chunk_text` puts it in its Document."""
+    return _parse(text, name)[1]
+
+
+def _parse(text: str, name: str) -> tuple[str, notes.FrontMatter, list[_Block]]:
     syntax = syntax_of(name)
     lines = text.splitlines()
-    fm_title, body_start = _front_matter(lines) if syntax == "md" else (None, 0)
-    blocks = _blocks(lines, body_start, syntax)
-    return fm_title or _first_title(blocks, lines, syntax) or _file_title(name), blocks
+    meta = notes.front_matter(lines) if syntax == "md" else notes.FrontMatter()
+    blocks = _blocks(lines, meta.body_start, syntax)
+    if syntax == "md":
+        meta.tags = notes.unique([*meta.tags, *notes.inline_tags(lines[meta.body_start :])])
+    title = meta.title or _first_title(blocks, lines, syntax) or _file_title(name)
+    return title, meta, blocks
 
 
 def _file_title(name: str) -> str:
     path = PurePath(name)
     return path.stem if path.suffix.lower() in NOTE_SUFFIXES else path.name
-
-
-def _front_matter(lines: list[str]) -> tuple[str | None, int]:
-    """(title, first body line index) of a YAML front matter block at the top."""
-    if not lines or lines[0].strip() != "---":
-        return None, 0
-    for i in range(1, min(len(lines), 200)):
-        if lines[i].strip() in ("---", "..."):
-            titles = [m.group(1) for m in map(_FM_TITLE.match, lines[1:i]) if m]
-            return (titles[0] or None) if titles else None, i + 1
-    return None, 0
 
 
 def _first_title(blocks: list[_Block], lines: list[str], syntax: str) -> str | None:
@@ -217,7 +269,9 @@ def _chunk(blocks: list[_Block]) -> Chunk:
     return Chunk(text, blocks[0].start, blocks[-1].end, blocks[0].heading, _cost(blocks))
 
 
-def _pack(blocks: list[_Block], count: TokenCounter, budget: int, overlap: int) -> list[Chunk]:
+def _pack(
+    blocks: list[_Block], count: TokenCounter, budget: int, overlap: int, breaks: set[int]
+) -> list[Chunk]:
     chunks: list[Chunk] = []
     current: list[_Block] = []
 
@@ -230,8 +284,12 @@ def _pack(blocks: list[_Block], count: TokenCounter, budget: int, overlap: int) 
         current = carry
 
     for block in blocks:
-        # A sibling or parent section starts a new chunk; subsections may join the current one.
-        if block.level and current and (not current[0].depth or block.level <= current[0].depth):
+        # A sibling or parent section starts a new chunk (subsections may join the current
+        # one), and so does a new page.
+        section = block.level and (
+            not current or not current[0].depth or block.level <= current[0].depth
+        )
+        if current and (section or block.start in breaks):
             flush()
         if block.tokens > budget:
             flush(keep_heading=True)

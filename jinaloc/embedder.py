@@ -101,9 +101,12 @@ class Embedder:
         dim: int | None = None,
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        truncated: list[tuple[int, int]] | None = None,
     ) -> np.ndarray:
         """float32 (n, dim), L2-normalized, in input order."""
-        return self.embed_with_counts(texts, task, prompt, dim, batch_size, progress).vectors
+        return self.embed_with_counts(
+            texts, task, prompt, dim, batch_size, progress, truncated
+        ).vectors
 
     def embed_with_counts(
         self,
@@ -113,12 +116,13 @@ class Embedder:
         dim: int | None = None,
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        truncated: list[tuple[int, int]] | None = None,
     ) -> Embedding:
         check_task(task, self.spec.tasks)
         dim = self.check_dim(dim)
         if batch_size < 1:
             raise JinalocError("batch size must be at least 1")
-        pooled, counts = self.embed_raw(texts, task, prompt, batch_size, progress)
+        pooled, counts = self.embed_raw(texts, task, prompt, batch_size, progress, truncated)
         return Embedding(matryoshka(pooled, dim), counts)
 
     def embed_raw(
@@ -128,13 +132,18 @@ class Embedder:
         prompt: str,
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        truncated: list[tuple[int, int]] | None = None,
     ) -> tuple[np.ndarray, list[int]]:
-        """Raw pooled vectors (full dim, unnormalized) and per-text token counts."""
+        """Raw pooled vectors (full dim, unnormalized) and per-text token counts.
+
+        Inputs longer than the model's limit are truncated, with a warning; a caller that
+        reports them itself (once for a whole run) passes `truncated`, which collects
+        (input index, tokens before truncation) instead."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.hidden_size), np.float32), []
         ids, full_lengths = self.tokenize(texts, prompt)
-        warn_truncated(full_lengths, self.max_tokens)
+        note_truncated(full_lengths, self.max_tokens, truncated)
         out = np.zeros((len(texts), self.hidden_size), np.float32)
         for batch in length_sorted_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS):
             out[batch] = self.backend.embed_tokens([ids[i] for i in batch], task)
@@ -146,15 +155,20 @@ class Embedder:
         self.backend.close()
 
 
-def warn_truncated(full_lengths: Sequence[int], max_tokens: int) -> None:
-    """One warning for the inputs longer than the model's context (they are cut)."""
-    truncated = [n for n in full_lengths if n > max_tokens]
-    if truncated:
+def note_truncated(
+    full_lengths: Sequence[int], max_tokens: int, collect: list | None = None
+) -> None:
+    """Inputs longer than the model's context (they are cut): appended to `collect` as
+    (input index, tokens) for a caller that reports them once, else one warning now."""
+    cut = [(i, n) for i, n in enumerate(full_lengths) if n > max_tokens]
+    if collect is not None:
+        collect += cut
+    elif cut:
         log.warning(
             "%d input(s) longer than %d tokens were truncated (longest: %d tokens)",
-            len(truncated),
+            len(cut),
             max_tokens,
-            max(truncated),
+            max(n for _, n in cut),
         )
 
 

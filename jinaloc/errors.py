@@ -48,6 +48,7 @@ class IndexCorrupt(JinalocError):
     """SQLite found the index file damaged."""
 
     def __init__(self, path: Path, detail: str):
+        detail = " ".join(detail.replace("*", "").split())[:160]  # SQLite's, on one line
         super().__init__(f"{path} is damaged ({detail})", "check and repair it")
         self.path = path
 

@@ -1,13 +1,17 @@
-"""Finding the text files to index under some roots, and reading them safely.
+"""Finding the files to index under some roots, and reading them safely.
 
 Ignore rules: .gitignore and .jinalocignore files (gitignore syntax, nested ones apply to
 their own folder), hidden files and folders, editors' swap, backup and temporary files,
---exclude globs and, when given, --include globs. Ignored paths are left out silently;
-files that are candidates but cannot be indexed (binary, not UTF-8, empty, unreadable, too
-large, symlink loop) come back as a `Skipped` with the reason, so the caller can report them."""
+--exclude globs. Ignored paths are left out silently. Then the file's type: given --include
+globs, the files they match whatever their type; else note and document formats (and source
+code when asked), the rest come back as a `LeftOut` with their type, so the caller can count
+them (README "What gets indexed").
+Files that are candidates but cannot be indexed (binary, not UTF-8, empty, unreadable, too
+large, symlink loop, a PDF without text) come back as a `Skipped` with the reason."""
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fnmatch
 import os
@@ -15,10 +19,11 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pathspec
 
+from .chunking import NOTE_SUFFIXES
 from .errors import JinalocError
 
 IGNORE_FILES = (".gitignore", ".jinalocignore")
@@ -29,6 +34,25 @@ DEFAULT_MAX_SIZE = 1024 * 1024
 # Files a user names one by one (`embed --file`, pipes) may be bigger than notes; the model
 # truncates them anyway.
 INPUT_MAX_SIZE = 50_000_000
+# Documents are mostly layout, fonts and images: their text is a small part of their bytes.
+DOCUMENT_MAX_SIZE = 32 * 1024 * 1024
+DOCUMENTS = {".pdf", ".docx", ".pptx", ".xlsx"}
+# Source code, indexed with `--code` (or named by an --include glob).
+CODE = {
+    ".py", ".pyi", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx", ".go", ".rs",
+    ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".java", ".kt", ".kts", ".scala", ".swift",
+    ".m", ".mm", ".rb", ".php", ".pl", ".pm", ".lua", ".r", ".jl", ".sh", ".bash", ".zsh",
+    ".fish", ".ps1", ".sql", ".hs", ".ml", ".mli", ".ex", ".exs", ".erl", ".clj", ".cljs", ".el",
+    ".lisp", ".scm", ".rkt", ".dart", ".cs", ".fs", ".vb", ".zig", ".nim", ".vue", ".svelte",
+    ".tf", ".cmake", ".gradle", ".groovy", ".vim",
+}  # fmt: skip
+CODE_NAMES = {
+    "makefile", "gnumakefile", "dockerfile", "containerfile", "justfile", "rakefile",
+    "gemfile", "vagrantfile", "procfile", "cmakelists.txt",
+}  # fmt: skip
+# Generated files, never worth a search result: left out even with --code.
+GENERATED = (".min.js", ".min.css", ".map")
+TYPES = ("notes", "code")  # what a walk selects when no --include glob is given
 # Bytes inspected for the binary test: enough for any header, cheap for huge files.
 SNIFF_BYTES = 8192
 # Control characters other than whitespace and escape: text almost never has them.
@@ -52,8 +76,27 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A file not of a selected type; `kind` is what the summary counts it as (".svg")."""
+
+    path: Path
+    kind: str
+
+
 class Unreadable(Exception):
     """A candidate that cannot be indexed; the message is the reason."""
+
+
+@dataclass
+class Extracted:
+    """The text of a file; `pages`: the 1-based line each page starts on (PDF, slides)."""
+
+    text: str
+    pages: list[int] | None = None
+
+    def page_of(self, line: int) -> int | None:
+        return bisect.bisect_right(self.pages, line) if self.pages else None
 
 
 def parse_size(text: str) -> int:
@@ -63,6 +106,34 @@ def parse_size(text: str) -> int:
         raise JinalocError(f"invalid size {text!r}: use bytes or a K, M or G suffix (e.g. 2M)")
     scale = 1024 ** " kmg".index(m.group(2).lower() or " ")
     return int(float(m.group(1)) * scale)
+
+
+def kind_of(name: str) -> str:
+    """A file's type as the summary names it: its suffix (".min.js" for minified files), or
+    its name when it has none."""
+    lower = name.lower()
+    generated = next((g for g in GENERATED if lower.endswith(g)), None)
+    return generated or PurePath(lower).suffix or name
+
+
+def selected(name: str, types: str = "notes") -> bool:
+    """Whether a file is of a type the walk takes: notes and documents (and code with
+    `types="code"`). A file without a suffix is taken as a plain-text note (README, TODO),
+    unless it is a build file (Makefile), which is code."""
+    lower = name.lower()
+    if lower.endswith(GENERATED):
+        return False
+    suffix = PurePath(lower).suffix
+    if lower in CODE_NAMES:
+        return types == "code"
+    if suffix in NOTE_SUFFIXES or suffix in DOCUMENTS or not suffix:
+        return True
+    return types == "code" and suffix in CODE
+
+
+def size_limit(name: str, max_size: int) -> int:
+    """The size limit of a file: `max_size`, or DOCUMENT_MAX_SIZE for documents."""
+    return DOCUMENT_MAX_SIZE if PurePath(name.lower()).suffix in DOCUMENTS else max_size
 
 
 def _spec(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec | None:
@@ -106,12 +177,18 @@ class Walker:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         max_size: int = DEFAULT_MAX_SIZE,
+        types: str = "notes",
     ):
+        if types not in TYPES:
+            raise JinalocError(f"unknown file types {types!r}: use one of {', '.join(TYPES)}")
         self.include = _spec(include)
         self.exclude = _spec(exclude)
         self.max_size = max_size
+        self.types = types
 
-    def walk(self, root: Path, only: Sequence[str] | None = None) -> Iterator[Candidate | Skipped]:
+    def walk(
+        self, root: Path, only: Sequence[str] | None = None
+    ) -> Iterator[Candidate | Skipped | LeftOut]:
         """Everything under `root`; with `only` (POSIX paths relative to a folder root), just
         what a full walk would yield at or under those paths (gone ones yield nothing)."""
         root = root.expanduser()
@@ -164,7 +241,11 @@ class Walker:
             elif stat.S_ISREG(st.st_mode):
                 if self._excluded(rules, rel, False):
                     continue
-                if self.include and not self.include.match_file(rel):
+                if self.include:  # the user's globs choose files whatever their type
+                    if not self.include.match_file(rel):
+                        continue
+                elif not selected(path.name, self.types):
+                    yield LeftOut(path, kind_of(path.name))
                     continue
                 yield self._file(path, root, rel, st)
 
@@ -195,7 +276,7 @@ class Walker:
 
     def _walk_dir(
         self, root: Path, folder: Path, prefix: str, rules: _Rules, ancestors: set
-    ) -> Iterator[Candidate | Skipped]:
+    ) -> Iterator[Candidate | Skipped | LeftOut]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
@@ -225,7 +306,11 @@ class Walker:
             elif stat.S_ISREG(st.st_mode):
                 if self._excluded(rules, rel, False):
                     continue
-                if self.include and not self.include.match_file(rel):
+                if self.include:  # the user's globs choose files whatever their type
+                    if not self.include.match_file(rel):
+                        continue
+                elif not selected(entry.name, self.types):
+                    yield LeftOut(path, kind_of(entry.name))
                     continue
                 yield self._file(path, root, rel, st)
 
@@ -237,8 +322,9 @@ class Walker:
         return rules.ignored(rel, is_dir)
 
     def _file(self, path: Path, root: Path, rel: str, st: os.stat_result) -> Candidate | Skipped:
-        if st.st_size > self.max_size:
-            return Skipped(path, f"too large ({st.st_size} bytes > {self.max_size})")
+        limit = size_limit(rel, self.max_size)
+        if st.st_size > limit:
+            return Skipped(path, f"too large ({st.st_size} bytes > {limit})")
         return Candidate(path, root, rel, st.st_size, st.st_mtime_ns)
 
 
@@ -295,14 +381,27 @@ def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     return data
 
 
+def extract_text(data: bytes, name: str, probe: bool = False) -> Extracted:
+    """The text of a file's bytes by its type: a document's (documents.py), else the bytes
+    as text. `probe`: only check that there is text (cheaper for a long PDF)."""
+    suffix = PurePath(name.lower()).suffix
+    if suffix in DOCUMENTS:
+        from .documents import extract
+
+        return extract(data, suffix, probe)
+    return Extracted(decode_text(data))
+
+
 def read_text(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> str:
     """A file's text by the rules every command shares (size, binary, UTF-8, BOM)."""
     return decode_text(read_bytes(path, max_size))
 
 
 def read_input(path: Path, max_size: int = INPUT_MAX_SIZE) -> str:
-    """A file named by the user (`embed --file`, pipes): its text, or a one-line error."""
+    """A file named by the user (`embed --file`, pipes): its text (a document's too), or a
+    one-line error."""
+    path = Path(path).expanduser()
     try:
-        return read_text(Path(path).expanduser(), max_size)
+        return extract_text(read_bytes(path, max_size), path.name).text
     except Unreadable as e:
         raise JinalocError(f"{path}: {e}") from None

@@ -388,7 +388,7 @@ class Index:
         doc = DocumentChunker(self.embedder, meta.chunk_tokens).chunk(text, path.name)
         if not doc.chunks:
             raise JinalocError(f"{path}: no text to index")
-        vectors = self.embedder.embed(DocumentChunker.texts(doc), TASK, "document", meta.dim)
+        vectors = self.embedder.embed(doc.embed_texts(), TASK, "document", meta.dim)
         return note_vectors(vectors, [len(vectors)])[0]
 
     def documents(self, paths: Sequence[str] | None = None) -> Iterator[IndexedDocument]:
@@ -432,6 +432,7 @@ class Index:
             "changed_files": changed,
             "skipped": len(plan.skipped),
             "watcher": read_record(self.path),
+            "left_out_by_type": plan.left_out_by_type(),
         }
 
 

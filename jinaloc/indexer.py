@@ -9,16 +9,17 @@ sections of an edited file) reuse the stored vector."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunking import Document, chunk_text, embed_text
-from .files import Unreadable, decode_text, read_bytes
+from .chunking import Document, chunk_text, meta_of
+from .files import Candidate, Unreadable, extract_text, read_bytes
 from .planner import Roots, Scope, Work, plan_update, sha256
-from .store import NewChunk
+from .store import FileRecord, NewChunk, NoteMeta
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work.
 STEP_CHUNKS = 32
-# Tokens kept free for the title/heading prefix under the model's maximum.
-PREFIX_RESERVE = 32
 
 
 @dataclass
@@ -37,11 +36,16 @@ class Report:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    reread: int = 0  # unchanged files read again for their tags and date (no embedding)
     renamed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # files not of a selected type
     chunks_embedded: int = 0
     chunks_reused: int = 0
     tokens: int = 0
+    # Chunks cut to the model's limit: (path, tokens before the cut); reported once a run.
+    truncated: list[tuple[str, int]] = field(default_factory=list)
+    token_limit: int | None = None
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -52,12 +56,19 @@ class Report:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "renamed": len(self.renamed),
+            "reread": self.reread,
             "skipped": len(self.skipped),
             "renamed_files": [{"from": a, "to": b} for a, b in self.renamed],
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+            "left_out": sum(self.left_out.values()),
+            "left_out_by_type": self.left_out,
             "chunks_embedded": self.chunks_embedded,
             "chunks_reused": self.chunks_reused,
             "tokens": self.tokens,
+            "truncated": len(self.truncated),
+            "truncated_longest": max((n for _, n in self.truncated), default=None),
+            "truncated_files": [{"path": p, "tokens": n} for p, n in self.truncated],
+            "token_limit": self.token_limit,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
         }
@@ -77,14 +88,15 @@ class Progress:
 
 
 class DocumentChunker:
-    """Chunks texts as the index embeds them: the model's tokenizer counts, and the budget
-    leaves room for the prompt, special tokens and the title/heading prefix."""
+    """Chunks texts as the index embeds them: the model's tokenizer counts, and every
+    embedded chunk (title/heading prefix included) fits the model's limit."""
 
     def __init__(self, embedder: Embedder, chunk_tokens: int):
         self.embedder = embedder
         self.overhead = embedder.count_tokens([""], "document")[0]
-        limit = embedder.max_tokens - self.overhead - PREFIX_RESERVE
-        self.budget = max(8, min(chunk_tokens, limit))
+        # Raw tokens an embedded chunk may have: the limit less the prompt and special tokens.
+        self.room = embedder.max_tokens - self.overhead
+        self.budget = max(8, min(chunk_tokens, self.room))
 
     def count(self, texts) -> list[int]:
         """Raw token counts (without the prompt and special tokens)."""
@@ -93,13 +105,21 @@ class DocumentChunker:
         counts = self.embedder.count_tokens(list(texts), "document")
         return [max(n - self.overhead, 0) for n in counts]
 
-    def chunk(self, text: str, name: str) -> Document:
-        return chunk_text(text, name, self.count, self.budget)
-
-    @staticmethod
-    def texts(doc: Document) -> list[str]:
-        """What gets embedded for each chunk: title and heading path first."""
-        return [embed_text(doc.title, c.heading, c.text) for c in doc.chunks]
+    def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
+        """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
+        budget = self.budget
+        while True:
+            doc = chunk_text(text, name, self.count, budget, room=self.room, breaks=breaks)
+            # Counts of pieces need not add up to the count of their join: check what will be
+            # embedded, and pack tighter in the rare case one is over. Both models' tokenizers
+            # are byte-level BPE (a token holds at least one byte), so only a text of more
+            # bytes than the room can be over it: with 512-token chunks and an 8k model,
+            # none is counted again.
+            near = [t for t in doc.embed_texts() if len(t.encode()) > self.room]
+            over = max(self.count(near), default=0) - self.room
+            if over <= 0 or budget <= 8:
+                return doc
+            budget = max(8, min(budget, max(c.tokens for c in doc.chunks)) - over)
 
 
 class Writer:
@@ -139,6 +159,7 @@ class Writer:
             # Planned before any model loads: bad roots fail fast.
             plan = plan_update(self.store, roots, scope)
             report.skipped = plan.skipped
+            report.left_out = plan.left_out_by_type()
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:
                 self.store.touch_file(record.id, cand.size, cand.mtime_ns)
@@ -149,6 +170,8 @@ class Writer:
             for record in plan.removed:
                 self.store.remove_file(record.id)
                 report.removed += 1
+            for record, cand in plan.reread:
+                self._reread(record, cand)
             self._embed_all([*plan.changed, *plan.new])
         except KeyboardInterrupt:
             self._save_roots(roots)  # so the next run resumes them
@@ -184,45 +207,72 @@ class Writer:
         cand = work.candidate
         try:
             data = read_bytes(cand.path, work.max_size)
-            text = decode_text(data)
+            extracted = extract_text(data, cand.rel)
         except Unreadable as e:
             self.report.skipped.append((str(cand.path), str(e)))
             return None
-        doc = self.chunker().chunk(text, cand.rel)
+        doc = self.chunker().chunk(extracted.text, cand.rel, extracted.pages or ())
+        for c in doc.chunks:
+            c.page = extracted.page_of(c.start_line)
         if not doc.chunks:
             self.report.skipped.append((str(cand.path), "no text to index"))
             return None
         work.hash = sha256(data)
         return doc
 
+    def _reread(self, record: FileRecord, cand: Candidate) -> None:
+        """Record the tags and date of a file indexed before they were kept: read from its
+        text, without a model; its chunks and vectors stay."""
+        try:
+            data = read_bytes(cand.path, cand.size)
+            text = extract_text(data, cand.rel).text
+        except Unreadable:
+            return  # the next run sees what became of it
+        if sha256(data) != record.hash:
+            return
+        meta = meta_of(text, cand.rel)
+        self.store.set_file_meta(
+            record.id, NoteMeta(meta.tags, meta.aliases, meta.date), cand.mtime_ns
+        )
+        self.report.reread += 1
+
     def _write(self, pending: list[tuple[Work, Document]]) -> None:
         if not pending:
             return
         texts = {}
-        for _, doc in pending:
-            for text in DocumentChunker.texts(doc):
-                texts[sha256(text.encode())] = text
+        owner = {}  # which file a text is from, to report truncation
+        for work, doc in pending:
+            for text in doc.embed_texts():
+                h = sha256(text.encode())
+                texts[h] = text
+                owner.setdefault(h, str(work.candidate.path))
         vectors = self.store.vectors_for_hashes(texts)
         missing = [h for h in texts if h not in vectors]
         self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(missing)
         if missing:
+            truncated: list[tuple[int, int]] = []
             result = self.index.embedder.embed_with_counts(
                 [texts[h] for h in missing],
                 task="retrieval",
                 prompt="document",
                 dim=self.dim,
                 progress=self.progress.embedded,
+                truncated=truncated,
             )
+            self.report.truncated += [(owner[missing[i]], n) for i, n in truncated]
+            self.report.token_limit = self.index.embedder.max_tokens
             vectors.update(zip(missing, result.vectors, strict=True))
             self.report.chunks_embedded += len(missing)
             self.report.tokens += sum(result.token_counts)
         for work, doc in pending:
             chunks = []
-            for c, text in zip(doc.chunks, DocumentChunker.texts(doc), strict=True):
+            for c, text in zip(doc.chunks, doc.embed_texts(), strict=True):
                 h = sha256(text.encode())
                 vector = np.asarray(vectors[h], dtype=np.float32)
                 chunks.append(
-                    NewChunk(c.start_line, c.end_line, c.heading, c.text, c.tokens, h, vector)
+                    NewChunk(
+                        c.start_line, c.end_line, c.heading, c.text, c.tokens, h, vector, c.page
+                    )
                 )
             cand = work.candidate
             self.store.write_file(
@@ -234,6 +284,7 @@ class Writer:
                 cand.mtime_ns,
                 doc.title,
                 chunks,
+                NoteMeta(doc.tags, doc.aliases, doc.date),
             )
             if work.record is None:
                 self.report.added += 1

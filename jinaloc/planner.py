@@ -9,12 +9,22 @@ the writer (indexer.py) applies one. A `scope` limits a plan to some paths of a 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import DEFAULT_MAX_SIZE, Candidate, Skipped, Unreadable, Walker, decode_text, read_bytes
+from .files import (
+    DEFAULT_MAX_SIZE,
+    Candidate,
+    LeftOut,
+    Skipped,
+    Unreadable,
+    Walker,
+    extract_text,
+    read_bytes,
+    size_limit,
+)
 from .store import FileRecord, Store
 
 
@@ -23,9 +33,10 @@ class WalkOptions:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     max_size: int = DEFAULT_MAX_SIZE
+    types: str = "notes"  # files.TYPES: "code" adds source code to notes and documents
 
     def walker(self) -> Walker:
-        return Walker(self.include, self.exclude, self.max_size)
+        return Walker(self.include, self.exclude, self.max_size, self.types)
 
 
 Roots = Sequence[tuple[Path, WalkOptions]]
@@ -52,6 +63,13 @@ class Plan:
     renamed: list[tuple[FileRecord, Work]] = field(default_factory=list)
     removed: list[FileRecord] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    left_out: Counter = field(default_factory=Counter)  # files not of a selected type, by type
+    # Unchanged files whose tags and date were never read (indexed before schema 3).
+    reread: list[tuple[FileRecord, Candidate]] = field(default_factory=list)
+
+    def left_out_by_type(self) -> dict[str, int]:
+        """Left-out files per type, most first (ties by name)."""
+        return dict(sorted(self.left_out.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def changes(self) -> dict[str, list]:
         """The plan's changes by kind, as paths (for status)."""
@@ -60,6 +78,7 @@ class Plan:
             "modified": [w.candidate.path.as_posix() for w in self.changed],
             "renamed": [{"from": old.path, "to": str(w.candidate.path)} for old, w in self.renamed],
             "deleted": [r.path for r in self.removed],
+            "reread": [r.path for r, _ in self.reread],
         }
 
 
@@ -84,20 +103,24 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
         for item in options.walker().walk(Path(root), only):
             if str(item.path) in own:
                 continue
-            if isinstance(item, Skipped):
+            if isinstance(item, LeftOut):
+                plan.left_out[item.kind] += 1
+            elif isinstance(item, Skipped):
                 plan.skipped.append((str(item.path), item.reason))
             else:
-                present.setdefault(str(item.path), (item, options.max_size))
+                present.setdefault(str(item.path), (item, size_limit(item.rel, options.max_size)))
     readable: set[str] = set()
     for path, (cand, max_size) in present.items():
         record = known.get(path)
         if record and (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns):
             plan.unchanged += 1
             readable.add(path)
+            if not record.has_meta:
+                plan.reread.append((record, cand))
             continue
         try:
             data = read_bytes(cand.path, max_size)
-            decode_text(data)
+            extract_text(data, cand.rel, probe=True)
         except Unreadable as e:
             plan.skipped.append((path, str(e)))
             continue
@@ -108,6 +131,8 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
         elif record.hash == work.hash:
             plan.unchanged += 1
             plan.touched.append((record, cand))
+            if not record.has_meta:
+                plan.reread.append((record, cand))
         else:
             plan.changed.append(work)
     # A file another indexed root covers is that root's business (nested roots with their
@@ -129,4 +154,5 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
             plan.new.remove(work)
             del gone[old.path]
     plan.removed = list(gone.values())
+    plan.reread += [(old, work.candidate) for old, work in plan.renamed if not old.has_meta]
     return plan

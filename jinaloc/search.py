@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import pathspec
 
 from .chunking import embed_text
 from .errors import JinalocError, check_choice
+from .notes import date_arg
 from .paths import display_path
 from .store import MAX_K, Store
 from .vectors import note_vectors
@@ -70,6 +71,9 @@ class Hit:
     mode: str = "semantic"
     semantic: Part | None = None  # cosine similarity and rank in the vector list
     lexical: Part | None = None  # -bm25 and rank in the lexical list
+    page: int | None = None  # where the chunk starts, in a paged document (PDF)
+    date: str | None = None  # the file's date: its front matter's, else its mtime's
+    tags: list[str] = field(default_factory=list)
     first_stage: Part | None = None  # with a reranker: the score and rank it reordered
     rerank: Part | None = None  # the cross-encoder's relevance (0-1) and rank
 
@@ -87,6 +91,9 @@ class Hit:
             "mode": self.mode,
             "semantic": self.semantic.to_json() if self.semantic else None,
             "lexical": self.lexical.to_json() if self.lexical else None,
+            "page": self.page,
+            "date": self.date,
+            "tags": self.tags,
             "text": self.text,
         }
         if self.rerank is not None:
@@ -129,6 +136,28 @@ def matching_files(store: Store, glob: str) -> list[int]:
     return ids
 
 
+def restrict(
+    store: Store,
+    path_glob: str | None = None,
+    tags: Sequence[str] = (),
+    since: str | None = None,
+    before: str | None = None,
+) -> list[int] | None:
+    """Ids of the files a search may return (None: any): matching the glob, with every tag
+    (a nested tag `a/b` counts as `a`), dated on or after `since` and before `before`
+    (ISO dates or spans back from today: 7d, 2w, 3m, 1y). Every stage filters by these ids
+    before ranking, so a filter never starves the results."""
+    ids = matching_files(store, path_glob) if path_glob else None
+    if tags or since or before:
+        try:
+            since, before = (date_arg(str(d)) if d else None for d in (since, before))
+        except ValueError as e:
+            raise JinalocError(str(e)) from None
+        meta = store.files_matching(tags, since, before)
+        ids = meta if ids is None else sorted(set(ids) & set(meta))
+    return ids
+
+
 Row = tuple[int, int, float]  # (chunk id, file id, score)
 
 
@@ -143,10 +172,14 @@ def search_vector(
     min_score: float | None = None,
     all_chunks: bool = False,
     exclude_files: Sequence[int] = (),
+    tags: Sequence[str] = (),
+    since: str | None = None,
+    before: str | None = None,
 ) -> list[Hit]:
-    """The k best chunks (`all_chunks`) or files (best chunk each) for a query vector."""
+    """The k best chunks (`all_chunks`) or files (best chunk each) for a query vector;
+    `path_glob`, `tags`, `since` and `before` as `restrict`."""
     _check_k(k)
-    file_ids = matching_files(store, path_glob) if path_glob else None
+    file_ids = restrict(store, path_glob, tags, since, before)
     if file_ids == []:
         return []
     per_file = not all_chunks
@@ -173,11 +206,15 @@ def search(
     min_score: float | None = None,
     all_chunks: bool = False,
     exclude_files: Sequence[int] = (),
+    tags: Sequence[str] = (),
+    since: str | None = None,
+    before: str | None = None,
 ) -> list[Hit]:
     """The k best files (best chunk each) or chunks for a text query in one mode: semantic
     (its vector, `query`), lexical (FTS5 bm25 on `text`; no vector needed) or hybrid
     (both lists fused by reciprocal rank). `min_score` applies to the cosine in semantic and
-    hybrid modes and to the bm25 score in lexical mode."""
+    hybrid modes and to the bm25 score in lexical mode; `path_glob`, `tags`, `since` and
+    `before` restrict the files as `restrict` says."""
     check_choice("mode", mode, MODES)
     if mode == "semantic":
         return search_vector(
@@ -190,9 +227,12 @@ def search(
             min_score=min_score,
             all_chunks=all_chunks,
             exclude_files=exclude_files,
+            tags=tags,
+            since=since,
+            before=before,
         )
     _check_k(k)
-    file_ids = matching_files(store, path_glob) if path_glob else None
+    file_ids = restrict(store, path_glob, tags, since, before)
     if file_ids == []:
         return []
     per_file = not all_chunks

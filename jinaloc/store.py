@@ -3,8 +3,9 @@
 Tables: `meta` (what the vectors mean: model, task, dim, quantization, bit order, chunking),
 `roots` (indexed folders and their walk options), `files` (one row per indexed file, with
 its content hash), `chunks` (text, line range, heading path and the float32 vector),
-`vec_bits`, a vec0 table of the sign bits for the coarse Hamming stage, and `chunks_fts`,
-the FTS5 lexical index of each chunk's title, heading path and text (lexical.py).
+`vec_bits`, a vec0 table of the sign bits for the coarse Hamming stage, `chunks_fts`,
+the FTS5 lexical index of each chunk's title, heading path and text (lexical.py), and
+`file_tags` (each file's tags, for search filters; a file's date is in `files`).
 
 Float vectors live in `chunks`, not in a vec0 table: rescoring reads a few hundred of them
 by id, and a rowid lookup in a vec0 table costs about 100x more than in a plain table
@@ -20,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from . import lexical
 from .errors import IndexNotFound, JinalocError, SchemaTooNew
+from .notes import mtime_date
 from .vectors import pack_bits
 
 
@@ -36,6 +38,26 @@ def _add_lexical(conn) -> None:
     version = conn.execute("SELECT sqlite_version()").fetchone()[0]
     conn.execute(lexical.fts_schema(version))
     lexical.rebuild(conn)
+
+
+def _add_note_meta(conn) -> None:
+    """Schema 3: each file's date (front matter, else mtime), metadata (JSON: tags, aliases,
+    the front matter date) and tags; the page of a chunk (PDF). Existing files get their
+    mtime's date and a NULL meta, which the planner reads as "re-read for metadata": the
+    chunk texts do not hold the front matter. Nothing is re-embedded for it."""
+    conn.execute("ALTER TABLE files ADD COLUMN date TEXT")  # YYYY-MM-DD, local
+    conn.execute("ALTER TABLE files ADD COLUMN meta TEXT")
+    conn.execute("ALTER TABLE chunks ADD COLUMN page INTEGER")  # 1-based; NULL: no pages
+    conn.execute(
+        "CREATE TABLE file_tags (file_id INTEGER NOT NULL REFERENCES files(id)"
+        " ON DELETE CASCADE, tag TEXT NOT NULL, PRIMARY KEY (file_id, tag)) WITHOUT ROWID"
+    )  # tags lowercased (str.lower, so any script); the file's meta has them as written
+    conn.execute("CREATE INDEX file_tags_tag ON file_tags(tag)")
+    conn.execute("CREATE INDEX files_date ON files(date)")
+    rows = conn.execute("SELECT id, mtime_ns FROM files").fetchall()
+    conn.executemany(
+        "UPDATE files SET date = ? WHERE id = ?", [(mtime_date(m), i) for i, m in rows]
+    )
 
 
 # Numbered schema migrations, SQL or a function of the connection (run in one transaction);
@@ -77,6 +99,7 @@ MIGRATIONS: list[str | Callable] = [
     CREATE INDEX chunks_hash ON chunks(hash);
     """,
     _add_lexical,
+    _add_note_meta,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # vec0's KNN refuses a larger k.
@@ -161,6 +184,27 @@ class FileRecord:
     size: int
     mtime_ns: int
     title: str
+    has_meta: bool = True  # False: indexed before schema 3, tags and date not read yet
+
+
+@dataclass
+class NoteMeta:
+    """What a file says about itself, kept per file for search filters."""
+
+    tags: Sequence[str] = ()
+    aliases: Sequence[str] = ()
+    date: str | None = None  # its own date (front matter); None: the file's mtime counts
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"tags": list(self.tags), "aliases": list(self.aliases), "date": self.date},
+            ensure_ascii=False,
+        )
+
+
+# A file's date: its own (front matter), else its mtime's (the parameter).
+_DATE = "date = coalesce(json_extract(meta, '$.date'), ?)"
+_FILE_COLUMNS = "id, path, root, rel, hash, size, mtime_ns, title, meta IS NOT NULL"
 
 
 @dataclass
@@ -172,6 +216,7 @@ class NewChunk:
     tokens: int
     hash: str
     vector: np.ndarray  # float32 (dim,), L2-normalized
+    page: int | None = None
 
 
 @dataclass
@@ -184,6 +229,7 @@ class IndexedDocument:
     texts: list[str]
     headings: list[list[str]]
     vectors: np.ndarray  # float32 (n_chunks, dim), L2-normalized
+    aliases: list[str] = field(default_factory=list)
 
 
 def bits_for(dim: int) -> int:
@@ -323,7 +369,7 @@ class Store:
         """Drop every file, vector and root, and the meta record (for a full re-index)."""
         with self.transaction():
             self.conn.execute("DROP TABLE IF EXISTS vec_bits")
-            for table in (lexical.TABLE, "chunks", "files", "roots", "meta"):
+            for table in (lexical.TABLE, "chunks", "file_tags", "files", "roots", "meta"):
                 self.conn.execute(f"DELETE FROM {table}")
 
     # roots
@@ -351,15 +397,14 @@ class Store:
         """Indexed files inside `root` (by path prefix, so nested roots overlap correctly)."""
         prefix = root.rstrip("/") + "/"
         rows = self.conn.execute(
-            "SELECT id, path, root, rel, hash, size, mtime_ns, title FROM files"
-            " WHERE substr(path, 1, ?) = ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE substr(path, 1, ?) = ?",
             (len(prefix), prefix),
         )
         return {r[1]: FileRecord(*r) for r in rows}
 
     def file(self, path: str) -> FileRecord | None:
         row = self.conn.execute(
-            "SELECT id, path, root, rel, hash, size, mtime_ns, title FROM files WHERE path = ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",
             (path,),
         ).fetchone()
         return FileRecord(*row) if row else None
@@ -367,7 +412,8 @@ class Store:
     def touch_file(self, file_id: int, size: int, mtime_ns: int) -> None:
         with self.transaction():
             self.conn.execute(
-                "UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, file_id)
+                f"UPDATE files SET size = ?, mtime_ns = ?, {_DATE} WHERE id = ?",
+                (size, mtime_ns, mtime_date(mtime_ns), file_id),
             )
 
     def move_file(
@@ -376,8 +422,9 @@ class Store:
         """A renamed or moved file keeps its chunks and vectors."""
         with self.transaction():
             self.conn.execute(
-                "UPDATE files SET path = ?, root = ?, rel = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                (path, root, rel, size, mtime_ns, file_id),
+                "UPDATE files SET path = ?, root = ?, rel = ?, size = ?, mtime_ns = ?,"
+                f" {_DATE} WHERE id = ?",
+                (path, root, rel, size, mtime_ns, mtime_date(mtime_ns), file_id),
             )
 
     def remove_file(self, file_id: int) -> None:
@@ -403,6 +450,7 @@ class Store:
         mtime_ns: int,
         title: str,
         chunks: Sequence[NewChunk],
+        meta: NoteMeta | None = None,
     ) -> int:
         """Insert or replace one file with all its chunks, atomically. Returns its id."""
         dim = self.dim
@@ -430,7 +478,7 @@ class Store:
                 vector = np.ascontiguousarray(c.vector, dtype=np.float32)
                 chunk_id = self.conn.execute(
                     "INSERT INTO chunks(file_id, seq, start_line, end_line, heading, text, tokens,"
-                    " hash, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " hash, embedding, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         file_id,
                         seq,
@@ -441,6 +489,7 @@ class Store:
                         c.tokens,
                         c.hash,
                         vector.tobytes(),
+                        c.page,
                     ),
                 ).lastrowid
                 self.conn.execute(
@@ -450,7 +499,45 @@ class Store:
                 self.conn.execute(
                     lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, c.heading, c.text))
                 )
+            self._set_meta(file_id, meta or NoteMeta(), mtime_ns)
         return file_id
+
+    def set_file_meta(self, file_id: int, meta: NoteMeta, mtime_ns: int) -> None:
+        """Record a file's tags and date (a file re-read for them; its chunks stay)."""
+        with self.transaction():
+            self._set_meta(file_id, meta, mtime_ns)
+
+    def _set_meta(self, file_id: int, meta: NoteMeta, mtime_ns: int) -> None:
+        self.conn.execute(
+            "UPDATE files SET meta = ?, date = ? WHERE id = ?",
+            (meta.to_json(), meta.date or mtime_date(mtime_ns), file_id),
+        )
+        self.conn.execute("DELETE FROM file_tags WHERE file_id = ?", (file_id,))
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO file_tags(file_id, tag) VALUES (?, ?)",
+            [(file_id, tag.lower()) for tag in meta.tags],
+        )
+
+    def files_matching(
+        self, tags: Sequence[str] = (), since: str | None = None, before: str | None = None
+    ) -> list[int]:
+        """Ids of files with every tag (case-insensitive; a nested tag `a/b` has tag `a`),
+        dated on or after `since` and before `before` (YYYY-MM-DD)."""
+        where, args = [], []
+        for tag in tags:
+            tag = tag.strip().lstrip("#").rstrip("/").lower()
+            where.append(
+                "id IN (SELECT file_id FROM file_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
+            )
+            args += [tag, len(tag) + 1, tag + "/"]
+        if since:
+            where.append("date >= ?")
+            args.append(since)
+        if before:
+            where.append("date < ?")
+            args.append(before)
+        sql = "SELECT id FROM files" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in self.conn.execute(sql, args)]
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """Stored vectors of chunks whose embedded text has one of these hashes."""
@@ -536,16 +623,18 @@ class Store:
     def chunk_details(self, chunk_ids: Sequence[int]) -> dict[int, dict]:
         """Path, title, line range, heading path and text of chunks, by id."""
         rows = self.conn.execute(
-            "SELECT c.id, f.path, f.rel, f.title, c.start_line, c.end_line, c.heading, c.text"
-            " FROM chunks c JOIN files f ON f.id = c.file_id"
+            "SELECT c.id, f.path, f.rel, f.title, c.start_line, c.end_line, c.heading, c.text,"
+            " c.page, f.date, f.meta FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE c.id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(chunk_ids)),),
         )
-        keys = ("path", "rel", "title", "start_line", "end_line", "heading", "text")
+        keys = ("path", "rel", "title", "start_line", "end_line", "heading", "text", "page")
         out = {}
-        for chunk_id, *values in rows:
+        for chunk_id, *values, date, meta in rows:
             detail = dict(zip(keys, values, strict=True))
             detail["heading"] = json.loads(detail["heading"])
+            detail["date"] = date
+            detail["tags"] = json.loads(meta)["tags"] if meta else []
             out[chunk_id] = detail
         return out
 
@@ -559,13 +648,14 @@ class Store:
     def iter_documents(self, paths: Iterable[str] | None = None) -> Iterator[IndexedDocument]:
         """Every indexed file (or those at `paths`, absolute) with its chunk texts and
         stored vectors, ordered by path. Reads one file at a time."""
-        sql = "SELECT id, path, title FROM files"
+        sql = "SELECT id, path, title, meta FROM files"
         args: tuple = ()
         if paths is not None:
             sql += " WHERE path IN (SELECT value FROM json_each(?))"
             args = (json.dumps(list(paths)),)
         dim = self.dim or 0
-        for file_id, path, title in self.conn.execute(sql + " ORDER BY path", args).fetchall():
+        files = self.conn.execute(sql + " ORDER BY path", args).fetchall()
+        for file_id, path, title, meta in files:
             rows = self.conn.execute(
                 "SELECT text, heading, embedding FROM chunks WHERE file_id = ? ORDER BY seq",
                 (file_id,),
@@ -577,6 +667,7 @@ class Store:
                 [r[0] for r in rows],
                 [json.loads(r[1]) for r in rows],
                 _matrix([r[2] for r in rows], dim),
+                json.loads(meta)["aliases"] if meta else [],
             )
 
     def counts(self) -> dict[str, int]:

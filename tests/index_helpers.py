@@ -120,3 +120,38 @@ def have_gguf() -> bool:
     except ImportError:
         return False
     return True
+
+
+def pdf_bytes(pages: list[str], image_only: bool = False) -> bytes:
+    """A PDF made here with fpdf2: one page per text, or pages with only a picture."""
+    from fpdf import FPDF
+    from PIL import Image
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        if image_only:
+            pdf.image(Image.new("RGB", (60, 40), "gray"), x=10, y=10, w=60)
+        else:
+            pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+def docx_bytes(blocks: list[tuple[str, str]], table: list[list[str]] = ()) -> bytes:
+    """A Word file made here with python-docx: (style, text) paragraphs, then a table."""
+    import io
+
+    import docx
+
+    document = docx.Document()
+    for style, text in blocks:
+        document.add_paragraph(text, style=style)
+    if table:
+        t = document.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, text in enumerate(row):
+                t.cell(r, c).text = text
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()

@@ -90,13 +90,13 @@ def test_edit_rename_delete_then_reindex_counts(work):
         p.unlink()
     (notes / "fresh.md").write_text("# Fresh\n\nA brand new note.\n")
     status = json.loads(cli("status", "--db", db, "--json").stdout)
-    assert status["changed"] == {"new": 1, "modified": 5, "renamed": 5, "deleted": 3}
+    assert status["changed"] == {"new": 1, "modified": 5, "renamed": 5, "deleted": 3, "reread": 0}
     report = index_json("--db", db)  # no PATH: the roots the index already has
     assert counts(report) == (1, 5, N - 13, 3, 5, 0)
     assert report["chunks_embedded"] >= 6
     status = json.loads(cli("status", "--db", db, "--json").stdout)
     assert status["files"] == N - 2
-    assert status["changed"] == {"new": 0, "modified": 0, "renamed": 0, "deleted": 0}
+    assert sum(status["changed"].values()) == 0
 
 
 def test_search_outputs(indexed, monkeypatch):
@@ -105,7 +105,8 @@ def test_search_outputs(indexed, monkeypatch):
     rows = json.loads(cli("search", "tomato basil garlic", "--db", db, "--json").stdout)
     assert len(rows) == 10
     base = {"path", "start_line", "end_line", "heading", "title", "score", "text"}
-    assert set(rows[0]) == base | {"mode", "semantic", "lexical"} and rows[0]["mode"] == "hybrid"
+    assert set(rows[0]) == base | {"mode", "semantic", "lexical", "page", "date", "tags"}
+    assert rows[0]["mode"] == "hybrid"
     assert rows[0]["path"].startswith("notes/")
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert len({r["path"] for r in rows}) == 10  # best chunk per file

@@ -9,6 +9,7 @@ import pytest
 from jinaloc.errors import JinalocError
 from jinaloc.files import (
     Candidate,
+    LeftOut,
     Skipped,
     Unreadable,
     Walker,
@@ -35,12 +36,12 @@ def write(root, rel, text="text\n"):
 
 
 def test_gitignore_jinalocignore_nested_and_negation(tmp_path):
-    write(tmp_path, ".gitignore", "*.log\nbuild/\n!keep.log\n")
+    write(tmp_path, ".gitignore", "*.txt\nbuild/\n!keep.txt\n")
     write(tmp_path, ".jinalocignore", "private/\n")
     for rel in (
         "a.md",
-        "x.log",
-        "keep.log",
+        "x.txt",
+        "keep.txt",
         "build/b.md",
         "private/p.md",
         "sub/c.md",
@@ -51,7 +52,7 @@ def test_gitignore_jinalocignore_nested_and_negation(tmp_path):
         write(tmp_path, rel)
     write(tmp_path, "sub/.gitignore", "*.tmp\n/deep/\n")
     found, skipped = walk(tmp_path)
-    assert found == ["a.md", "keep.log", "sub/c.md"]
+    assert found == ["a.md", "keep.txt", "sub/c.md"]
     assert skipped == {}
 
 
@@ -81,6 +82,60 @@ def test_include_and_exclude_globs(tmp_path):
     assert walk(tmp_path, include=["*.md"])[0] == ["a.md", "drafts/c.md", "work/d.md"]
     assert walk(tmp_path, exclude=["drafts/", "*.py"])[0] == ["a.md", "b.txt", "work/d.md"]
     assert walk(tmp_path, include=["work/*"], exclude=["*.py"])[0] == ["work/d.md"]
+
+
+VAULT = [
+    "a.md", "b.markdown", "c.txt", "d.org", "e.rst", "f.adoc", "g.tex", "h.html", "README",
+    "i.pdf", "j.docx", "k.pptx", "l.xlsx", "icons/x.svg", "icons/y.svg", "theme.css",
+    "plugin/main.js", "plugin/main.js.map", "app.min.js", "data.json", "conf.yaml", "yarn.lock",
+    "dump.csv", "t.tsv", "tool.py", "Makefile", "CMakeLists.txt", "img.png",
+]  # fmt: skip
+
+
+def test_notes_and_documents_by_default_the_rest_left_out_by_type(tmp_path):
+    for rel in VAULT:
+        write(tmp_path, rel)
+    items = list(Walker().walk(tmp_path))
+    found = sorted(i.rel for i in items if isinstance(i, Candidate))
+    assert found == sorted(VAULT[:13])
+    left = sorted((i.path.name, i.kind) for i in items if isinstance(i, LeftOut))
+    assert left == sorted(
+        [
+            ("x.svg", ".svg"), ("y.svg", ".svg"), ("theme.css", ".css"), ("main.js", ".js"),
+            ("main.js.map", ".map"), ("app.min.js", ".min.js"), ("data.json", ".json"),
+            ("conf.yaml", ".yaml"), ("yarn.lock", ".lock"), ("dump.csv", ".csv"),
+            ("t.tsv", ".tsv"), ("tool.py", ".py"), ("Makefile", "Makefile"),
+            ("CMakeLists.txt", ".txt"), ("img.png", ".png"),
+        ]
+    )  # fmt: skip
+
+
+def test_code_adds_source_but_never_assets_or_generated_files(tmp_path):
+    for rel in VAULT:
+        write(tmp_path, rel)
+    found, _ = walk(tmp_path, types="code")
+    extra = set(found) - set(VAULT[:13])
+    assert extra == {"plugin/main.js", "tool.py", "Makefile", "CMakeLists.txt"}
+
+
+def test_include_globs_choose_files_whatever_their_type(tmp_path):
+    for rel in VAULT:
+        write(tmp_path, rel)
+    assert walk(tmp_path, include=["*.py", "*.css"])[0] == ["theme.css", "tool.py"]
+    items = list(Walker(include=["*.py"]).walk(tmp_path))
+    assert not [i for i in items if isinstance(i, LeftOut)]  # not chosen: not counted
+
+
+def test_unknown_types_are_refused():
+    with pytest.raises(JinalocError, match="unknown file types"):
+        Walker(types="everything")
+
+
+def test_documents_have_their_own_size_limit(tmp_path):
+    write(tmp_path, "big.md", "x" * 2000)
+    write(tmp_path, "big.pdf", "x" * 2000)
+    found, skipped = walk(tmp_path, max_size=1000)
+    assert found == ["big.pdf"] and list(skipped) == ["big.md"]
 
 
 def test_size_limit_is_a_skip_reason(tmp_path):

@@ -119,7 +119,9 @@ def test_copies_and_unchanged_sections_reuse_vectors(db, tmp_path):
 def test_bad_files_are_skipped_with_reasons(db, tmp_path):
     root = tmp_path / "notes"
     make_notes(root, 5)
-    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(200))
+    png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(200)
+    (root / "image.png").write_bytes(png)  # not a note type: left out, counted
+    (root / "misnamed.txt").write_bytes(png)
     (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     (root / "empty.md").write_text("")
     (root / "big.md").write_text("x " * 3000)
@@ -132,7 +134,8 @@ def test_bad_files_are_skipped_with_reasons(db, tmp_path):
     finally:
         locked.chmod(0o644)
     reasons = {os.path.basename(p): r for p, r in report.skipped}
-    assert reasons.pop("image.png") == "binary file"
+    assert report.left_out == {".png": 1}
+    assert reasons.pop("misnamed.txt") == "binary file"
     assert reasons.pop("latin1.txt") == "not valid UTF-8 (byte 3)"
     assert reasons.pop("empty.md") == "empty"
     assert reasons.pop("big.md") == "too large (6000 bytes > 4000)"

@@ -7,6 +7,7 @@ these tests green."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +22,10 @@ from jinaloc.store import SCHEMA_VERSION, Store
 
 DATA = Path(__file__).parent / "data"
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cli(*args, ok=0):
@@ -68,6 +73,49 @@ def test_v1_index_updates_reusing_its_vectors(v1, tmp_path):
     assert (report["added"], report["unchanged"], report["chunks_embedded"]) == (1, 3, 1)
     rows = json.loads(cli("search", "upgrade", "--db", v1, "--json", "-k", "1", *MODEL).stdout)
     assert rows[0]["path"].endswith("new.md")
+
+
+def test_v1_index_gains_dates_then_tags_on_the_next_run_without_embedding(v1, tmp_path):
+    notes = tmp_path / "notes"
+    shutil.copytree(DATA / "schema-v1-notes", notes)
+    pasta = notes / "cooking" / "pasta.md"
+    # Front matter it had when indexed (v1 too kept front matter out of the chunks).
+    pasta.write_text("---\ntags: [food]\n---\n" + pasta.read_text())
+    with Store.open(v1, create=False) as store:
+        # The migration gave every file its mtime's date and left its tags to be read.
+        assert (
+            store.conn.execute("SELECT count(*) FROM files WHERE date IS NULL").fetchone()[0] == 0
+        )
+        assert (
+            store.conn.execute("SELECT count(*) FROM files WHERE meta IS NULL").fetchone()[0] == 3
+        )
+        # The same files, as if they had stayed where the index found them.
+        for path, rel in store.conn.execute("SELECT path, rel FROM files").fetchall():
+            st = (notes / rel).stat()
+            store.conn.execute(
+                "UPDATE files SET path = ?, root = ?, size = ?, mtime_ns = ?, hash = ?"
+                " WHERE path = ?",
+                (
+                    str(notes / rel),
+                    str(notes),
+                    st.st_size,
+                    st.st_mtime_ns,
+                    sha256_of(notes / rel),
+                    path,
+                ),
+            )
+        store.conn.execute("UPDATE roots SET path = ?", (str(notes),))
+    info = json.loads(cli("status", "--db", v1, "--json").stdout)
+    assert info["changed"]["reread"] == 3 and info["changed"]["modified"] == 0
+    # No model is needed (the index's own model_ref may not exist) and nothing is embedded.
+    report = json.loads(cli("index", "--db", v1, "--json", "-q").stdout)
+    assert (report["reread"], report["unchanged"], report["chunks_embedded"]) == (3, 3, 0)
+    rows = json.loads(
+        cli("search", "pasta", "--db", v1, "--json", "--mode", "lexical", "--tag", "food").stdout
+    )
+    assert [r["path"] for r in rows] == [str(pasta)]
+    info = json.loads(cli("status", "--db", v1, "--json").stdout)
+    assert sum(info["changed"].values()) == 0
 
 
 def test_v1_index_gains_the_lexical_table_without_a_model(v1):

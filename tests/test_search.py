@@ -84,7 +84,7 @@ def test_hit_fields(index):
     assert hit.text.splitlines()[-1] == lines[hit.end_line - 1]
     j = hit.to_json()
     base = {"path", "start_line", "end_line", "heading", "title", "score", "text"}
-    assert set(j) == base | {"mode", "semantic", "lexical"}
+    assert set(j) == base | {"mode", "semantic", "lexical", "page", "date", "tags"}
     assert j["mode"] == "semantic" and j["lexical"] is None
     assert j["semantic"] == {"score": j["score"], "rank": 1}
 

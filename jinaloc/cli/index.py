@@ -25,6 +25,7 @@ from ..files import parse_size
 from ..index import Index
 from ..indexer import Progress as IndexProgress
 from ..indexer import Report
+from ..notes import date_arg
 from ..output import Renderer, output_format, write_json
 from ..paths import default_db
 from ..planner import WalkOptions
@@ -81,6 +82,21 @@ ModeOpt = Annotated[
         help="hybrid (meaning and words, fused), semantic (meaning) or lexical (words; no model).",
     ),
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", help="Only notes with this tag (repeatable: all of them; a matches a/b too)."
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Only notes dated on or after: 2024-03-01, 2024-03, 7d, 2w, 3m, 1y."
+    ),
+]
+BeforeOpt = Annotated[
+    str | None, typer.Option("--before", help="Only notes dated before this date (as --since).")
+]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", help="Show each hit's rank and score in each list.")
 ]
@@ -95,6 +111,7 @@ INDEX_EXAMPLES = """
   jinaloc index ~/notes                [dim]# again: only what changed[/]
   jinaloc index                        [dim]# every folder already indexed[/]
   jinaloc index ~/notes ~/docs --exclude 'drafts/'
+  jinaloc index ~/src --code                [dim]# source code too[/]
   jinaloc index ~/notes --db notes.db --model v5-small --dim 256
   jinaloc index --reindex --model v5-small   [dim]# another model[/]
   jinaloc index ~/notes --json | jq .skipped_files
@@ -107,6 +124,7 @@ SEARCH_EXAMPLES = """
   jinaloc search ERR_CONN_RESET --mode lexical     [dim]# exact words only, no model[/]
   jinaloc search "数据" --explain                   [dim]# why each note ranked where it did[/]
   jinaloc search "sourdough starter" -k 5 --path 'cooking/*'
+  jinaloc search "standup" --tag work --since 2w  [dim]# front matter date, else mtime[/]
   echo "meeting notes about the budget" | jinaloc search
   jinaloc search "todo list" --files | xargs -I{} grep -Hn TODO {}
   jinaloc search "travel" --files -0 | xargs -0 ls -l
@@ -166,8 +184,9 @@ def _on_sigterm(signum, frame) -> None:
 def _summary(report: Report, db: Path) -> None:
     r = report
     head = "interrupted" if r.interrupted else "indexed"
+    reread = f" ({r.reread} re-read for tags and dates)" if r.reread else ""
     err_console.print(
-        f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged,"
+        f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged{reread},"
         f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
         f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
         f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
@@ -179,6 +198,23 @@ def _summary(report: Report, db: Path) -> None:
             "[yellow]warning:[/] no notes found to index"
             + (f" ({len(r.skipped)} files skipped, listed below)" if r.skipped else "")
             + ": jinaloc indexes text files; see `jinaloc index --help`",
+            soft_wrap=True,
+        )
+    if r.truncated:
+        files = len({p for p, _ in r.truncated})
+        err_console.print(
+            f"  truncated: {len(r.truncated)} chunks in {files} files were cut to the model's"
+            f" {r.token_limit} tokens (longest {max(n for _, n in r.truncated):,}; see --json)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if r.left_out:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in list(r.left_out.items())[:SUMMARY_LIST])
+        more = " …" if len(r.left_out) > SUMMARY_LIST else ""
+        err_console.print(
+            f"  left out by type: {escape(kinds)}{more}"
+            " (--code for source code, --include to choose files)",
+            highlight=False,
             soft_wrap=True,
         )
     for label, items in (
@@ -213,6 +249,9 @@ def index(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Leave out matches (repeatable).")
     ] = None,
+    code: Annotated[
+        bool, typer.Option("--code", help="Source code too, besides notes and documents.")
+    ] = False,
     max_file_size: Annotated[
         str | None,
         typer.Option("--max-file-size", help="Skip bigger files (default 1M; e.g. 500K, 2M)."),
@@ -238,11 +277,13 @@ def index(
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
     db_path = _db_path(db)
-    if not paths and (include or exclude or max_file_size):
+    if not paths and (include or exclude or max_file_size or code):
         raise JinalocError(
-            "--include, --exclude and --max-file-size go with the PATHs they apply to"
+            "--include, --exclude, --code and --max-file-size go with the PATHs they apply to"
         )
-    options = WalkOptions(list(include or []), list(exclude or []))
+    options = WalkOptions(
+        list(include or []), list(exclude or []), types="code" if code else "notes"
+    )
     if max_file_size:
         options.max_size = parse_size(max_file_size)
     progress = _BarProgress() if not quiet and err_console.is_terminal else None
@@ -353,15 +394,18 @@ def _snippet(row: dict) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
+def _where(row: dict) -> str:
+    """`#page=N` in a paged document (PDF), else `:line`."""
+    return f"#page={row['page']}" if row.get("page") else f":{row['start_line']}"
+
+
 def _hit_line(row: dict) -> str:
-    return (
-        f"{row['path']}:{row['start_line']}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
-    )
+    return f"{row['path']}{_where(row)}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
 
 
 def _hit_tty(row: dict) -> None:
     out_console.print(
-        f"[magenta]{escape(row['path'])}[/]:[green]{row['start_line']}[/]"
+        f"[magenta]{escape(row['path'])}[/][green]{escape(_where(row))}[/]"
         f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(row['heading'] or row['title'])}[/]",
         highlight=False,
         soft_wrap=True,
@@ -441,6 +485,9 @@ def search(
     files: FilesOpt = False,
     null: NullOpt = False,
     all_chunks: AllChunksOpt = False,
+    tag: TagOpt = None,
+    since: SinceOpt = None,
+    before: BeforeOpt = None,
     mode: ModeOpt = "hybrid",
     explain: ExplainOpt = False,
     exact: ExactOpt = False,
@@ -473,6 +520,10 @@ def search(
     text = _read_query(query)
     if not rerank and (reranker or instruction):
         raise JinalocError("--reranker and --instruction go with --rerank")
+    try:  # checked before a model loads
+        since, before = (date_arg(d) if d else None for d in (since, before))
+    except ValueError as e:
+        raise JinalocError(str(e)) from None
     with _open_index(db, model, backend, quant, offline) as idx:
         cross = load_reranker(reranker, None, offline) if rerank else None
         try:
@@ -487,6 +538,9 @@ def search(
                     path_glob=path,
                     min_score=min_score,
                     all_chunks=all_chunks,
+                    tags=tag or (),
+                    since=since,
+                    before=before,
                     reranker=cross,
                     rerank_top=rerank_top,
                     instruction=instruction,
@@ -566,9 +620,13 @@ def _print_status(info: dict) -> None:
             "changed",
             f"{c['new']} new, {c['modified']} modified, {c['renamed']} renamed,"
             f" {c['deleted']} deleted since the last run"
+            + (f", {c['reread']} to re-read for tags and dates" if c["reread"] else "")
             + (" (run `jinaloc index` to update)" if total else ""),
         )
     )
+    if info["left_out_by_type"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in info["left_out_by_type"].items())
+        lines.append(("left out", f"by type: {kinds}"))
     w = info.get("watcher")
     if w:
         last = w["last_applied"] or "nothing yet"

@@ -140,7 +140,7 @@ def note_blocks(
         else:
             vectors = embed(
                 [
-                    embed_text(d.title, heading, text)
+                    embed_text(d.title, heading, text, d.aliases, d.path)
                     for d in docs
                     for heading, text in zip(d.headings, d.texts, strict=True)
                 ]

@@ -24,7 +24,7 @@ from ..embedder import (
     ProgressFn,
     check_task,
     default_backend,
-    warn_truncated,
+    note_truncated,
 )
 from ..errors import JinalocError, check_choice
 from ..registry import ModelSpec, resolve
@@ -100,6 +100,7 @@ class RemoteEmbedder(Embedder):
         prompt: str,
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        truncated: list | None = None,
     ) -> tuple[np.ndarray, list[int]]:
         texts = list(texts)
         if not texts:
@@ -130,7 +131,7 @@ class RemoteEmbedder(Embedder):
                 full.append(item.get("input_tokens", item["tokens"]))
             if progress:
                 progress(len(part), sum(counts[-len(part) :]))
-        warn_truncated(full, self.max_tokens)
+        note_truncated(full, self.max_tokens, truncated)
         return np.stack(rows).astype(np.float32), counts
 
     def _requests(self, texts: list[str]) -> list[list[str]]:
