@@ -48,6 +48,8 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
 _ORG_TITLE = re.compile(r"^#\+title:[ \t]*(.+?)[ \t]*$", re.IGNORECASE)
 PATH_SEP = " > "
+_RULE = re.compile(r"\s*(?:(?:[-*_]\s*){3,})?")  # a thematic break (`---`, `***`), or blank
+_TABLE_RULE = re.compile(r"\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*")
 # The title/heading line of an embedded chunk is cut here: a heading is a line, not the text.
 PREFIX_CHARS = 300
 
@@ -60,6 +62,8 @@ class Chunk:
     heading: tuple[str, ...]  # heading path, outermost first
     tokens: int  # raw tokens of `text` as counted while packing
     page: int | None = None  # the page it starts on, in a paged document
+    # Embedded before the text, not stored: a split table's header rows for its later pieces.
+    context: str = ""
 
 
 @dataclass
@@ -74,7 +78,8 @@ class Document:
     def embed_texts(self) -> list[str]:
         """What gets embedded for each chunk: title and heading path first."""
         return [
-            embed_text(self.title, c.heading, c.text, self.aliases, self.name) for c in self.chunks
+            embed_text(self.title, c.heading, join_context(c), self.aliases, self.name)
+            for c in self.chunks
         ]
 
 
@@ -105,6 +110,10 @@ def prefix_of(title: str, heading: Sequence[str], aliases: Sequence[str] = ()) -
         title = f"{title} ({', '.join(aliases)})"
     prefix = PATH_SEP.join(p for p in [title, *path] if p)
     return prefix if len(prefix) <= PREFIX_CHARS else prefix[: PREFIX_CHARS - 1] + "…"
+
+
+def join_context(chunk: Chunk) -> str:
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
 
 
 def join_prefix(prefix: str, text: str) -> str:
@@ -153,7 +162,12 @@ def chunk_text(
         prefixes = {prefix_of(title, b.heading, meta.aliases) for b in blocks}
         longest = max(count([join_prefix(p, "") for p in prefixes if p]), default=0)
         budget = max(8, min(budget, room - longest))
-    doc.chunks = _pack(blocks, count, budget, overlap, set(breaks))
+    # A chunk of nothing but rules (`---`) says nothing: it is not indexed.
+    doc.chunks = [
+        c
+        for c in _pack(blocks, count, budget, overlap, set(breaks))
+        if not all(_RULE.fullmatch(line) for line in c.text.splitlines())
+    ]
     return doc
 
 
@@ -295,15 +309,28 @@ def _pack(
             flush(keep_heading=True)
             lead, current = current, []
             pieces = _split(block, count, budget - _cost(lead) - 1 if lead else budget, overlap)
+            first = len(chunks)
             if lead:
                 chunks.append(_chunk([*lead, pieces.pop(0)]))
             chunks.extend(_chunk([p]) for p in pieces)
+            header = _table_header(block.text)
+            for chunk in chunks[first + 1 :]:  # later pieces of a table: its header again
+                if header and not chunk.text.startswith(header):
+                    chunk.context = header
             continue
         if current and _cost(current) + 1 + block.tokens > budget:
             flush(keep_heading=True)
         current.append(block)
     flush()
     return chunks
+
+
+def _table_header(text: str) -> str:
+    """A Markdown table's header and delimiter rows, when `text` starts with a table."""
+    lines = text.split("\n", 2)
+    if len(lines) >= 2 and lines[0].lstrip().startswith("|") and _TABLE_RULE.fullmatch(lines[1]):
+        return f"{lines[0]}\n{lines[1]}"
+    return ""
 
 
 def _split(block: _Block, count: TokenCounter, budget: int, overlap: int) -> list[_Block]:

@@ -192,6 +192,7 @@ class Walker:
         """Everything under `root`; with `only` (POSIX paths relative to a folder root), just
         what a full walk would yield at or under those paths (gone ones yield nothing)."""
         root = root.expanduser()
+        self._seen: dict[tuple[int, int], Path] = {}
         try:
             st = root.stat()
         except FileNotFoundError:
@@ -322,6 +323,10 @@ class Walker:
         return rules.ignored(rel, is_dir)
 
     def _file(self, path: Path, root: Path, rel: str, st: os.stat_result) -> Candidate | Skipped:
+        # The same file reached twice (a symlinked folder inside the root): indexed once.
+        first = self._seen.setdefault(_key(st), path)
+        if first != path:
+            return Skipped(path, f"same file as {first}")
         limit = size_limit(rel, self.max_size)
         if st.st_size > limit:
             return Skipped(path, f"too large ({st.st_size} bytes > {limit})")

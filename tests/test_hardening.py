@@ -436,3 +436,31 @@ def test_read_files_null_separated_names_with_newlines(tmp_path):
     # Without -0 the same bytes are not two paths.
     r = CliRunner().invoke(app, ["rerank", "--read-files", "kyoto", *MODEL], input=stdin)
     assert r.exit_code == 2
+
+
+def test_a_symlinked_folder_inside_a_root_is_indexed_once(tmp_path):
+    notes = tmp_path / "notes"
+    make_notes(notes, 5)
+    (notes / "again").symlink_to(notes / "cooking")
+    db = tmp_path / "i.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        report = idx.update([notes])
+        assert idx.store.counts()["files"] == 5
+    reasons = [why for _, why in report.skipped]
+    assert reasons and all(why.startswith("same file as ") for why in reasons)
+
+
+def test_split_tables_repeat_their_header_and_rules_alone_are_not_chunks():
+    from jinaloc.chunking import chunk_text
+
+    def words(texts):
+        return [len(t.split()) for t in texts]
+
+    rows = "".join(f"| row{i} a b c | v{i} d e f |\n" for i in range(40))
+    doc = chunk_text("# T\n\n| name | value |\n|---|---|\n" + rows, "t.md", words, 30)
+    assert len(doc.chunks) > 2
+    for chunk, embedded in zip(doc.chunks[1:], doc.embed_texts()[1:], strict=True):
+        assert "| name | value |\n|---|---|" in embedded  # embedded with its header
+        assert not chunk.text.startswith("| name")  # stored as it is in the file
+    doc = chunk_text("# A\n\n" + "w " * 27 + "\n\n---\n", "r.md", words, 30)
+    assert all(c.text.strip() != "---" for c in doc.chunks)
