@@ -39,6 +39,8 @@ class Report:
     reread: int = 0  # unchanged files read again for their tags and date (no embedding)
     renamed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Of the skipped: unreadable in an earlier run and unchanged since (not read again).
+    known_skips: set[str] = field(default_factory=set)
     left_out: dict[str, int] = field(default_factory=dict)  # files not of a selected type
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -58,6 +60,7 @@ class Report:
             "renamed": len(self.renamed),
             "reread": self.reread,
             "skipped": len(self.skipped),
+            "skipped_before": len(self.known_skips),
             "renamed_files": [{"from": a, "to": b} for a, b in self.renamed],
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
             "left_out": sum(self.left_out.values()),
@@ -159,6 +162,9 @@ class Writer:
             # Planned before any model loads: bad roots fail fast.
             plan = plan_update(self.store, roots, scope)
             report.skipped = plan.skipped
+            report.known_skips = plan.known_skips
+            if plan.new_skips or plan.cleared_skips:
+                self.store.set_skips(plan.new_skips, plan.cleared_skips)
             report.left_out = plan.left_out_by_type()
             report.unchanged = plan.unchanged
             for record, cand in plan.touched:

@@ -63,6 +63,11 @@ class Plan:
     renamed: list[tuple[FileRecord, Work]] = field(default_factory=list)
     removed: list[FileRecord] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Of those, unreadable files seen unchanged in an earlier run (not read again).
+    known_skips: set[str] = field(default_factory=set)
+    # Unreadable files to remember (path, size, mtime_ns, reason); paths to forget.
+    new_skips: list[tuple[str, int, int, str]] = field(default_factory=list)
+    cleared_skips: list[str] = field(default_factory=list)
     left_out: Counter = field(default_factory=Counter)  # files not of a selected type, by type
     # Unchanged files whose tags and date were never read (indexed before schema 3).
     reread: list[tuple[FileRecord, Candidate]] = field(default_factory=list)
@@ -110,8 +115,14 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
             else:
                 present.setdefault(str(item.path), (item, size_limit(item.rel, options.max_size)))
     readable: set[str] = set()
+    skips = store.skips()
     for path, (cand, max_size) in present.items():
         record = known.get(path)
+        skip = skips.get(path)
+        if skip and record is None and skip[:2] == (cand.size, cand.mtime_ns):
+            plan.skipped.append((path, skip[2]))
+            plan.known_skips.add(path)
+            continue
         if record and (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns):
             plan.unchanged += 1
             readable.add(path)
@@ -123,7 +134,10 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
             extract_text(data, cand.rel, probe=True)
         except Unreadable as e:
             plan.skipped.append((path, str(e)))
+            plan.new_skips.append((path, cand.size, cand.mtime_ns, str(e)))
             continue
+        if skip:
+            plan.cleared_skips.append(path)
         readable.add(path)
         work = Work(cand, sha256(data), record, max_size)
         if record is None:

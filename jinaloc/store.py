@@ -100,6 +100,15 @@ MIGRATIONS: list[str | Callable] = [
     """,
     _add_lexical,
     _add_note_meta,
+    # Schema 4: files found unreadable, by size and mtime, so later runs do not read them again.
+    """
+    CREATE TABLE skips (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # vec0's KNN refuses a larger k.
@@ -382,6 +391,20 @@ class Store:
                 " indexed_at = excluded.indexed_at",
                 (path, json.dumps(options), time.time()),
             )
+
+    def skips(self) -> dict[str, tuple[int, int, str]]:
+        """Files found unreadable before: path -> (size, mtime_ns, reason)."""
+        rows = self.conn.execute("SELECT path, size, mtime_ns, reason FROM skips")
+        return {path: (size, mtime, reason) for path, size, mtime, reason in rows}
+
+    def set_skips(self, found: Sequence[tuple[str, int, int, str]], gone: Iterable[str]) -> None:
+        """Remember newly unreadable files; forget those readable or gone now."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO skips(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
+                found,
+            )
+            self.conn.executemany("DELETE FROM skips WHERE path = ?", [(p,) for p in gone])
 
     def remove_root(self, path: str) -> None:
         with self.transaction():

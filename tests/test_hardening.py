@@ -464,3 +464,25 @@ def test_split_tables_repeat_their_header_and_rules_alone_are_not_chunks():
         assert not chunk.text.startswith("| name")  # stored as it is in the file
     doc = chunk_text("# A\n\n" + "w " * 27 + "\n\n---\n", "r.md", words, 30)
     assert all(c.text.strip() != "---" for c in doc.chunks)
+
+
+def test_unreadable_files_are_not_read_again_until_they_change(tmp_path, monkeypatch):
+    notes, db = fake_index(tmp_path, 3)
+    bad = notes / "blob.md"
+    bad.write_bytes(b"\0\1\2" * 100)
+    fake = FakeEmbedder()
+    with Index.open(db, loader=lambda *a, **k: fake) as idx:
+        first = idx.update()
+        assert first.skipped == [(str(bad), "binary file")] and not first.known_skips
+        import jinaloc.planner as planner
+
+        reads = []
+        real = planner.read_bytes
+        monkeypatch.setattr(planner, "read_bytes", lambda p, m: reads.append(p) or real(p, m))
+        second = idx.update()
+        assert second.known_skips == {str(bad)} and reads == []  # not read again
+        assert second.to_json()["skipped_before"] == 1
+        bad.write_text("# Fixed\n\nnow it is text\n")
+        third = idx.update()
+        assert third.added == 1 and not third.skipped
+        assert idx.store.skips() == {}

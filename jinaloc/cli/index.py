@@ -188,7 +188,8 @@ def _summary(report: Report, db: Path) -> None:
     err_console.print(
         f"{head}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged{reread},"
         f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
-        f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
+        + (f" ({len(r.known_skips)} as before)" if r.known_skips else "")
+        + f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
         f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
         highlight=False,
         soft_wrap=True,
@@ -219,7 +220,8 @@ def _summary(report: Report, db: Path) -> None:
         )
     for label, items in (
         ("renamed", [f"{a} → {b}" for a, b in r.renamed]),
-        ("skipped", [f"{p}: {why}" for p, why in r.skipped]),
+        # Files skipped in an earlier run and unchanged are counted, not listed again.
+        ("skipped", [f"{p}: {why}" for p, why in r.skipped if p not in r.known_skips]),
     ):
         for line in items[:SUMMARY_LIST]:
             err_console.print(f"  {label} {escape(line)}", highlight=False, soft_wrap=True)
