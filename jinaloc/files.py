@@ -230,25 +230,7 @@ class Walker:
                     continue
                 yield Skipped(path, _reason(e, path.is_symlink()))
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if self._excluded(rules, rel, True):
-                    continue
-                if _key(st) in ancestors:
-                    yield Skipped(path, "symlink loop")
-                    continue
-                yield from self._walk_dir(
-                    root, path, rel + "/", rules.enter(path, rel), ancestors | {_key(st)}
-                )
-            elif stat.S_ISREG(st.st_mode):
-                if self._excluded(rules, rel, False):
-                    continue
-                if self.include:  # the user's globs choose files whatever their type
-                    if not self.include.match_file(rel):
-                        continue
-                elif not selected(path.name, self.types):
-                    yield LeftOut(path, kind_of(path.name))
-                    continue
-                yield self._file(path, root, rel, st)
+            yield from self._visit(root, path, rel, st, rules, ancestors)
 
     def _enter_parents(self, root: Path, rel: str, entered: dict) -> tuple[_Rules, set] | None:
         """The rules and ancestor keys in folder `rel`, or None when a full walk would not
@@ -295,25 +277,31 @@ class Walker:
                     continue
                 yield Skipped(path, _reason(e, entry.is_symlink()))
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if self._excluded(rules, rel, True):
-                    continue
-                if _key(st) in ancestors:
-                    yield Skipped(path, "symlink loop")
-                    continue
-                yield from self._walk_dir(
-                    root, path, rel + "/", rules.enter(path, rel), ancestors | {_key(st)}
-                )
-            elif stat.S_ISREG(st.st_mode):
-                if self._excluded(rules, rel, False):
-                    continue
-                if self.include:  # the user's globs choose files whatever their type
-                    if not self.include.match_file(rel):
-                        continue
-                elif not selected(entry.name, self.types):
-                    yield LeftOut(path, kind_of(entry.name))
-                    continue
-                yield self._file(path, root, rel, st)
+            yield from self._visit(root, path, rel, st, rules, ancestors)
+
+    def _visit(
+        self, root: Path, path: Path, rel: str, st: os.stat_result, rules: _Rules, ancestors: set
+    ) -> Iterator[Candidate | Skipped | LeftOut]:
+        """What one folder entry gives (its stat done): a folder walked, a file classified."""
+        if stat.S_ISDIR(st.st_mode):
+            if self._excluded(rules, rel, True):
+                return
+            if _key(st) in ancestors:
+                yield Skipped(path, "symlink loop")
+                return
+            yield from self._walk_dir(
+                root, path, rel + "/", rules.enter(path, rel), ancestors | {_key(st)}
+            )
+        elif stat.S_ISREG(st.st_mode):
+            if self._excluded(rules, rel, False):
+                return
+            if self.include:  # the user's globs choose files whatever their type
+                if not self.include.match_file(rel):
+                    return
+            elif not selected(path.name, self.types):
+                yield LeftOut(path, kind_of(path.name))
+                return
+            yield self._file(path, root, rel, st)
 
     def _excluded(self, rules: _Rules, rel: str, is_dir: bool) -> bool:
         if not is_dir and _EDITOR.fullmatch(rel.rpartition("/")[2]):
