@@ -114,6 +114,29 @@ class Index:
         store = Store.open(Path(path or default_db()), create=create, readonly=readonly)
         return cls(store, loader)
 
+    @classmethod
+    def open_built(
+        cls,
+        path: Path | str | None = None,
+        model: str | None = None,
+        backend: str = "auto",
+        quant: str | None = None,
+        offline: bool = False,
+        *,
+        readonly: bool = True,
+        loader: Loader | None = None,
+    ) -> Index:
+        """An index that holds vectors, opened to read (by default) with the model to serve
+        it chosen: its own unless `model` names another (which must be the same model)."""
+        idx = cls.open(path, readonly=readonly, loader=loader)
+        try:
+            idx.require_built()
+            idx.check(model=model)
+        except BaseException:
+            idx.close()
+            raise
+        return idx.use_model(model, backend, quant, offline)
+
     def session(self) -> Index:
         """Another session on this index file, on its own connection, that shares this one's
         model (loaded once, here, when either needs it): a writer thread beside readers in

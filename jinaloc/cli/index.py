@@ -463,14 +463,7 @@ def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> No
 
 def _open_index(db: Path | None, model, backend, quant, offline) -> Index:
     """A built index with the model to search it chosen (its own unless asked otherwise)."""
-    idx = Index.open(_db_path(db), readonly=True, loader=load_embedder)
-    try:
-        idx.require_built()
-        idx.check(model=model)
-    except BaseException:
-        idx.close()
-        raise
-    return idx.use_model(model, backend, quant, offline)
+    return Index.open_built(_db_path(db), model, backend, quant, offline, loader=load_embedder)
 
 
 @app.command(epilog=SEARCH_EXAMPLES)

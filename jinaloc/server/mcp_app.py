@@ -138,14 +138,7 @@ def _load(model, backend, quant, offline, task):
 def open_index(db: Path | None, model, backend, quant, offline):
     from ..index import Index
 
-    idx = Index.open(db, loader=_load)
-    try:
-        idx.require_built()
-        idx.check(model=model)
-    except BaseException:
-        idx.close()
-        raise
-    return idx.use_model(model, backend, quant, offline)
+    return Index.open_built(db, model, backend, quant, offline, readonly=False, loader=_load)
 
 
 def run_stdio(db: Path | None, model=None, backend="auto", quant=None, offline=False) -> None:
