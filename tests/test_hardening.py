@@ -486,3 +486,22 @@ def test_unreadable_files_are_not_read_again_until_they_change(tmp_path, monkeyp
         third = idx.update()
         assert third.added == 1 and not third.skipped
         assert idx.store.skips() == {}
+
+
+def test_ctrl_c_during_start_up_is_quiet():
+    import signal as signals
+
+    for delay in (0.02, 0.05, 0.1, 0.2, 0.4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jinaloc", "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        time.sleep(delay)
+        proc.send_signal(signals.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err, (delay, err)
+        assert proc.returncode in (0, 130), (delay, proc.returncode, err)
