@@ -187,11 +187,6 @@ def iter_stdin() -> Iterator[str]:
             raise JinalocError(f"stdin line {lineno}: not valid UTF-8") from None
 
 
-def stdin_lines() -> list[str]:
-    """Non-empty lines of stdin."""
-    return [line for line in iter_stdin() if line.strip()]
-
-
 @contextmanager
 def embed_progress(total: int, label: str = "embedding", quiet: bool = False):
     """A rich progress bar on stderr (texts, tokens/s, ETA); yields an Embedder progress
