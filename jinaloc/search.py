@@ -184,13 +184,7 @@ def search_vector(
         return []
     per_file = not all_chunks
     rows = _vector_rows(store, query, k, per_file, file_ids, set(exclude_files), exact, oversample)
-    rows = _top(rows, k, per_file, set(exclude_files))
-    if min_score is not None:
-        rows = [r for r in rows if r[2] >= min_score]
-    hits = _hits(store, rows, "semantic")
-    for rank, hit in enumerate(hits, 1):
-        hit.semantic = Part(hit.score, rank)
-    return hits
+    return _ranked(store, _top(rows, k, per_file, set(exclude_files)), "semantic", min_score)
 
 
 def search(
@@ -250,13 +244,7 @@ def search(
         vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
         return _fuse(store, query, vector[:depth], lexical, k, per_file, min_score)
     lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
-    rows = _top(lexical, k, per_file, excluded)
-    if min_score is not None:
-        rows = [r for r in rows if r[2] >= min_score]
-    hits = _hits(store, rows, "lexical")
-    for rank, hit in enumerate(hits, 1):
-        hit.lexical = Part(hit.score, rank)
-    return hits
+    return _ranked(store, _top(lexical, k, per_file, excluded), "lexical", min_score)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -365,6 +353,17 @@ def _vector_rows(store, query, k, per_file, file_ids, excluded, exact, oversampl
         if len(ids) < min(wanted, MAX_K) or wanted >= MAX_K:
             return rows
         wanted *= 2
+
+
+def _ranked(store: Store, rows: list[Row], mode: str, min_score: float | None) -> list[Hit]:
+    """Hits of one list (semantic or lexical), best first, each with its score and rank in
+    it; `min_score` on that list's score."""
+    if min_score is not None:
+        rows = [r for r in rows if r[2] >= min_score]
+    hits = _hits(store, rows, mode)
+    for rank, hit in enumerate(hits, 1):
+        setattr(hit, mode, Part(hit.score, rank))
+    return hits
 
 
 def _hits(store: Store, rows: list[Row], mode: str) -> list[Hit]:

@@ -357,12 +357,11 @@ class _Vectors:
 
     def __init__(self, files, read_files, input_format, no_prefix, notes, db, stored):
         self.index = None
-        if notes or db is not None:
+        self.from_index = notes or db is not None
+        self.db = db
+        if self.from_index:
             if files or read_files:
                 raise JinalocError("--notes/--db read the index: give no FILES or --read-files")
-            from ..index import Index
-
-            self.index = Index.open(db, readonly=True, loader=load_embedder)
         elif stored:
             raise JinalocError("--stored-vectors needs --notes or --db")
         else:
@@ -371,12 +370,13 @@ class _Vectors:
 
     def load(self, model, backend, quant, offline, task):
         """The embedder, or None with --stored-vectors; the index's model by default."""
-        if self.index is not None:
-            self.index.require_built()
-            self.index.check(model=model)
-            if self.stored:
-                return None
-            return self.index.use_model(model, backend, quant, offline).load(task)
+        if self.from_index:
+            from ..index import Index
+
+            self.index = Index.open_built(
+                self.db, model, backend, quant, offline, loader=load_embedder
+            )
+            return None if self.stored else self.index.load(task)
         return load_embedder(model, backend, quant, offline, task=task)
 
     def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
@@ -557,7 +557,7 @@ def dedup(
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)
     embedder = source.load(model, backend, quant, offline, "text-matching")
     # Notes are whole documents made of chunks: no exact-copy shortcut for them.
-    distinct = dedup_.Distinct() if source.index is None else None
+    distinct = None if source.from_index else dedup_.Distinct()
 
     def embed(texts, progress):
         if distinct is not None:
