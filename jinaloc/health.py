@@ -120,6 +120,7 @@ def _salvage(path: Path, result: Repair) -> None:
         p.unlink(missing_ok=True)
     from .store import _connect
 
+    # Not store._reader: it reads the file's header, which may be what is damaged.
     old = _connect(f"file:{path}?mode=ro", uri=True)
     with Store.open(fresh) as new:  # the current schema, empty
         for table in TABLES:
