@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +59,27 @@ def nano_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_dir() -> Path:
     return model_dir("small")
+
+
+def golden_agreement(emb, gold: dict, batch_size: int = 32) -> tuple[float, float]:
+    """Worst cosine and largest abs difference over every case and dim of golden.json, each
+    (task, prompt) group embedded as one call."""
+    texts = {t["id"]: t["text"] for t in gold["texts"]}
+    worst_cos, worst_diff = 1.0, 0.0
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for case in gold["cases"]:
+        groups.setdefault((case["task"], case["prompt_name"]), []).append(case)
+    for (task, prompt), cases in groups.items():
+        batch = [texts[c["text_id"]] for c in cases]
+        for key, dim in gold["truncate_dims"].items():
+            got = emb.embed(batch, task=task, prompt=prompt, dim=dim, batch_size=batch_size)
+            want = np.array([c["embedding"][key] for c in cases], np.float32)
+            cos = np.sum(got * want, axis=1) / np.linalg.norm(want, axis=1)
+            worst_cos = min(worst_cos, float(cos.min()))
+            worst_diff = max(worst_diff, float(np.abs(got - want).max()))
+    return worst_cos, worst_diff
+
+
+def short_texts(family: str) -> list[str]:
+    """The golden texts minus the long one, for checks where length adds only CPU time."""
+    return [t["text"] for t in golden(family)["texts"] if len(t["text"]) < 200]

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
-from conftest import FAMILIES, golden, model_dir  # noqa: E402
+from conftest import FAMILIES, golden, golden_agreement, model_dir, short_texts  # noqa: E402
 
 from jinaloc.backends.mlx import MLXBackend, weights  # noqa: E402
 from jinaloc.embedder import Embedder  # noqa: E402
@@ -47,33 +47,10 @@ def embedder(family, cache) -> Embedder:
     return load(family)
 
 
-def compare(emb: Embedder, gold: dict) -> tuple[float, float]:
-    """Worst cosine and largest abs difference over every case and dim of golden.json."""
-    texts = {t["id"]: t["text"] for t in gold["texts"]}
-    worst_cos, worst_diff = 1.0, 0.0
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for case in gold["cases"]:
-        groups.setdefault((case["task"], case["prompt_name"]), []).append(case)
-    for (task, prompt), cases in groups.items():
-        batch = [texts[c["text_id"]] for c in cases]
-        for key, dim in gold["truncate_dims"].items():
-            # One text per pass: no padding, so ~4x fewer tokens on the slow CPU build.
-            got = emb.embed(batch, task=task, prompt=prompt, dim=dim, batch_size=1)
-            want = np.array([c["embedding"][key] for c in cases], np.float32)
-            cos = np.sum(got * want, axis=1) / np.linalg.norm(want, axis=1)
-            worst_cos = min(worst_cos, float(cos.min()))
-            worst_diff = max(worst_diff, float(np.abs(got - want).max()))
-    return worst_cos, worst_diff
-
-
-def short_texts(family: str) -> list[str]:
-    """The golden texts minus the long one, for checks where length adds only CPU time."""
-    return [t["text"] for t in golden(family)["texts"] if len(t["text"]) < 200]
-
-
 def test_golden_fp32(family, embedder, record_property):
     gold = golden(family)
-    cos, diff = compare(embedder, gold)
+    # One text per pass: no padding, so ~4x fewer tokens on the slow CPU build.
+    cos, diff = golden_agreement(embedder, gold, batch_size=1)
     print(f"\nmlx fp32 {family}: worst cos {cos:.8f}, max abs diff {diff:.2e}")
     record_property(f"mlx_fp32_{family}_worst_cos", cos)
     assert cos >= FP32_COS
@@ -139,7 +116,7 @@ def test_quantized_and_cached(family, bits, cache, monkeypatch, record_property)
     first = load(family, bits)
     path = first.backend.cache_file
     assert path is not None and path.is_file() and path.is_relative_to(cache / "mlx")
-    cos, _ = compare(first, gold)
+    cos, _ = golden_agreement(first, gold, batch_size=1)
     print(f"\nmlx q{bits} {family}: worst cos {cos:.6f} (tolerance {QUANT_COS[bits]})")
     record_property(f"mlx_q{bits}_{family}_worst_cos", cos)
     assert cos >= QUANT_COS[bits]

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from conftest import FAMILIES, golden, model_dir  # noqa: E402
+from conftest import FAMILIES, golden, golden_agreement, model_dir, short_texts  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from jinaloc.backends import onnx as onnx_backend  # noqa: E402
@@ -54,31 +54,8 @@ def embedder(family, cache) -> Embedder:
     return load(family)
 
 
-def compare(emb: Embedder, gold: dict) -> tuple[float, float]:
-    """Worst cosine and largest abs difference over every case and dim of golden.json, each
-    (task, prompt) group embedded as one padded batch."""
-    texts = {t["id"]: t["text"] for t in gold["texts"]}
-    worst_cos, worst_diff = 1.0, 0.0
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for case in gold["cases"]:
-        groups.setdefault((case["task"], case["prompt_name"]), []).append(case)
-    for (task, prompt), cases in groups.items():
-        batch = [texts[c["text_id"]] for c in cases]
-        for key, dim in gold["truncate_dims"].items():
-            got = emb.embed(batch, task=task, prompt=prompt, dim=dim)
-            want = np.array([c["embedding"][key] for c in cases], np.float32)
-            cos = np.sum(got * want, axis=1) / np.linalg.norm(want, axis=1)
-            worst_cos = min(worst_cos, float(cos.min()))
-            worst_diff = max(worst_diff, float(np.abs(got - want).max()))
-    return worst_cos, worst_diff
-
-
-def short_texts(family: str) -> list[str]:
-    return [t["text"] for t in golden(family)["texts"] if len(t["text"]) < 200]
-
-
 def test_golden_fp32(family, embedder, record_property):
-    cos, diff = compare(embedder, golden(family))
+    cos, diff = golden_agreement(embedder, golden(family))
     print(f"\nonnx fp32 {family}: worst cos {cos:.8f}, max abs diff {diff:.2e}")
     record_property(f"onnx_fp32_{family}_worst_cos", cos)
     assert cos >= FP32_COS
@@ -145,7 +122,7 @@ def test_user_errors(embedder):
 
 @pytest.mark.parametrize("quant", ["qint8", "quint8"])
 def test_int8_within_tolerance(family, quant, cache, record_property):
-    cos, _ = compare(load(family, quant), golden(family))
+    cos, _ = golden_agreement(load(family, quant), golden(family))
     print(f"\nonnx {quant} {family}: worst cos {cos:.6f} (tolerance {INT8_COS})")
     record_property(f"onnx_{quant}_{family}_worst_cos", cos)
     assert cos >= INT8_COS
