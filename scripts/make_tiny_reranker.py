@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import ROOT, log  # noqa: E402
-from make_bench_models import CONVERT, converter_dir  # noqa: E402
+from make_bench_models import CONVERT, converter_dir, linear_shapes  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "tiny-qwen3-reranker"
 SEED = 3003
@@ -202,8 +202,6 @@ def build_model(out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     g = torch.Generator().manual_seed(SEED)
     h, hd = SHAPE["hidden_size"], SHAPE["head_dim"]
-    heads, kv = SHAPE["num_attention_heads"], SHAPE["num_key_value_heads"]
-    f = SHAPE["intermediate_size"]
 
     def randn(*shape):
         return torch.randn(*shape, generator=g) * INIT_STD
@@ -214,15 +212,7 @@ def build_model(out: Path) -> None:
     sd = {"model.embed_tokens.weight": randn(VOCAB_SIZE, h)}
     for i in range(SHAPE["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        for name, shape in {
-            "self_attn.q_proj": (heads * hd, h),
-            "self_attn.k_proj": (kv * hd, h),
-            "self_attn.v_proj": (kv * hd, h),
-            "self_attn.o_proj": (h, heads * hd),
-            "mlp.gate_proj": (f, h),
-            "mlp.up_proj": (f, h),
-            "mlp.down_proj": (h, f),
-        }.items():
+        for name, shape in linear_shapes(SHAPE).items():
             sd[p + name + ".weight"] = randn(*shape)
         sd[p + "input_layernorm.weight"] = norm(h)
         sd[p + "post_attention_layernorm.weight"] = norm(h)
