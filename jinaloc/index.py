@@ -137,12 +137,16 @@ class Index:
             raise
         return idx.use_model(model, backend, quant, offline)
 
-    def session(self) -> Index:
+    def session(self, loader: Loader | None = None) -> Index:
         """Another session on this index file, on its own connection, that shares this one's
-        model (loaded once, here, when either needs it): a writer thread beside readers in
-        one process (`Watcher` beside a server), each reading the last committed state.
-        The model is not thread-safe: its calls must not overlap."""
-        other = Index(Store.open(self.path, create=False), lambda *a, task=TASK: self.load(task))
+        model (loaded once, here, when either needs it; or what `loader` gives, such as the
+        served model behind a server's worker): a writer thread beside readers in one
+        process (`Watcher` beside a server), each reading the last committed state. The
+        model is not thread-safe: its calls must not overlap."""
+        other = Index(
+            Store.open(self.path, create=False),
+            loader or (lambda *a, task=TASK: self.load(task)),
+        )
         other._choice = self._choice
         other._owns_model = False
         return other

@@ -140,16 +140,13 @@ def _start_watcher(worker, on_batch):
     import threading
 
     from ..errors import JinalocError
-    from ..index import Index
-    from ..store import Store
     from ..watch import Watcher
     from .worker import WorkerEmbedder
 
     index = worker.served.index
     if index is None:
         raise JinalocError("--watch needs an index to serve: give --db FILE")
-    session = Index(Store.open(index.path, create=False), lambda *a, **k: WorkerEmbedder(worker))
-    session.use_model(*index.choice)
+    session = index.session(lambda *a, **k: WorkerEmbedder(worker))
     stop = threading.Event()
     thread = threading.Thread(
         target=Watcher(session, on_batch=on_batch).run, args=(stop,), name="jinaloc-watch"
