@@ -504,4 +504,6 @@ def test_ctrl_c_during_start_up_is_quiet():
         proc.send_signal(signals.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert "Traceback" not in err, (delay, err)
-        assert proc.returncode in (0, 130), (delay, proc.returncode, err)
+        # -SIGINT: the signal came before Python had installed its handler (a loaded
+        # machine can take that long to start); the shell shows it as 130 too.
+        assert proc.returncode in (0, 130, -signals.SIGINT), (delay, proc.returncode, err)
