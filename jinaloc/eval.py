@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .blocks import at_dim
 from .chunking import is_heading
 from .errors import IndexEmpty, JinalocError
 from .files import read_input
@@ -334,7 +335,8 @@ def mode_configs(dim: int, rerank: bool = False) -> list[Config]:
 def _blocks(store: Store, size: int) -> Iterator[tuple[np.ndarray, ...]]:
     """(chunk ids, file ids, float vectors) of every chunk, ordered by file, in blocks of
     whole files of about `size` chunks."""
-    cursor = store.conn.execute("SELECT id, file_id, embedding FROM chunks ORDER BY file_id, seq")
+    cursor = store.conn.execute("SELECT id, file_id, full FROM chunks ORDER BY file_id, seq")
+    dim = store.dim or 0
     pending: list = []
     while True:
         fetched = cursor.fetchmany(size)
@@ -352,8 +354,7 @@ def _blocks(store: Store, size: int) -> Iterator[tuple[np.ndarray, ...]]:
             rows, pending = rows[:cut], rows[cut:]
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         files = np.array([r[1] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
-        yield ids, files, vectors.reshape(len(rows), -1)
+        yield ids, files, at_dim([r[2] for r in rows], dim)
 
 
 class _TopFiles:

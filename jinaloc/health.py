@@ -1,10 +1,10 @@
 """Checking an index file and repairing it without re-embedding what is intact.
 
 `check` runs SQLite's integrity check and compares the tables that must agree (files and
-their chunks, each chunk's bit vector and lexical row, vector sizes). `repair` fixes what it
-found: a damaged file is salvaged row by row into a fresh one (the original is kept beside
-it), orphan rows are dropped, bit vectors and the lexical table are rebuilt from the stored
-float vectors and texts (no model), and files whose rows were lost or broken are dropped so
+their chunks, the vector blocks and the chunks they hold, each chunk's lexical row, vector
+sizes). `repair` fixes what it found: a damaged file is salvaged row by row into a fresh one
+(the original is kept beside it), orphan rows are dropped, the vector blocks and the lexical
+table are rebuilt from the vectors and texts chunks keep (no model), and files whose rows were lost or broken are dropped so
 that the next update re-embeds them, and only them."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lexical
-from .store import Store, bits_for, open_error
-from .vectors import pack_bits
+from . import blocks, lexical
+from .store import Store, open_error
 
 TABLES = ("meta", "roots", "files", "chunks")
 # Rows read per salvage step; a step that fails is split until the bad rows are found.
@@ -71,7 +70,7 @@ def check(store: Store) -> list[Problem]:
     if messages:
         return [Problem("integrity", len(messages), "; ".join(messages[:3]))]
     problems = []
-    dim = store.dim
+    dim, full = store.dim, store.full_dim
     queries = {
         "chunks without a file": "SELECT count(*) FROM chunks"
         " WHERE file_id NOT IN (SELECT id FROM files)",
@@ -79,18 +78,25 @@ def check(store: Store) -> list[Problem]:
         " WHERE id NOT IN (SELECT file_id FROM chunks)",
     }
     if dim:
+        words = -(-dim // 64)
         queries |= {
-            "chunks without bits": "SELECT count(*) FROM chunks"
-            " WHERE id NOT IN (SELECT rowid FROM vec_bits)",
-            "bits without a chunk": "SELECT count(*) FROM vec_bits"
-            " WHERE rowid NOT IN (SELECT id FROM chunks)",
-            "vectors of the wrong size": f"SELECT count(*) FROM chunks"
-            f" WHERE length(embedding) != {4 * dim}",
+            "vectors of the wrong size": "SELECT count(*) FROM chunks"
+            f" WHERE full IS NULL OR length(full) != {2 * full}",
+            "blocks of the wrong size": "SELECT count(*) FROM vec_blocks"
+            f" WHERE length(ids) != {8 * blocks.BLOCK} OR length(bits) != {8 * words * blocks.BLOCK}"
+            f" OR length(vectors) != {4 * dim * blocks.BLOCK}",
+            "blocks without their live list": "SELECT count(*) FROM vec_blocks"
+            " WHERE id NOT IN (SELECT id FROM vec_live)",
         }
     for kind, sql in queries.items():
         n = store.conn.execute(sql).fetchone()[0]
         if n:
             problems.append(Problem(kind, n))
+    if dim and not problems:
+        packed = set(store.conn.execute("SELECT id, slot FROM chunks WHERE slot IS NOT NULL"))
+        wrong = len(packed ^ blocks.live_slots(store.conn))
+        if wrong:
+            problems.append(Problem("packed chunks out of step with the blocks", wrong))
     chunks = store.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     fts = store.conn.execute(f"SELECT count(*) FROM {lexical.TABLE}").fetchone()[0]
     if fts != chunks:
@@ -132,9 +138,6 @@ def _salvage(path: Path, result: Repair) -> None:
                 new.conn.executemany(
                     f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) VALUES ({marks})", rows
                 )
-        meta = new.meta()
-        if meta.get("dim"):
-            new.set_meta({})  # creates the bit table for the dim
     old.close()
     backup = path.with_name(path.name + ".corrupt")
     shutil.copyfile(path, backup)
@@ -180,34 +183,24 @@ def _readable_rows(conn, table: str, columns: list[str]) -> tuple[list[tuple], i
 
 def _fix_tables(store: Store, result: Repair) -> None:
     conn = store.conn
-    dim = store.dim
+    dim, full = store.dim, store.full_dim
     with store.transaction():
         n = conn.execute("DELETE FROM chunks WHERE file_id NOT IN (SELECT id FROM files)").rowcount
         if n:
             result.fixed.append(f"{n} chunks without a file removed")
         broken = conn.execute(
             "SELECT DISTINCT f.id, f.path FROM files f LEFT JOIN chunks c ON c.file_id = f.id"
-            " WHERE c.id IS NULL" + (f" OR length(c.embedding) != {4 * dim}" if dim else "")
+            " WHERE c.id IS NULL"
+            + (f" OR c.full IS NULL OR length(c.full) != {2 * full}" if dim else "")
         ).fetchall()
         for file_id, file_path in broken:
             conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
             result.files_dropped.append(file_path)
         if dim:
-            conn.execute("DELETE FROM vec_bits")
-            rows = conn.execute("SELECT id, file_id, embedding FROM chunks").fetchall()
-            conn.executemany(
-                "INSERT INTO vec_bits(rowid, embedding, file_id) VALUES (?, vec_bit(?), ?)",
-                [(c, _bits(blob, dim), f) for c, f, blob in rows],
-            )
-            result.fixed.append(f"bit vectors rebuilt ({len(rows)}, {bits_for(dim)} bits)")
+            written = blocks.rebuild(conn, dim)
+            result.fixed.append(f"vector blocks rebuilt ({written} of {blocks.BLOCK} chunks)")
         result.fixed.append(f"lexical table rebuilt ({lexical.rebuild(conn)} rows)")
-
-
-def _bits(blob: bytes, dim: int) -> bytes:
-    import numpy as np
-
-    return pack_bits(np.frombuffer(blob, dtype=np.float32)).tobytes()
 
 
 def vacuum(store: Store) -> tuple[int, int]:

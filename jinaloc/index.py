@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,8 @@ class IndexMeta:
     quant: str
     dim: int
     chunk_tokens: int
+    # Dims of the vectors chunks keep (the model's whole vector; before schema 5: `dim`).
+    full_dim: int = 0
     task: str = TASK
     prompt: str = "document"
     bit_order: str = "lsb-first"  # vectors.pack_bits, as sqlite-vec packs bit[N]
@@ -73,6 +75,10 @@ class IndexMeta:
 
     def to_store(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
+
+    @property
+    def kept_dim(self) -> int:
+        return self.full_dim or self.dim
 
 
 def model_ref(model: str | None) -> str | None:
@@ -189,6 +195,20 @@ class Index:
         if chunk_tokens and chunk_tokens != m.chunk_tokens:
             raise IndexMismatch(self.path, "chunk_tokens", m.chunk_tokens, chunk_tokens)
 
+    def _check_redim(self, dim: int) -> None:
+        """Refuse a dim the kept vectors cannot give, or one the model was not trained for."""
+        from .registry import load_registry
+        from .vectors import check_dim
+
+        m = self.require_built()
+        if dim > m.kept_dim:
+            raise JinalocError(
+                f"{self.path} keeps {m.kept_dim}-dim vectors, so it cannot give dim {dim}",
+                f"re-index it at dim {dim} (the model may give more)",
+            )
+        spec = load_registry().models.get(m.model)
+        check_dim(dim, m.kept_dim, spec.allowed_dims() if spec else None)
+
     def _check_model(self, name: str) -> None:
         if self.meta and name != self.meta.model:
             raise IndexMismatch(self.path, "model", self.meta.model, name, self.meta.model_ref)
@@ -246,12 +266,26 @@ class Index:
             backend=e.backend.name,
             quant=e.quant,
             dim=e.check_dim(dim or min(DEFAULT_DIM, e.hidden_size)),
+            full_dim=e.hidden_size,
             chunk_tokens=chunk_tokens or DEFAULT_CHUNK_TOKENS,
             created_by=f"jinaloc {__version__}",
         )
         self.store.set_meta(meta.to_store())
         self.meta = meta
         return meta
+
+    def redim(self, dim: int) -> int:
+        """The index's vectors at another Matryoshka dim, from the vectors its chunks keep:
+        no model, one transaction (searches go on at the old dim until it commits), and
+        nothing re-embedded. Returns the blocks written."""
+        m = self.require_built()
+        if dim == m.dim:
+            return 0
+        self._check_redim(dim)
+        with self.writing():
+            written = self.store.redim(dim)
+        self.meta = replace(m, dim=dim)
+        return written
 
     def reset(self) -> None:
         """Drop every file, vector, root and the meta (for a re-index with another model)."""
@@ -287,8 +321,20 @@ class Index:
         default: its own; `scope`: only some paths of them, see planner.Scope). On
         KeyboardInterrupt
         the index keeps every finished file, and `report` (when given) has the run so far."""
-        from .indexer import Writer
+        import time
 
+        from .indexer import Report, Writer
+
+        report = report or Report()
+        if dim is not None and self.meta is not None and dim != self.meta.dim:
+            start, before = time.monotonic(), self.meta.dim
+            written = self.redim(dim)
+            report.redim = {
+                "from": before,
+                "to": dim,
+                "blocks": written,
+                "seconds": round(time.monotonic() - start, 3),
+            }
         self.check(dim=dim, chunk_tokens=chunk_tokens)
         if roots is None:
             roots = self.saved_roots()
@@ -454,6 +500,7 @@ class Index:
                 key: getattr(m, key, None)
                 for key in ("model", "model_ref", "backend", "quant", "task", "dim", "bit_order")
             },
+            "kept_dim": m.kept_dim if m else None,
             "chunk_tokens": m.chunk_tokens if m else None,
             "changed": {key: len(value) for key, value in changed.items()},
             "changed_files": changed,

@@ -50,6 +50,8 @@ class Report:
     token_limit: int | None = None
     seconds: float = 0.0
     interrupted: bool = False
+    # A re-dim done first: {"from", "to", "blocks", "seconds"} (no model, nothing embedded).
+    redim: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -74,6 +76,7 @@ class Report:
             "token_limit": self.token_limit,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
+            "redim": self.redim,
         }
 
 
@@ -140,6 +143,7 @@ class Writer:
         self.index = index
         self.store = index.store
         self.dim = dim
+        self.embed_dim: int | None = None  # of the vectors chunks keep, once settled
         self.chunk_tokens = chunk_tokens
         self.progress = progress or Progress()
         self.report = report or Report()
@@ -148,7 +152,7 @@ class Writer:
     def chunker(self) -> DocumentChunker:
         if self._chunker is None:
             meta = self.index.settle(self.dim, self.chunk_tokens)
-            self.dim = meta.dim
+            self.embed_dim = meta.kept_dim  # chunks keep the whole vector; the store slices it
             self._chunker = DocumentChunker(self.index.embedder, meta.chunk_tokens)
         return self._chunker
 
@@ -261,7 +265,7 @@ class Writer:
                 [texts[h] for h in missing],
                 task="retrieval",
                 prompt="document",
-                dim=self.dim,
+                dim=self.embed_dim,
                 progress=self.progress.embedded,
                 truncated=truncated,
             )

@@ -2,14 +2,15 @@
 
 Tables: `meta` (what the vectors mean: model, task, dim, quantization, bit order, chunking),
 `roots` (indexed folders and their walk options), `files` (one row per indexed file, with
-its content hash), `chunks` (text, line range, heading path and the float32 vector),
-`vec_bits`, a vec0 table of the sign bits for the coarse Hamming stage, `chunks_fts`,
-the FTS5 lexical index of each chunk's title, heading path and text (lexical.py), and
-`file_tags` (each file's tags, for search filters; a file's date is in `files`).
+its content hash), `chunks` (text, line range, heading path and the model's whole vector in
+float16), `vec_blocks` and `vec_live`, the chunks' vectors at the index's dim and their sign
+bits packed 1024 chunks a row for numpy scans (blocks.py), `chunks_fts`, the FTS5 lexical
+index of each chunk's title, heading path and text (lexical.py), and `file_tags` (each
+file's tags, for search filters; a file's date is in `files`).
 
-Float vectors live in `chunks`, not in a vec0 table: rescoring reads a few hundred of them
-by id, and a rowid lookup in a vec0 table costs about 100x more than in a plain table
-(measured: 1.7 ms vs 200 ms for 100 rows out of 100k). Exact scans use vec_distance_cosine.
+Rescoring reads a few hundred vectors by chunk id from `chunks` (a rowid lookup); scans read
+the blocks. Before schema 5 the sign bits were in a sqlite-vec vec0 table; sqlite-vec is still
+loaded so such files can be upgraded.
 
 Every change to one file is one transaction, so an interrupted run (even kill -9) leaves
 the index as it was after the last finished file."""
@@ -27,10 +28,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from . import lexical
+from . import blocks, lexical
 from .errors import IndexNotFound, JinalocError, SchemaTooNew
 from .notes import mtime_date
-from .vectors import pack_bits
 
 
 def _add_lexical(conn) -> None:
@@ -58,6 +58,35 @@ def _add_note_meta(conn) -> None:
     conn.executemany(
         "UPDATE files SET date = ? WHERE id = ?", [(mtime_date(m), i) for i, m in rows]
     )
+
+
+def _add_blocks(conn) -> None:
+    """Schema 5: each chunk keeps its vector in `full` (float16) and the vectors are packed
+    into blocks (blocks.py) in place of the vec0 bit table. An older index keeps what it
+    had, vectors at its dim: meta `full_dim` says so, and a re-dim can only go lower."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN full BLOB")  # float16[full_dim]
+    conn.execute("ALTER TABLE chunks ADD COLUMN slot INTEGER")  # blocks.py; NULL: unpacked
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT id, embedding FROM chunks WHERE id > ? ORDER BY id LIMIT 4096", (last,)
+        ).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "UPDATE chunks SET full = ? WHERE id = ?",
+            [(blocks.full_blob(np.frombuffer(e, dtype=np.float32)), i) for i, e in rows],
+        )
+        last = rows[-1][0]
+    conn.execute("ALTER TABLE chunks DROP COLUMN embedding")
+    conn.execute("DROP TABLE IF EXISTS vec_bits")
+    for statement in blocks.SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    dim = conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+    if dim:
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('full_dim', ?)", dim)
+        blocks.pack(conn, int(dim[0]))
 
 
 # Numbered schema migrations, SQL or a function of the connection (run in one transaction);
@@ -109,9 +138,10 @@ MIGRATIONS: list[str | Callable] = [
         reason TEXT NOT NULL
     );
     """,
+    _add_blocks,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-# vec0's KNN refuses a larger k.
+# The most candidates a coarse stage returns.
 MAX_K = 4096
 
 _NO_EXTENSIONS = (
@@ -224,7 +254,7 @@ class NewChunk:
     text: str
     tokens: int
     hash: str
-    vector: np.ndarray  # float32 (dim,), L2-normalized
+    vector: np.ndarray  # the model's whole vector (full_dim,), L2-normalized
     page: int | None = None
 
 
@@ -237,13 +267,8 @@ class IndexedDocument:
     title: str
     texts: list[str]
     headings: list[list[str]]
-    vectors: np.ndarray  # float32 (n_chunks, dim), L2-normalized
+    vectors: np.ndarray  # float32 (n_chunks, dim), L2-normalized, at the index's dim
     aliases: list[str] = field(default_factory=list)
-
-
-def bits_for(dim: int) -> int:
-    """bit[N] columns hold whole bytes; the padding bits are 0 on every side."""
-    return -(-dim // 8) * 8
 
 
 class Store:
@@ -251,6 +276,8 @@ class Store:
         self.path = path
         self.conn = conn
         self._side = None  # a second connection, opened on first use
+        # Blocks kept in memory between scans; a long-lived session raises the budget.
+        self.cache = blocks.BlockCache()
 
     @classmethod
     def open(cls, path: Path, create: bool = True, readonly: bool = False) -> Store:
@@ -356,29 +383,43 @@ class Store:
         return dict(self.conn.execute("SELECT key, value FROM meta"))
 
     def set_meta(self, values: dict[str, object]) -> None:
-        """Record what the vectors mean; the first time, create the bit table for the dim."""
+        """Record what the vectors mean (`dim`; `full_dim`: of the vectors chunks keep)."""
         with self.transaction():
-            self.conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [(k, str(v)) for k, v in values.items() if v is not None],
-            )
-            dim = int(self.meta()["dim"])
-            self.conn.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS vec_bits USING vec0("
-                f"embedding bit[{bits_for(dim)}], file_id integer)"
-            )
+            self._write_meta(values)
+
+    def _write_meta(self, values: dict[str, object]) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, str(v)) for k, v in values.items() if v is not None],
+        )
 
     @property
     def dim(self) -> int | None:
         value = self.meta().get("dim")
         return int(value) if value else None
 
+    @property
+    def full_dim(self) -> int | None:
+        meta = self.meta()
+        value = meta.get("full_dim") or meta.get("dim")
+        return int(value) if value else None
+
+    def redim(self, dim: int) -> int:
+        """The index's vectors again at `dim` (at most full_dim), from the vectors chunks
+        keep, in one transaction: readers see the old dim until it commits. Returns the
+        blocks written."""
+        with self.transaction():
+            written = blocks.rebuild(self.conn, dim)
+            self._write_meta({"dim": dim})
+        return written
+
     def clear(self) -> None:
         """Drop every file, vector and root, and the meta record (for a full re-index)."""
         with self.transaction():
-            self.conn.execute("DROP TABLE IF EXISTS vec_bits")
-            for table in (lexical.TABLE, "chunks", "file_tags", "files", "roots", "meta"):
+            for table in ("vec_blocks", "vec_live", lexical.TABLE, "chunks", "file_tags"):
+                self.conn.execute(f"DELETE FROM {table}")
+            for table in ("files", "roots", "meta"):
                 self.conn.execute(f"DELETE FROM {table}")
 
     # roots
@@ -457,10 +498,7 @@ class Store:
 
     def _delete_chunks(self, file_id: int) -> None:
         self.conn.execute(lexical.DELETE_FILE_SQL, (file_id,))
-        self.conn.execute(
-            "DELETE FROM vec_bits WHERE rowid IN (SELECT id FROM chunks WHERE file_id = ?)",
-            (file_id,),
-        )
+        blocks.release(self.conn, file_id)
         self.conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
 
     def write_file(
@@ -476,10 +514,10 @@ class Store:
         meta: NoteMeta | None = None,
     ) -> int:
         """Insert or replace one file with all its chunks, atomically. Returns its id."""
-        dim = self.dim
+        dim, full = self.dim, self.full_dim
         for c in chunks:
-            if np.shape(c.vector) != (dim,):
-                raise ValueError(f"vector of shape {np.shape(c.vector)} in an index of dim {dim}")
+            if np.shape(c.vector) != (full,):
+                raise ValueError(f"vector of shape {np.shape(c.vector)}: this index keeps {full}")
         with self.transaction():
             row = self.conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
             values = (root, rel, hash, size, mtime_ns, title, sum(c.tokens for c in chunks))
@@ -498,10 +536,9 @@ class Store:
                     (path, *values, time.time()),
                 ).lastrowid
             for seq, c in enumerate(chunks):
-                vector = np.ascontiguousarray(c.vector, dtype=np.float32)
                 chunk_id = self.conn.execute(
                     "INSERT INTO chunks(file_id, seq, start_line, end_line, heading, text, tokens,"
-                    " hash, embedding, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " hash, full, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         file_id,
                         seq,
@@ -511,18 +548,15 @@ class Store:
                         c.text,
                         c.tokens,
                         c.hash,
-                        vector.tobytes(),
+                        blocks.full_blob(c.vector),
                         c.page,
                     ),
                 ).lastrowid
                 self.conn.execute(
-                    "INSERT INTO vec_bits(rowid, embedding, file_id) VALUES (?, vec_bit(?), ?)",
-                    (chunk_id, pack_bits(vector).tobytes(), file_id),
-                )
-                self.conn.execute(
                     lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, c.heading, c.text))
                 )
             self._set_meta(file_id, meta or NoteMeta(), mtime_ns)
+            blocks.pack(self.conn, dim)
         return file_id
 
     def set_file_meta(self, file_id: int, meta: NoteMeta, mtime_ns: int) -> None:
@@ -563,12 +597,13 @@ class Store:
         return [r[0] for r in self.conn.execute(sql, args)]
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of chunks whose embedded text has one of these hashes."""
+        """Kept (full) vectors of chunks whose embedded text has one of these hashes."""
         rows = self.conn.execute(
-            "SELECT hash, embedding FROM chunks WHERE hash IN (SELECT value FROM json_each(?))",
+            "SELECT hash, full FROM chunks WHERE hash IN (SELECT value FROM json_each(?))",
             (json.dumps(list(set(hashes))),),
-        )
-        return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in rows}
+        ).fetchall()
+        vectors = blocks.full_vectors([blob for _, blob in rows])
+        return {h: v for (h, _), v in zip(rows, vectors, strict=True)}
 
     # reading for search and other commands
 
@@ -577,15 +612,16 @@ class Store:
         return self.conn.execute("SELECT id, path, rel FROM files ORDER BY path").fetchall()
 
     def knn_bits(
-        self, query: np.ndarray, k: int, file_ids: Sequence[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        file_ids: Sequence[int] | None = None,
+        exclude: Sequence[int] = (),
     ) -> list[int]:
-        """Chunk ids of the k nearest sign-bit vectors by Hamming distance."""
-        sql = "SELECT rowid FROM vec_bits WHERE embedding MATCH vec_bit(?) AND k = ?"
-        args: list = [pack_bits(query).tobytes(), min(k, MAX_K)]
-        if file_ids is not None:
-            sql += " AND file_id IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(list(file_ids)))
-        return [r[0] for r in self.conn.execute(sql, args)]
+        """Chunk ids of the k nearest sign-bit vectors by Hamming distance, nearest first."""
+        return blocks.coarse(
+            self.conn, self.cache, query, self.dim or 0, min(k, MAX_K), file_ids, exclude
+        )
 
     def lexical(
         self, query: str, k: int, file_ids: Sequence[int] | None = None, side: bool = False
@@ -608,11 +644,13 @@ class Store:
     def scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> list[tuple[int, int, float]]:
         """(chunk id, file id, cosine similarity) of the given chunks."""
         rows = self.conn.execute(
-            "SELECT id, file_id, 1 - vec_distance_cosine(embedding, ?) FROM chunks"
-            " WHERE id IN (SELECT value FROM json_each(?))",
-            (np.asarray(query, dtype=np.float32).tobytes(), json.dumps(list(chunk_ids))),
+            "SELECT id, file_id, full FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(chunk_ids)),),
+        ).fetchall()
+        scores = blocks.at_dim([r[2] for r in rows], self.dim or 0) @ np.asarray(
+            query, dtype=np.float32
         )
-        return rows.fetchall()
+        return [(c, f, float(s)) for (c, f, _), s in zip(rows, scores, strict=True)]
 
     def exact(
         self,
@@ -623,25 +661,10 @@ class Store:
         exclude: Sequence[int] = (),
     ) -> list[tuple[int, int, float]]:
         """The top k (chunk id, file id, similarity) by a full float scan; with `per_file`,
-        only each file's best chunk (SQLite takes bare columns from the min() row)."""
-        params = {
-            "q": np.asarray(query, dtype=np.float32).tobytes(),
-            "exclude": json.dumps(list(exclude)),
-            "k": k,
-        }
-        where = "file_id NOT IN (SELECT value FROM json_each(:exclude))"
-        if file_ids is not None:
-            where += " AND file_id IN (SELECT value FROM json_each(:only))"
-            params["only"] = json.dumps(list(file_ids))
-        distance = "vec_distance_cosine(embedding, :q)"
-        if per_file:
-            distance, where = f"min({distance})", where + " GROUP BY file_id"
-        rows = self.conn.execute(
-            f"SELECT id, file_id, {distance} AS d FROM chunks WHERE {where}"
-            " ORDER BY d, id LIMIT :k",
-            params,
+        only each file's best chunk."""
+        return blocks.exact(
+            self.conn, self.cache, query, self.dim or 0, k, per_file, file_ids, exclude
         )
-        return [(c, f, 1.0 - d) for c, f, d in rows]
 
     def chunk_details(self, chunk_ids: Sequence[int]) -> dict[int, dict]:
         """Path, title, line range, heading path and text of chunks, by id."""
@@ -664,9 +687,9 @@ class Store:
     def file_vectors(self, file_id: int) -> np.ndarray:
         """The stored float vectors of one file's chunks, in order: (n, dim)."""
         rows = self.conn.execute(
-            "SELECT embedding FROM chunks WHERE file_id = ? ORDER BY seq", (file_id,)
+            "SELECT full FROM chunks WHERE file_id = ? ORDER BY seq", (file_id,)
         ).fetchall()
-        return _matrix([r[0] for r in rows], self.dim or 0)
+        return blocks.at_dim([r[0] for r in rows], self.dim or 0)
 
     def iter_documents(self, paths: Iterable[str] | None = None) -> Iterator[IndexedDocument]:
         """Every indexed file (or those at `paths`, absolute) with its chunk texts and
@@ -680,7 +703,7 @@ class Store:
         files = self.conn.execute(sql + " ORDER BY path", args).fetchall()
         for file_id, path, title, meta in files:
             rows = self.conn.execute(
-                "SELECT text, heading, embedding FROM chunks WHERE file_id = ? ORDER BY seq",
+                "SELECT text, heading, full FROM chunks WHERE file_id = ? ORDER BY seq",
                 (file_id,),
             ).fetchall()
             yield IndexedDocument(
@@ -689,7 +712,7 @@ class Store:
                 title,
                 [r[0] for r in rows],
                 [json.loads(r[1]) for r in rows],
-                _matrix([r[2] for r in rows], dim),
+                blocks.at_dim([r[2] for r in rows], dim),
                 json.loads(meta)["aliases"] if meta else [],
             )
 
@@ -699,9 +722,3 @@ class Store:
         ).fetchone()
         chunks = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return {"files": files, "chunks": chunks, "tokens": tokens}
-
-
-def _matrix(blobs: list[bytes], dim: int) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)

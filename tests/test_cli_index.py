@@ -19,6 +19,7 @@ from index_helpers import have_gguf, make_notes
 from typer.testing import CliRunner
 
 from jinaloc.cli import app
+from jinaloc import health
 from jinaloc.store import Store
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
@@ -191,8 +192,9 @@ def test_model_and_dim_mismatch_refused(work):
     result = cli("search", "x", "--db", db, "--model", small, ok=(2,))
     assert "indexed with model tiny-v5-nano, not tiny-v5-small" in result.stderr
     assert "--reindex" in result.stderr
-    result = cli("index", notes, "--db", db, "--dim", "32", ok=(2,))
-    assert "indexed at dim 64, not 32" in result.stderr and "--reindex" in result.stderr
+    # A dim the kept vectors cannot give (the fixture model's are 64 wide) is refused.
+    result = cli("index", notes, "--db", db, "--dim", "128", ok=(2,))
+    assert "keeps 64-dim vectors, so it cannot give dim 128" in result.stderr
     # --reindex keeps the model and its quantization unless told otherwise.
     report = index_json(notes, "--db", db, "--reindex", "--dim", "32")
     assert report["added"] == N
@@ -300,8 +302,7 @@ def check_consistent(db: Path) -> int:
     with Store.open(db, create=False) as store:
         conn = store.conn
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        assert conn.execute("SELECT count(*) FROM vec_bits").fetchone()[0] == chunks
+        assert health.check(store) == []  # blocks and chunks agree too
         assert conn.execute(
             "SELECT count(*) FROM files WHERE id NOT IN (SELECT file_id FROM chunks)"
         ).fetchone() == (0,)

@@ -17,7 +17,7 @@ from conftest import ROOT, model_dir
 from index_helpers import FakeEmbedder, have_gguf, make_notes
 from typer.testing import CliRunner
 
-from jinaloc import health
+from jinaloc import blocks, health
 from jinaloc.cli import app
 from jinaloc.errors import IndexBusy, JinalocError
 from jinaloc.index import Index
@@ -95,13 +95,18 @@ def test_check_finds_and_repair_fixes_a_damaged_file(tmp_path):
         assert health.check(store) == [] and store.counts()["files"] == 60
 
 
-def test_orphans_and_missing_bits_are_found_and_rebuilt(tmp_path):
+def test_blocks_and_lexical_rows_out_of_step_are_found_and_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(blocks, "BLOCK", 4)
     _, db = fake_index(tmp_path)
     with Store.open(db, create=False) as store:
-        store.conn.execute("DELETE FROM vec_bits WHERE rowid IN (SELECT id FROM chunks LIMIT 3)")
+        assert store.conn.execute("SELECT count(*) FROM vec_blocks").fetchone()[0] > 1
+        store.conn.execute(
+            "UPDATE chunks SET slot = NULL WHERE id IN (SELECT id FROM chunks"
+            " WHERE slot IS NOT NULL LIMIT 3)"
+        )
         store.conn.execute("DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks LIMIT 2)")
         kinds = {p.kind: p.count for p in health.check(store)}
-    assert kinds == {"chunks without bits": 3, "lexical rows out of step": 2}
+    assert kinds == {"packed chunks out of step with the blocks": 3, "lexical rows out of step": 2}
     health.repair(db)
     with Store.open(db, create=False) as store:
         assert health.check(store) == []

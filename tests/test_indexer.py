@@ -12,6 +12,7 @@ from jinaloc.errors import IndexMismatch, JinalocError
 from jinaloc.index import Index
 from jinaloc.indexer import Report
 from jinaloc.planner import WalkOptions
+from jinaloc import health
 from jinaloc.store import Store
 
 
@@ -51,7 +52,7 @@ def consistent(store):
     conn = store.conn
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    assert conn.execute("SELECT count(*) FROM vec_bits").fetchone()[0] == chunks
+    assert health.check(store) == []  # blocks and chunks agree too
     assert conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == chunks
     orphans = conn.execute(
         "SELECT count(*) FROM chunks WHERE file_id NOT IN (SELECT id FROM files)"

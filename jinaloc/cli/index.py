@@ -113,6 +113,7 @@ INDEX_EXAMPLES = """
   jinaloc index ~/notes ~/docs --exclude 'drafts/'
   jinaloc index ~/src --code                [dim]# source code too[/]
   jinaloc index ~/notes --db notes.db --model v5-small --dim 256
+  jinaloc index --dim 256               [dim]# re-dim in place: no model, no re-embedding[/]
   jinaloc index --reindex --model v5-small   [dim]# another model[/]
   jinaloc index ~/notes --json | jq .skipped_files
 """
@@ -194,6 +195,14 @@ def _summary(report: Report, db: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if r.redim:
+        d = r.redim
+        err_console.print(
+            f"  re-dimmed: {d['from']} → {d['to']} dims from the kept vectors, no model,"
+            f" in {d['seconds']:.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
     if r.added + r.updated + r.unchanged + len(r.renamed) == 0 and not r.interrupted:
         err_console.print(
             "[yellow]warning:[/] no notes found to index"
@@ -243,7 +252,12 @@ def index(
     threads: ThreadsOpt = None,
     no_server: NoServerOpt = False,
     dim: Annotated[
-        int | None, typer.Option("--dim", help="Matryoshka dim of a new index (default 512).")
+        int | None,
+        typer.Option(
+            "--dim",
+            help="Matryoshka dim (a new index: default 512). On an existing index, re-dims it"
+            " in place from the vectors it keeps: no model, nothing re-embedded.",
+        ),
     ] = None,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching (repeatable).")

@@ -1,0 +1,323 @@
+"""How an index's vectors are laid out for scanning: chunks packed BLOCK at a time into
+`vec_blocks` rows (chunk ids, sign bits and float32 vectors at the index's dim), scored in
+numpy.
+
+A chunk's own vector is `chunks.full`: the model's whole L2-normalized vector in float16.
+Everything here derives from it (slice to the index's dim, renormalize: Matryoshka), so the
+blocks can be rebuilt at another dim, or repaired, without a model. Chunks not in a block yet
+(fewer than BLOCK since the last one was packed, or moved out when their block emptied) are
+read from `chunks` directly.
+
+Why blocks: fetching a row costs Python about 1.5 us, so a row per chunk scans 100k chunks in
+150 ms; one 3 MB row per 1024 chunks reads at memory speed, and a packed bit matrix gives
+a popcount scan that does not slow down with k as vec0's bit KNN does (README "Search at
+scale"). A block never changes once written (`vec_live` marks its deleted chunks), so a
+long-lived session may keep blocks in memory (`BlockCache`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .vectors import matryoshka, pack_bits
+
+BLOCK = 1024
+# A block holding fewer live chunks than this is dissolved back into `chunks` (and repacked
+# with newer ones), so deletions never leave the scan reading mostly dead slots.
+MIN_LIVE = BLOCK // 2
+
+SCHEMA = """
+CREATE TABLE vec_blocks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a cached block stays valid
+    ids BLOB NOT NULL,      -- int64[BLOCK]: the chunk in each slot
+    bits BLOB NOT NULL,     -- uint64[BLOCK, words]: sign bits, LSB-first, zero-padded
+    vectors BLOB NOT NULL   -- float32[BLOCK, dim], L2-normalized (last: bit scans skip it)
+);
+CREATE TABLE vec_live (
+    id INTEGER PRIMARY KEY,  -- the block's
+    live INTEGER NOT NULL,   -- slots whose chunk still exists
+    files BLOB NOT NULL      -- int64[BLOCK]: each slot's file, 0 once its chunk is gone
+);
+CREATE INDEX chunks_slot ON chunks(slot);
+"""
+
+
+def full_blob(vector: np.ndarray) -> bytes:
+    """How `chunks.full` stores a model's whole vector."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def full_vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    """`chunks.full` values as a float32 matrix (n, full dim)."""
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    joined = np.frombuffer(b"".join(blobs), dtype=np.float16)
+    return joined.reshape(len(blobs), -1).astype(np.float32)
+
+
+def at_dim(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """The index's vectors of these chunks: their full vectors sliced and renormalized."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return matryoshka(full_vectors(blobs), dim)
+
+
+def bit_words(vectors: np.ndarray) -> np.ndarray:
+    """Sign bits as uint64 words per row (zero-padded), for XOR and popcount."""
+    packed = pack_bits(vectors)
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+# writing (inside the caller's transaction)
+
+
+def pack(conn, dim: int) -> int:
+    """Pack chunks not in a block yet into blocks while a whole block's worth waits.
+    Returns how many blocks were written."""
+    written = 0
+    while True:
+        rows = conn.execute(
+            "SELECT id, file_id, full FROM chunks WHERE slot IS NULL ORDER BY id LIMIT ?",
+            (BLOCK,),
+        ).fetchall()
+        if len(rows) < BLOCK:
+            return written
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        files = np.array([r[1] for r in rows], dtype=np.int64)
+        vectors = at_dim([r[2] for r in rows], dim)
+        block = conn.execute(
+            "INSERT INTO vec_blocks(ids, bits, vectors) VALUES (?, ?, ?)",
+            (ids.tobytes(), bit_words(vectors).tobytes(), vectors.tobytes()),
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO vec_live(id, live, files) VALUES (?, ?, ?)",
+            (block, BLOCK, files.tobytes()),
+        )
+        conn.executemany(
+            "UPDATE chunks SET slot = ? WHERE id = ?",
+            [(block * BLOCK + i, int(c)) for i, c in enumerate(ids)],
+        )
+        written += 1
+
+
+def release(conn, file_id: int) -> None:
+    """Mark a file's packed chunks gone (before its rows are deleted); a block left with
+    fewer than MIN_LIVE live chunks is dissolved: its other chunks wait to be packed again."""
+    slots = [
+        r[0]
+        for r in conn.execute(
+            "SELECT slot FROM chunks WHERE file_id = ? AND slot IS NOT NULL", (file_id,)
+        )
+    ]
+    by_block: dict[int, list[int]] = {}
+    for slot in slots:
+        by_block.setdefault(slot // BLOCK, []).append(slot % BLOCK)
+    for block, offsets in by_block.items():
+        live, files = conn.execute(
+            "SELECT live, files FROM vec_live WHERE id = ?", (block,)
+        ).fetchone()
+        live -= len(offsets)
+        if live < MIN_LIVE:
+            dissolve(conn, block)
+            continue
+        files = np.frombuffer(files, dtype=np.int64).copy()
+        files[offsets] = 0
+        conn.execute(
+            "UPDATE vec_live SET live = ?, files = ? WHERE id = ?",
+            (live, files.tobytes(), block),
+        )
+
+
+def dissolve(conn, block: int) -> None:
+    conn.execute(
+        "UPDATE chunks SET slot = NULL WHERE slot BETWEEN ? AND ?",
+        (block * BLOCK, block * BLOCK + BLOCK - 1),
+    )
+    conn.execute("DELETE FROM vec_blocks WHERE id = ?", (block,))
+    conn.execute("DELETE FROM vec_live WHERE id = ?", (block,))
+
+
+def rebuild(conn, dim: int) -> int:
+    """Every block again at `dim` (a re-dim, or a repair). Returns the blocks written."""
+    conn.execute("DELETE FROM vec_blocks")
+    conn.execute("DELETE FROM vec_live")
+    conn.execute("UPDATE chunks SET slot = NULL WHERE slot IS NOT NULL")
+    return pack(conn, dim)
+
+
+# reading
+
+
+def live_slots(conn) -> set[tuple[int, int]]:
+    """(chunk id, slot) of every live slot the blocks hold: `chunks` must say the same."""
+    out = set()
+    rows = conn.execute("SELECT b.id, b.ids, l.files FROM vec_blocks b JOIN vec_live l USING (id)")
+    for block, ids, files in rows:
+        ids, files = np.frombuffer(ids, dtype=np.int64), np.frombuffer(files, dtype=np.int64)
+        out |= {(int(ids[o]), block * BLOCK + int(o)) for o in np.flatnonzero(files)}
+    return out
+
+
+@dataclass
+class BlockCache:
+    """Blocks kept in memory by a long-lived session, up to `budget` bytes (0: none).
+    Blocks are immutable and their ids never reused, so an entry never goes stale."""
+
+    budget: int = 0
+    used: int = 0
+    entries: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def get(self, block: int, column: str):
+        return self.entries.get((block, column))
+
+    def put(self, block: int, column: str, ids: np.ndarray, array: np.ndarray) -> None:
+        size = ids.nbytes + array.nbytes
+        if self.used + size <= self.budget:
+            self.entries[block, column] = (ids, array)
+            self.used += size
+
+    def forget_missing(self, present: set[int]) -> None:
+        for key in [k for k in self.entries if k[0] not in present]:
+            ids, array = self.entries.pop(key)
+            self.used -= ids.nbytes + array.nbytes
+
+
+@dataclass
+class Part:
+    """Some chunks' ids, files and one array of theirs (bit words or float vectors)."""
+
+    ids: np.ndarray
+    files: np.ndarray  # 0: the chunk is gone
+    array: np.ndarray
+
+
+def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
+    """Every chunk's `column` ("bits" or "vectors"): block by block, then the unpacked ones."""
+    live = dict(conn.execute("SELECT id, files FROM vec_live").fetchall())
+    cache.forget_missing(set(live))
+    missing = [b for b in live if cache.get(b, column) is None]
+    for block in live:
+        hit = cache.get(block, column)
+        if hit is not None:
+            yield Part(hit[0], np.frombuffer(live[block], dtype=np.int64), hit[1])
+    if missing:
+        rows = conn.execute(
+            f"SELECT id, ids, {column} FROM vec_blocks WHERE id IN (SELECT value FROM json_each(?))",
+            (_json_ids(missing),),
+        )
+        kind = np.uint64 if column == "bits" else np.float32
+        for block, ids, blob in rows:
+            ids = np.frombuffer(ids, dtype=np.int64)
+            array = np.frombuffer(blob, dtype=kind).reshape(BLOCK, -1)
+            cache.put(block, column, ids, array)
+            yield Part(ids, np.frombuffer(live[block], dtype=np.int64), array)
+    rows = conn.execute("SELECT id, file_id, full FROM chunks WHERE slot IS NULL").fetchall()
+    if rows:
+        vectors = at_dim([r[2] for r in rows], dim)
+        yield Part(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            bit_words(vectors) if column == "bits" else vectors,
+        )
+
+
+def _json_ids(ids: Sequence[int]) -> str:
+    return "[" + ",".join(map(str, ids)) + "]"
+
+
+def _allowed(files: np.ndarray, only: np.ndarray | None, excluded: np.ndarray) -> np.ndarray:
+    keep = files > 0
+    if only is not None:
+        keep &= np.isin(files, only)
+    if len(excluded):
+        keep &= ~np.isin(files, excluded)
+    return keep
+
+
+def _best(
+    ids: np.ndarray, files: np.ndarray, scores: np.ndarray, k: int, per_file: bool
+) -> np.ndarray:
+    """Positions of the k best scores (higher first; ties by lower chunk id), or with
+    `per_file` of the best chunk of each of the k best files."""
+    if not len(scores):
+        return np.zeros(0, dtype=np.int64)
+    if not per_file and k < len(scores):
+        # The top k, plus everything tied with the k-th so ties resolve by id.
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        candidates = np.flatnonzero(scores >= kth)
+    else:
+        candidates = np.arange(len(scores))
+    order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]
+    if per_file:
+        _, first = np.unique(files[order], return_index=True)
+        order = order[np.sort(first)]
+    return order[:k]
+
+
+def exact(
+    conn,
+    cache: BlockCache,
+    query: np.ndarray,
+    dim: int,
+    k: int,
+    per_file: bool,
+    only: Sequence[int] | None,
+    excluded: Sequence[int],
+) -> list[tuple[int, int, float]]:
+    """The k best (chunk id, file id, cosine) over every chunk; `per_file`: each file's best
+    chunk only. Memory stays at one block plus k candidates per block."""
+    q = np.asarray(query, dtype=np.float32)
+    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
+    skip = np.asarray(list(excluded), dtype=np.int64)
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for part in parts(conn, "vectors", dim, cache):
+        keep = np.flatnonzero(_allowed(part.files, only_ids, skip))
+        if not len(keep):
+            continue
+        scores = (part.array @ q)[keep]  # all then select: no copy of the block
+        ids, files = part.ids[keep], part.files[keep]
+        top = _best(ids, files, scores, k, per_file)
+        kept.append((ids[top], files[top], scores[top]))
+    if not kept:
+        return []
+    ids, files, scores = (np.concatenate(x) for x in zip(*kept, strict=True))
+    top = _best(ids, files, scores, k, per_file)
+    return [(int(c), int(f), float(s)) for c, f, s in zip(ids[top], files[top], scores[top])]
+
+
+def coarse(
+    conn,
+    cache: BlockCache,
+    query: np.ndarray,
+    dim: int,
+    wanted: int,
+    only: Sequence[int] | None,
+    excluded: Sequence[int],
+) -> list[int]:
+    """Chunk ids of the `wanted` nearest sign-bit vectors by Hamming distance (a popcount
+    scan of the packed bits), nearest first."""
+    q = bit_words(np.asarray(query, dtype=np.float32)[None, :])[0]
+    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
+    skip = np.asarray(list(excluded), dtype=np.int64)
+    kept_ids, kept_d = [], []
+    for part in parts(conn, "bits", dim, cache):
+        keep = _allowed(part.files, only_ids, skip)
+        distance = np.bitwise_count(part.array ^ q).sum(axis=1, dtype=np.int32)
+        distance[~keep] = np.iinfo(np.int32).max
+        n = int(keep.sum())
+        if n == 0:
+            continue
+        top = np.argpartition(distance, min(wanted, n) - 1)[: min(wanted, n)]
+        top = top[keep[top]]
+        kept_ids.append(part.ids[top])
+        kept_d.append(distance[top])
+    if not kept_ids:
+        return []
+    ids, distance = np.concatenate(kept_ids), np.concatenate(kept_d)
+    order = np.lexsort((ids, distance))[:wanted]
+    return [int(c) for c in ids[order]]
