@@ -207,7 +207,8 @@ def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
             yield Part(hit[0], np.frombuffer(live[block], dtype=np.int64), hit[1])
     if missing:
         rows = conn.execute(
-            f"SELECT id, ids, {column} FROM vec_blocks WHERE id IN (SELECT value FROM json_each(?))",
+            f"SELECT id, ids, {column} FROM vec_blocks"
+            " WHERE id IN (SELECT value FROM json_each(?))",
             (_json_ids(missing),),
         )
         kind = np.uint64 if column == "bits" else np.float32
@@ -287,7 +288,8 @@ def exact(
         return []
     ids, files, scores = (np.concatenate(x) for x in zip(*kept, strict=True))
     top = _best(ids, files, scores, k, per_file)
-    return [(int(c), int(f), float(s)) for c, f, s in zip(ids[top], files[top], scores[top])]
+    picked = zip(ids[top].tolist(), files[top].tolist(), scores[top].tolist(), strict=True)
+    return list(picked)
 
 
 def coarse(

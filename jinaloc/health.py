@@ -4,8 +4,8 @@
 their chunks, the vector blocks and the chunks they hold, each chunk's lexical row, vector
 sizes). `repair` fixes what it found: a damaged file is salvaged row by row into a fresh one
 (the original is kept beside it), orphan rows are dropped, the vector blocks and the lexical
-table are rebuilt from the vectors and texts chunks keep (no model), and files whose rows were lost or broken are dropped so
-that the next update re-embeds them, and only them."""
+table are rebuilt from the vectors and texts chunks keep (no model), and files whose rows
+were lost or broken are dropped so that the next update re-embeds them, and only them."""
 
 from __future__ import annotations
 
@@ -78,13 +78,14 @@ def check(store: Store) -> list[Problem]:
         " WHERE id NOT IN (SELECT file_id FROM chunks)",
     }
     if dim:
+        size = blocks.BLOCK
         words = -(-dim // 64)
         queries |= {
             "vectors of the wrong size": "SELECT count(*) FROM chunks"
             f" WHERE full IS NULL OR length(full) != {2 * full}",
             "blocks of the wrong size": "SELECT count(*) FROM vec_blocks"
-            f" WHERE length(ids) != {8 * blocks.BLOCK} OR length(bits) != {8 * words * blocks.BLOCK}"
-            f" OR length(vectors) != {4 * dim * blocks.BLOCK}",
+            f" WHERE length(ids) != {8 * size} OR length(bits) != {8 * words * size}"
+            f" OR length(vectors) != {4 * dim * size}",
             "blocks without their live list": "SELECT count(*) FROM vec_blocks"
             " WHERE id NOT IN (SELECT id FROM vec_live)",
         }

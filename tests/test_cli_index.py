@@ -18,8 +18,8 @@ from conftest import model_dir
 from index_helpers import have_gguf, make_notes
 from typer.testing import CliRunner
 
-from jinaloc.cli import app
 from jinaloc import health
+from jinaloc.cli import app
 from jinaloc.store import Store
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")

@@ -8,11 +8,11 @@ import shutil
 import pytest
 from index_helpers import FakeEmbedder, make_notes
 
+from jinaloc import health
 from jinaloc.errors import IndexMismatch, JinalocError
 from jinaloc.index import Index
 from jinaloc.indexer import Report
 from jinaloc.planner import WalkOptions
-from jinaloc import health
 from jinaloc.store import Store
 
 
