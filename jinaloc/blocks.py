@@ -231,33 +231,47 @@ def _json_ids(ids: Sequence[int]) -> str:
     return "[" + ",".join(map(str, ids)) + "]"
 
 
-def _allowed(files: np.ndarray, only: np.ndarray | None, excluded: np.ndarray) -> np.ndarray:
-    keep = files > 0
-    if only is not None:
-        keep &= np.isin(files, only)
-    if len(excluded):
-        keep &= ~np.isin(files, excluded)
-    return keep
+def _scan(conn, cache, column, dim, score, only, excluded):
+    """(chunk ids, file ids, scores) of every chunk of the allowed files, `score` applied to
+    each block's array: one numpy call per block, one selection at the end."""
+    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
+    skip = np.asarray(list(excluded), dtype=np.int64)
+    ids, files, scores = [], [], []
+    for part in parts(conn, column, dim, cache):
+        keep = part.files > 0
+        if only_ids is not None:
+            keep &= np.isin(part.files, only_ids)
+        if len(skip):
+            keep &= ~np.isin(part.files, skip)
+        ids.append(part.ids[keep])
+        files.append(part.files[keep])
+        scores.append(score(part.array)[keep])  # all then select: no copy of the block
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(ids), np.concatenate(files), np.concatenate(scores)
 
 
 def _best(
     ids: np.ndarray, files: np.ndarray, scores: np.ndarray, k: int, per_file: bool
 ) -> np.ndarray:
     """Positions of the k best scores (higher first; ties by lower chunk id), or with
-    `per_file` of the best chunk of each of the k best files."""
-    if not len(scores):
-        return np.zeros(0, dtype=np.int64)
-    if not per_file and k < len(scores):
-        # The top k, plus everything tied with the k-th so ties resolve by id.
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        candidates = np.flatnonzero(scores >= kth)
-    else:
-        candidates = np.arange(len(scores))
-    order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]
-    if per_file:
-        _, first = np.unique(files[order], return_index=True)
-        order = order[np.sort(first)]
-    return order[:k]
+    `per_file` of the best chunk of each of the k best files: from the top m chunks, m grown
+    until they hold k files (a file outside them ranks below every file in them)."""
+    n = len(scores)
+    m = 8 * k if per_file else k
+    while True:
+        if m < n:  # the top m, and everything tied with the m-th so ties resolve by id
+            kth = np.partition(scores, n - m)[n - m]
+            candidates = np.flatnonzero(scores >= kth)
+        else:
+            candidates = np.arange(n)
+        order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]
+        if per_file:
+            _, first = np.unique(files[order], return_index=True)
+            order = order[np.sort(first)]
+        if len(order) >= k or m >= n:
+            return order[:k]
+        m *= 4
 
 
 def exact(
@@ -271,22 +285,9 @@ def exact(
     excluded: Sequence[int],
 ) -> list[tuple[int, int, float]]:
     """The k best (chunk id, file id, cosine) over every chunk; `per_file`: each file's best
-    chunk only. Memory stays at one block plus k candidates per block."""
+    chunk only. Memory: one block, and 20 bytes per chunk for the scores."""
     q = np.asarray(query, dtype=np.float32)
-    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
-    skip = np.asarray(list(excluded), dtype=np.int64)
-    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for part in parts(conn, "vectors", dim, cache):
-        keep = np.flatnonzero(_allowed(part.files, only_ids, skip))
-        if not len(keep):
-            continue
-        scores = (part.array @ q)[keep]  # all then select: no copy of the block
-        ids, files = part.ids[keep], part.files[keep]
-        top = _best(ids, files, scores, k, per_file)
-        kept.append((ids[top], files[top], scores[top]))
-    if not kept:
-        return []
-    ids, files, scores = (np.concatenate(x) for x in zip(*kept, strict=True))
+    ids, files, scores = _scan(conn, cache, "vectors", dim, lambda a: a @ q, only, excluded)
     top = _best(ids, files, scores, k, per_file)
     picked = zip(ids[top].tolist(), files[top].tolist(), scores[top].tolist(), strict=True)
     return list(picked)
@@ -302,24 +303,11 @@ def coarse(
     excluded: Sequence[int],
 ) -> list[int]:
     """Chunk ids of the `wanted` nearest sign-bit vectors by Hamming distance (a popcount
-    scan of the packed bits), nearest first."""
+    scan of the packed bits), nearest first; ties by lower chunk id."""
     q = bit_words(np.asarray(query, dtype=np.float32)[None, :])[0]
-    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
-    skip = np.asarray(list(excluded), dtype=np.int64)
-    kept_ids, kept_d = [], []
-    for part in parts(conn, "bits", dim, cache):
-        keep = _allowed(part.files, only_ids, skip)
-        distance = np.bitwise_count(part.array ^ q).sum(axis=1, dtype=np.int32)
-        distance[~keep] = np.iinfo(np.int32).max
-        n = int(keep.sum())
-        if n == 0:
-            continue
-        top = np.argpartition(distance, min(wanted, n) - 1)[: min(wanted, n)]
-        top = top[keep[top]]
-        kept_ids.append(part.ids[top])
-        kept_d.append(distance[top])
-    if not kept_ids:
-        return []
-    ids, distance = np.concatenate(kept_ids), np.concatenate(kept_d)
-    order = np.lexsort((ids, distance))[:wanted]
-    return [int(c) for c in ids[order]]
+
+    def closeness(words: np.ndarray) -> np.ndarray:
+        return -np.bitwise_count(words ^ q).sum(axis=1, dtype=np.int32)
+
+    ids, files, scores = _scan(conn, cache, "bits", dim, closeness, only, excluded)
+    return ids[_best(ids, files, scores, wanted, False)].tolist()

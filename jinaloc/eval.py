@@ -40,7 +40,7 @@ from .blocks import at_dim
 from .chunking import is_heading
 from .errors import IndexEmpty, JinalocError
 from .files import read_input
-from .search import MIN_CANDIDATES, MODES, search
+from .search import MODES, candidates, search
 from .store import MAX_K, Store
 from .vectors import l2_normalize
 
@@ -299,15 +299,14 @@ def eval_dims(trained: Sequence[int], dim: int) -> list[int]:
 
 def vector_configs(dims: Sequence[int], k: int, oversamples=OVERSAMPLES) -> list[Config]:
     """float32, int8 and bits at each dim; bits then float rescoring at the index dim, one per
-    distinct candidate count (as `search` counts them: k x oversample, at least
-    MIN_CANDIDATES)."""
+    distinct candidate count (as `search` counts them: search.candidates)."""
     out = [Config(f"float32@{d}", "float", d, bytes_per_chunk=4 * d) for d in dims]
     out += [Config(f"int8@{d}", "int8", d, bytes_per_chunk=d) for d in dims]
     out += [Config(f"bits@{d}", "bits", d, bytes_per_chunk=d / 8) for d in dims]
     full = dims[-1]
     seen = set()
     for m in sorted(oversamples):
-        wanted = min(max(k * m, MIN_CANDIDATES), MAX_K)
+        wanted = candidates(k, m, full)
         if wanted not in seen:
             seen.add(wanted)
             out.append(
@@ -507,7 +506,7 @@ def scan(
         _ = a[:8] @ a[:8].T
     top = {c.name: _TopFiles(nq, n) for c in configs if c.family != "rescore"}
     rescore = [c for c in configs if c.family == "rescore"]
-    wanted = {c.name: min(max(k * c.oversample, MIN_CANDIDATES), MAX_K) for c in rescore}
+    wanted = {c.name: candidates(k, c.oversample, c.dim) for c in rescore}
     chunks = _TopChunks(nq, min(4 * max(wanted.values()), MAX_K)) if rescore else None
     seconds = dict.fromkeys([c.name for c in configs], 0.0)
     holds = {h: q for q, h in enumerate(held_out) if h is not None}

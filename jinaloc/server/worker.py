@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("jinaloc")
+# Vector blocks the served index keeps in memory (100k chunks at dim 512 take 200 MB).
+CACHE_MB = 1024
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
@@ -81,7 +83,7 @@ def open_served(
     if db is None:
         embedder = load_embedder(model, backend=backend, quant=quant, offline=offline)
         return warm(Served(embedder, None, quant or "", offline))
-    idx = Index.open(db)
+    idx = Index.open(db, cache_mb=CACHE_MB)
     try:
         idx.require_built()
         idx.check(model=model)
