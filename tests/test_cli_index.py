@@ -354,3 +354,34 @@ def test_search_while_indexing(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     check_consistent(db)
+
+
+def test_index_dim_redims_in_place_without_the_model_and_back(work, tmp_path):
+    notes, db = work
+    query = ("search", "notes about the weather", "--mode", "semantic", "--json", *MODEL)
+    full = [(r["path"], r["score"]) for r in json.loads(cli(*query, "--db", db).stdout)]
+    with Store.open(db, create=False) as store:  # the model cannot be loaded: none is needed
+        store.set_meta({"model_ref": "/nonexistent/model"})
+    report = index_json(notes, "--db", db, "--dim", "32")
+    assert report["redim"]["from"] == 64 and report["redim"]["to"] == 32
+    assert (report["chunks_embedded"], report["unchanged"]) == (0, N)
+    status = json.loads(cli("status", "--db", db, "--json").stdout)
+    assert (status["dim"], status["kept_dim"]) == (32, 64)
+    # The same ranking as an index built at dim 32 from the start.
+    fresh = tmp_path / "fresh32.db"
+    index_json(notes, "--db", fresh, "--dim", "32", *MODEL)
+    got = [(r["path"], r["score"]) for r in json.loads(cli(*query, "--db", db).stdout)]
+    want = [(r["path"], r["score"]) for r in json.loads(cli(*query, "--db", fresh).stdout)]
+    assert [p for p, _ in got] == [p for p, _ in want]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(got, want, strict=True))
+    # And back up to the whole vector: the first ranking again.
+    report = index_json(notes, "--db", db, "--dim", "64")
+    assert report["redim"]["to"] == 64 and report["chunks_embedded"] == 0
+    back = [(r["path"], r["score"]) for r in json.loads(cli(*query, "--db", db).stdout)]
+    assert [p for p, _ in back] == [p for p, _ in full]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(back, full, strict=True))
+    with Store.open(db, create=False) as store:
+        assert health.check(store) == []
+    # A dim the model was not trained for, or wider than it, is refused in one line.
+    r = CliRunner().invoke(app, ["index", str(notes), "--db", str(db), "--dim", "65"])
+    assert r.exit_code == 2 and "cannot give dim 65" in r.stderr

@@ -219,7 +219,7 @@ def _advice(rec: Recommendation, result: Result, db: Path | None) -> list[str]:
         d = row.config.dim
         if d == result.dim:
             return f"keep this index (dim {d}): nothing smaller that jinaloc builds is as good"
-        how = f"`jinaloc index --reindex --dim {d}{on}`"
+        how = f"`jinaloc index --dim {d}{on}` (in place: no model, nothing re-embedded)"
         if d >= COARSE_MIN_DIM:
             how += " (searched by bits then float rescoring; `--exact` gives this ranking)"
         return f"{row.config.name} ({_bytes(row.config.bytes_per_chunk)} B/chunk): {how}"
