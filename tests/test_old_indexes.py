@@ -2,8 +2,11 @@
 
 tests/data/schema-v1.db was built by jinaloc 0.1.0 (schema 1) with the tiny nano GGUF F32
 from tests/data/schema-v1-notes (indexed then as /tmp/v1notes, dim 64); schema-v1-search.json
-holds what that release's `search "pasta dough"` returned. Every later schema change must keep
-these tests green."""
+holds what that release's `search "pasta dough"` returned. schema-v2.db, -v3 and -v4 were
+built by the commits that introduced schemas 2 (e988a2e), 3 (b367239) and by the last
+schema-4 one (a2634ab), with the same model and dim, from tests/data/schema-v4-notes
+(indexed as /tmp/v4notes); schema-v4-search.json holds what that release's search returned.
+Every later schema change must keep these tests green."""
 
 from __future__ import annotations
 
@@ -198,3 +201,26 @@ def test_v4_index_redims_lower_without_its_model_and_refuses_higher(v4):
     assert rows[0]["path"] == "/tmp/v4notes/cooking/pasta.md"
     with Store.open(v4, create=False) as store:
         assert store.dim == 32 and health.check(store) == []
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_every_earlier_schema_upgrades_in_place_and_serves(version, tmp_path):
+    db = tmp_path / f"v{version}.db"
+    shutil.copy(DATA / f"schema-v{version}.db", db)
+    before = _reader(db)
+    assert before.execute("PRAGMA user_version").fetchone()[0] == version
+    files = before.execute("SELECT count(*) FROM files").fetchone()[0]
+    before.close()
+    info = json.loads(cli("status", "--db", db, "--json").stdout)  # migrates, no model
+    assert (info["files"], info["dim"], info["schema_version"]) == (files, 64, SCHEMA_VERSION)
+    with Store.open(db, create=False) as store:
+        assert health.check(store) == []
+    rows = json.loads(cli("search", "Kyoto", "--db", db, "--json", "--mode", "lexical").stdout)
+    assert rows[0]["path"].endswith("travel/japan.md")
+    if have_gguf():
+        args = ("search", "pasta dough", "--db", db, "--json", "--mode", "semantic", *MODEL)
+        rows = json.loads(cli(*args).stdout)
+        assert rows[0]["path"].endswith("cooking/pasta.md")
+        assert abs(rows[0]["score"] - 0.814845) < 1e-3  # as every release scored it
+    report = json.loads(cli("index", "--db", db, "--dim", "32", "--json", "-q").stdout)
+    assert report["redim"] == {**report["redim"], "from": 64, "to": 32}
