@@ -130,3 +130,11 @@ def test_bench_search_rerank_quick(tmp_path):
     rows = {r["search"]: r for r in data["rows"]}
     assert set(rows) == {"plain", "rerank 2", "rerank 4"}
     assert all(positive(r["best s"]) for r in rows.values())
+
+
+def test_bench_kept_vectors_quick(tmp_path):
+    data = run_quick("bench_kept_vectors.py", tmp_path)
+    rows = {r["kept"]: r for r in data["results"]}
+    assert rows["float32"]["recall@32"] == 1 and rows["float32"]["max_score_error@64"] == 0
+    assert rows["float16"]["bytes_per_chunk"] == 2 * 64 and rows["int8"]["bytes_per_chunk"] == 68
+    assert rows["int8"]["max_score_error@64"] > rows["float16"]["max_score_error@64"] > 0
