@@ -16,6 +16,7 @@ long-lived session may keep blocks in memory (`BlockCache`)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ BLOCK = 1024
 # A block holding fewer live chunks than this is dissolved back into `chunks` (and repacked
 # with newer ones), so deletions never leave the scan reading mostly dead slots.
 MIN_LIVE = BLOCK // 2
+GROUP_BYTES = 1 << 20
 
 SCHEMA = """
 CREATE TABLE vec_blocks (
@@ -231,21 +233,49 @@ def _json_ids(ids: Sequence[int]) -> str:
     return "[" + ",".join(map(str, ids)) + "]"
 
 
+def _grouped(items: Iterator[Part]) -> Iterator[Part]:
+    """Parts joined into groups of at least GROUP_BYTES: numpy's cost per call would
+    otherwise dominate the scan of small arrays (sign bits: 32 KB a block at 256 dims)."""
+    pending: list[Part] = []
+    size = 0
+    for part in itertools.chain(items, [None]):
+        if part is not None and part.array.nbytes >= GROUP_BYTES and not pending:
+            yield part
+            continue
+        if part is not None:
+            pending.append(part)
+            size += part.array.nbytes
+        if pending and (part is None or size >= GROUP_BYTES):
+            yield (
+                pending[0]
+                if len(pending) == 1
+                else Part(
+                    *(
+                        np.concatenate([getattr(p, a) for p in pending])
+                        for a in ("ids", "files", "array")
+                    )
+                )
+            )
+            pending, size = [], 0
+
+
 def _scan(conn, cache, column, dim, score, only, excluded):
     """(chunk ids, file ids, scores) of every chunk of the allowed files, `score` applied to
-    each block's array: one numpy call per block, one selection at the end."""
+    each block's (or group's) array, one selection at the end."""
     only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
     skip = np.asarray(list(excluded), dtype=np.int64)
     ids, files, scores = [], [], []
-    for part in parts(conn, column, dim, cache):
+    for part in _grouped(parts(conn, column, dim, cache)):
         keep = part.files > 0
         if only_ids is not None:
             keep &= np.isin(part.files, only_ids)
         if len(skip):
             keep &= ~np.isin(part.files, skip)
-        ids.append(part.ids[keep])
-        files.append(part.files[keep])
-        scores.append(score(part.array)[keep])  # all then select: no copy of the block
+        scored = score(part.array)  # all, then select: no copy of the array
+        if keep.all():
+            ids.append(part.ids), files.append(part.files), scores.append(scored)
+        else:
+            ids.append(part.ids[keep]), files.append(part.files[keep]), scores.append(scored[keep])
     if not ids:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(ids), np.concatenate(files), np.concatenate(scores)
