@@ -5,17 +5,12 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
-from ..embedder import Embedder, check_prompt, check_task
 from ..errors import JinalocError, check_choice
-from ..files import read_input
-from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
 from ..output import write_json, write_jsonl
-from ..vectors import OUTPUT_TYPES, encode, quantize
 from . import app
 from .common import (
     BackendOpt,
@@ -32,6 +27,12 @@ from .common import (
     iter_stdin,
     load_embedder,
 )
+
+if TYPE_CHECKING:  # the model and numpy load when a command runs, not for --help
+    import numpy as np
+
+    from ..embedder import Embedder
+    from ..inputs import Record
 
 OUT_FORMATS = ("json", "jsonl", "npy")
 
@@ -75,6 +76,11 @@ def embed(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed texts with a v5 model: arguments, --file paths, or one text per stdin line."""
+    from ..embedder import check_prompt, check_task
+    from ..files import read_input
+    from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
+    from ..vectors import OUTPUT_TYPES
+
     check_task(task)
     check_prompt(prompt)
     check_choice("--type", out_type, OUTPUT_TYPES)
@@ -127,6 +133,8 @@ class _Run:
         if self.out_format == "npy":
             self.arrays.append(result.vectors)
         else:
+            from ..vectors import encode
+
             values = encode(result.vectors, self.out_type)
             rows = []
             for rec, value, n in zip(block, values, result.token_counts, strict=True):
@@ -155,6 +163,10 @@ class _Run:
                 }
             )
         elif self.out_format == "npy":
+            import numpy as np
+
+            from ..vectors import quantize
+
             buf = io.BytesIO()
             np.save(buf, quantize(np.concatenate(self.arrays), self.out_type))
             sys.stdout.buffer.write(buf.getvalue())

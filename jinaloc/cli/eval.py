@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from ..errors import IndexEmpty, JinalocError
-from ..eval import TOLERANCE, Recommendation, Result, evaluate, generate_queries, read_queries
 from ..output import write_json
-from ..search import COARSE_MIN_DIM, DEFAULT_OVERSAMPLE
 from . import app
 from .common import (
     BackendOpt,
@@ -30,6 +25,11 @@ from .common import (
     out_console,
 )
 from .index import DbOpt, TopKOpt, _open_index
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..eval import Recommendation, Result
 
 EXAMPLES = """
 [b]Examples[/b]
@@ -81,6 +81,8 @@ def eval_command(
     Known-item queries (yours, or made from sampled notes) are scored over every chunk
     for each Matryoshka dim and vector type, and searched in each mode. Prints one row per
     configuration and the smallest one within 1 point of full-dim float recall."""
+    from ..eval import evaluate, generate_queries, read_queries
+
     if plot is not None:
         from ..plot import require_matplotlib
 
@@ -129,6 +131,8 @@ class _ProgressBar:
     def __init__(self, quiet: bool):
         self.bar = None
         if not quiet and err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
             self.bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -161,6 +165,9 @@ def _bytes(value: float | None) -> str:
 
 
 def _table(result: Result, width: int) -> Table:
+    from rich import box
+    from rich.table import Table
+
     # Recall per query kind, when there are several and the terminal has room (else --json).
     kinds = list(result.kinds) if len(result.kinds) > 1 and width >= WIDE else []
     k = result.k
@@ -207,6 +214,9 @@ def _table(result: Result, width: int) -> Table:
 
 def _advice(rec: Recommendation, result: Result, db: Path | None) -> list[str]:
     """The recommendation as lines with the commands that act on it."""
+    from ..eval import TOLERANCE
+    from ..search import COARSE_MIN_DIM, DEFAULT_OVERSAMPLE
+
     on = f" --db {db}" if db else ""
     ref = rec.reference
     points = round(TOLERANCE * 100)

@@ -6,15 +6,14 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from ..defaults import DEFAULT_DEBOUNCE_MS
 from ..errors import JinalocError
-from ..index import Index
 from ..output import write_jsonl
-from ..watch import DEFAULT_DEBOUNCE_MS, Batch, Watcher
 from . import app
 from .common import (
     BackendOpt,
@@ -26,6 +25,9 @@ from .common import (
     load_embedder,
 )
 from .index import DbOpt, _db_path
+
+if TYPE_CHECKING:
+    from ..watch import Batch
 
 # Skipped files named per batch at most (all of them are in --json).
 SKIPPED_SHOWN = 5
@@ -80,6 +82,9 @@ def watch(
 
     Catches up first (what changed while nothing watched), then applies each group of
     changes as `index` would. Ctrl-C or SIGTERM stops it between two files."""
+    from ..index import Index
+    from ..watch import Watcher
+
     db_path = _db_path(db)
 
     def show(batch: Batch) -> None:
