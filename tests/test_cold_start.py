@@ -101,3 +101,24 @@ def test_help_defaults_are_the_librarys():
     from jinaloc import defaults, search
 
     assert search.DEFAULT_OVERSAMPLE == defaults.DEFAULT_OVERSAMPLE
+
+
+@pytest.mark.parametrize("name", ["search", "eval", "models"])
+def test_a_run_builds_only_its_command(name):
+    """main() hands Typer only the command it runs; that command is the full app's."""
+    import typer.main
+
+    from jinaloc.cli import app, only
+
+    full = typer.main.get_command(app).commands[name]
+    group = typer.main.get_command(only(name))
+    assert list(group.commands) == [name]
+    one = group.commands[name]
+    assert [p.opts for p in one.params] == [p.opts for p in full.params]
+    assert list(getattr(one, "commands", {})) == list(getattr(full, "commands", {}))
+
+
+def test_an_unknown_command_gets_the_full_app():
+    from jinaloc.cli import app, only
+
+    assert only("serach") is app

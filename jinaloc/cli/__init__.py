@@ -4,6 +4,7 @@ Each feature's commands live in their own module and register on `app` on import
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import sys
@@ -120,12 +121,33 @@ def _root() -> None:
     common.use_server = True  # until a command's --no-server says otherwise
 
 
+def only(name: str) -> typer.Typer:
+    """`app` with only the command (or group) `name`, or all of `app` when there is no such
+    command: Typer builds every command's options before it parses anything (~20 ms for all
+    of them), and a run needs one."""
+    from typer.main import get_command_name
+
+    commands = [
+        c
+        for c in app.registered_commands
+        if (c.name or get_command_name(c.callback.__name__)) == name
+    ]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app  # which says so, with suggestions
+    one = copy.copy(app)
+    one.registered_commands, one.registered_groups = commands, groups
+    return one
+
+
 def main() -> None:
     # Like grep: a closed pipe (`| head -1`) ends the process quietly, by SIGPIPE.
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # The root takes no option but --help: a first argument that is not one names the command.
+    first = sys.argv[1] if len(sys.argv) > 1 else "-"
     try:
-        app()
+        (app if first.startswith("-") else only(first))()
     except KeyboardInterrupt:  # Ctrl-C while Python is still starting up
         sys.exit(130)
 

@@ -1,7 +1,5 @@
 """`jinaloc embed`: texts in, vectors out (JSON, JSON lines or .npy)."""
 
-from __future__ import annotations
-
 import io
 import sys
 from pathlib import Path
@@ -117,7 +115,7 @@ def embed(
 class _Run:
     """Embeds blocks of records and writes (jsonl) or collects (json, npy) the results."""
 
-    def __init__(self, embedder: Embedder, task, prompt, dim, batch_size, out_type, out_format):
+    def __init__(self, embedder: "Embedder", task, prompt, dim, batch_size, out_type, out_format):
         self.embedder, self.task, self.prompt, self.dim = embedder, task, prompt, dim
         self.batch_size, self.out_type, self.out_format = batch_size, out_type, out_format
         self.count = 0
@@ -125,7 +123,7 @@ class _Run:
         self.rows: list[dict] = []
         self.arrays: list[np.ndarray] = []
 
-    def add(self, block: list[Record], progress) -> None:
+    def add(self, block: "list[Record]", progress) -> None:
         result = self.embedder.embed_with_counts(
             [r.text for r in block], self.task, self.prompt, self.dim, self.batch_size, progress
         )

@@ -1,7 +1,5 @@
 """`jinaloc eval`: what dims, bits and modes cost in recall on this index."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -164,7 +162,7 @@ def _bytes(value: float | None) -> str:
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
-def _table(result: Result, width: int) -> Table:
+def _table(result: "Result", width: int) -> "Table":
     from rich import box
     from rich.table import Table
 
@@ -212,7 +210,7 @@ def _table(result: Result, width: int) -> Table:
     return table
 
 
-def _advice(rec: Recommendation, result: Result, db: Path | None) -> list[str]:
+def _advice(rec: "Recommendation", result: "Result", db: Path | None) -> list[str]:
     """The recommendation as lines with the commands that act on it."""
     from ..eval import TOLERANCE
     from ..search import COARSE_MIN_DIM, DEFAULT_OVERSAMPLE

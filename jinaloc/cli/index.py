@@ -1,7 +1,5 @@
 """`jinaloc index`, `search`, `status` and `similar`: a notes folder in one sqlite-vec file."""
 
-from __future__ import annotations
-
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +11,6 @@ from rich.markup import escape
 from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
 from ..output import Renderer, output_format, write_json
-from ..paths import default_db
 from . import app
 from .common import (
     BackendOpt,
@@ -120,6 +117,8 @@ SEARCH_EXAMPLES = """
 
 
 def _db_path(db: Path | None) -> Path:
+    from ..paths import default_db  # platformdirs: not for --help
+
     return (db or default_db()).expanduser()
 
 
@@ -131,7 +130,7 @@ def _on_sigterm(signum, frame) -> None:
     raise _Interrupted
 
 
-def _summary(report: Report, db: Path) -> None:
+def _summary(report: "Report", db: Path) -> None:
     r = report
     head = "interrupted" if r.interrupted else "indexed"
     reread = f" ({r.reread} re-read for tags and dates)" if r.reread else ""
@@ -421,7 +420,7 @@ def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> No
         raise typer.Exit(1)
 
 
-def _open_index(db: Path | None, model, backend, quant, offline) -> Index:
+def _open_index(db: Path | None, model, backend, quant, offline) -> "Index":
     """A built index with the model to search it chosen (its own unless asked otherwise)."""
     from ..index import Index
 

@@ -1,7 +1,5 @@
 """`jinaloc check`, `vacuum` and `forget`: keeping an index file sound and small."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -95,7 +93,7 @@ def check(
         raise typer.Exit(1)
 
 
-def _problems(path: Path) -> list[Problem]:
+def _problems(path: Path) -> "list[Problem]":
     from .. import health
     from ..index import Index
 

@@ -1,7 +1,5 @@
 """`jinaloc models`: list, inspect, download, locate and remove models."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -44,7 +42,7 @@ def _human(size: int) -> str:
     return str(size)
 
 
-def _status(spec: ModelSpec, cached: dict[str, CachedRepo]) -> dict:
+def _status(spec: "ModelSpec", cached: "dict[str, CachedRepo]") -> dict:
     """What is on disk for a model: the MLX repo and the GGUF quants per task."""
     if spec.path is not None:
         return {"local_path": str(spec.path), "mlx": None, "gguf": {}, "size": None}
@@ -65,7 +63,7 @@ def _status(spec: ModelSpec, cached: dict[str, CachedRepo]) -> dict:
     return {"local_path": None, "mlx": has_mlx, "gguf": gguf, "size": size}
 
 
-def _info(spec: ModelSpec, registry: Registry, cached) -> dict:
+def _info(spec: "ModelSpec", registry: "Registry", cached) -> dict:
     default = registry.default if spec.kind == "embedding" else registry.default_reranker
     return {
         "name": spec.name,
@@ -156,7 +154,7 @@ def _format(fmt: str | None) -> str:
     return check_choice("--format", fmt or default, hub.FORMATS)
 
 
-def _tasks(spec: ModelSpec, tasks: list[str] | None) -> list[str]:
+def _tasks(spec: "ModelSpec", tasks: list[str] | None) -> list[str]:
     from ..embedder import check_task
 
     return [check_task(t, spec.tasks) for t in tasks] if tasks else list(spec.tasks)

@@ -4,8 +4,6 @@ stdin (lines, grep -n output, JSON lines, or file paths) streams through the mod
 stdout carries only results; exit codes follow grep: 0 results, 1 none passed the filter,
 2 errors."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -72,7 +70,7 @@ skipped with a warning.
 
 def _inputs(
     files: list[Path] | None, read_files: bool, input_format: str, no_prefix: bool
-) -> tuple[Iterator[Item], int | None]:
+) -> "tuple[Iterator[Item], int | None]":
     """The items to embed and their count when known up front (for the progress bar)."""
     from ..inputs import INPUT_FORMATS
     from ..pipelines.items import line_items, nonempty, path_items
@@ -318,7 +316,9 @@ def classify(
         _nothing_passed()
 
 
-def _classified(item: Item, name: str, score: float, labels: list[str], row: np.ndarray) -> dict:
+def _classified(
+    item: "Item", name: str, score: float, labels: list[str], row: "np.ndarray"
+) -> dict:
     return {
         "label": name,
         "score": round(score, 6),
@@ -383,7 +383,7 @@ class _Vectors:
             return None if self.stored else self.index.load(task)
         return load_embedder(model, backend, quant, offline, task=task)
 
-    def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
+    def collect(self, embed, quiet: bool) -> "tuple[list[Item], np.ndarray]":
         """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
         import numpy as np
 

@@ -1,7 +1,5 @@
 """`jinaloc watch`: keep an index fresh as notes change."""
 
-from __future__ import annotations
-
 import signal
 import threading
 from datetime import datetime
@@ -41,7 +39,7 @@ WATCH_EXAMPLES = """
 """
 
 
-def batch_line(batch: Batch) -> str:
+def batch_line(batch: "Batch") -> str:
     r = batch.report
     counts = [
         (r.added, "added"),
@@ -87,7 +85,7 @@ def watch(
 
     db_path = _db_path(db)
 
-    def show(batch: Batch) -> None:
+    def show(batch: "Batch") -> None:
         if json_out:
             write_jsonl([{**batch.to_json(), "db": str(db_path)}])
         if quiet:
