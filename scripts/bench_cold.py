@@ -44,6 +44,17 @@ from jinaloc.store import NewChunk, Store  # noqa: E402
 from jinaloc.vectors import l2_normalize  # noqa: E402
 
 CHUNKS_PER_FILE = 10
+# Import costs named in the report (cumulative ms where first imported, from -X importtime).
+MODULES = (
+    "jinaloc.cli",
+    "typer",
+    "typer._adapters",  # Typer's pydantic coercion, loaded when a command parses its options
+    "jinaloc.index",
+    "numpy",
+    "jinaloc.search",
+    "jinaloc.embedder",
+    "llama_cpp",
+)
 PHASES = ("startup", "open", "model_load", "query_embed", "search", "output", "close_exit")
 
 # Runs the CLI's entry point with timers around its own functions; prints the marks as JSON
@@ -98,9 +109,10 @@ sys.exit(code)
 ENTRY = "import sys; from jinaloc.entry import main; sys.exit(main())"
 
 
-def build(db: Path, root: Path, n: int, seed: int) -> float:
+def build(db: Path, root: Path, n: int, seed: int) -> tuple[float, int]:
     """Add n synthetic chunks (clustered unit vectors at the index's dim) to an index, as
-    files under one of its roots, written to disk too (search never shows a missing file)."""
+    files under one of its roots, written to disk too (search never shows a missing file).
+    Returns the seconds it took and the dim."""
     start = time.perf_counter()
     store = Store.open(db, create=False)
     dim = int(store.meta()["dim"])
@@ -119,7 +131,7 @@ def build(db: Path, root: Path, n: int, seed: int) -> float:
         store.write_file(str(root / rel), str(root), rel, f"{f:x}", 0, 0, f"note {f}", chunks)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, dim
 
 
 def tree_of(rev: str, into: Path) -> Path:
@@ -141,6 +153,37 @@ def wall(cmd: list[str], env: dict, cwd: Path) -> tuple[float, str]:
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[3:]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return seconds, proc.stdout
+
+
+def import_costs(args: list[str], env: dict, cwd: Path, runs: int = 3) -> dict:
+    """Median over `runs` of a run's total import ms and of the cumulative ms of MODULES
+    where first imported (None: not imported)."""
+    samples = [_import_costs(args, env, cwd) for _ in range(runs)]
+    return {
+        key: None if samples[0][key] is None else round(median([s[key] for s in samples]), 1)
+        for key in samples[0]
+    }
+
+
+def _import_costs(args: list[str], env: dict, cwd: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", ENTRY, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    costs, total = {}, 0.0
+    for line in proc.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[1].strip().isdigit():
+            continue
+        name, ms = fields[2].rstrip(), int(fields[1]) / 1000
+        if not name.startswith("  "):  # imported at top level: adds to the total
+            total += ms
+        if name.strip() in MODULES:
+            costs[name.strip()] = ms
+    return {"total_ms": total, **{m: costs.get(m) for m in MODULES}}
 
 
 def phases(args: list[str], env: dict, cwd: Path) -> tuple[dict, str]:
@@ -175,7 +218,7 @@ def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--before", help="git revision to compare with (e.g. main)")
     p.add_argument("--chunks", type=int, default=100_000)
-    p.add_argument("--dim", type=int, default=768, help="the index's dim")
+    p.add_argument("--dim", type=int, help="the index's dim (default: jinaloc's for the model)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--model")
     p.add_argument("--quant")
@@ -198,10 +241,12 @@ def main() -> None:
         env = env_for(state, args.threads)
         model_args = ["--model", model, "--backend", "gguf", "--quant", quant]
         index = [py, "-c", ENTRY, "index", str(notes), "--db", str(db), *model_args]
-        wall([*index, "--dim", str(args.dim), "--no-server", "-q"], env, tmp)
-        log(f"writing {chunks:,} synthetic chunks at dim {args.dim}")
-        build_s = build(db, notes.resolve(), chunks, args.seed)
-        log(f"{build_s:.1f} s ({chunks / build_s:,.0f} chunks/s), {db.stat().st_size / 1e6:.0f} MB")
+        dim_args = ["--dim", str(args.dim)] if args.dim else []
+        wall([*index, *dim_args, "--no-server", "-q"], env, tmp)
+        log(f"writing {chunks:,} synthetic chunks")
+        build_s, dim = build(db, notes.resolve(), chunks, args.seed)
+        size = db.stat().st_size / 1e6
+        log(f"dim {dim}: {build_s:.1f} s ({chunks / build_s:,.0f} chunks/s), {size:.0f} MB")
 
         search = ["search", QUERY, "--db", str(db), "--json", "--no-server"]
         commands = {"search": search, "--help": ["--help"], "search --help": ["search", "--help"]}
@@ -228,6 +273,7 @@ def main() -> None:
         if len(outputs) != 1:
             raise SystemExit("the trees' search outputs differ")
         hits = len(json.loads(outputs.pop()))
+        imports = {t: import_costs(search, envs[t], tmp) for t in trees}
         shutil.rmtree(tmp / "before", ignore_errors=True)
 
     rows = [
@@ -248,17 +294,19 @@ def main() -> None:
         "quant": quant,
         "threads": args.threads,
         "chunks": chunks,
-        "dim": args.dim,
+        "dim": dim,
         "hits": hits,
         "rounds": rounds,
         "before": args.before,
         "build_seconds": build_s,
         "whole_process": rows,
+        "imports_of_search_ms": imports,
         "phases_median_ms": phase_rows,
         "note": "startup_plus_search = startup + open + search (the issue's target: < 250 ms)",
     }
     print(table(rows, ["tree", "run", "median_ms", "min_ms"]))
     print(table(phase_rows, ["tree", *PHASES, "total", "startup_plus_search"]))
+    print(table([{"tree": t, **c} for t, c in imports.items()], ["tree", "total_ms", *MODULES]))
     log(f"load average: {machine()['load_avg_1_5_15']}")
     write_json(args.json, results)
 

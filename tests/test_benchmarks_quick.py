@@ -130,3 +130,16 @@ def test_bench_search_rerank_quick(tmp_path):
     rows = {r["search"]: r for r in data["rows"]}
     assert set(rows) == {"plain", "rerank 2", "rerank 4"}
     assert all(positive(r["best s"]) for r in rows.values())
+
+
+def test_bench_cold_quick(tmp_path):
+    model = str(FIXTURES / "tiny-v5-nano")
+    data = run_quick("bench_cold.py", tmp_path, "--model", model, "--quant", "F32")
+    runs = {r["run"] for r in data["whole_process"]}
+    assert runs == {"search", "--help", "search --help", "probed search"}
+    (phases,) = data["phases_median_ms"]
+    assert phases["tree"] == "after" and data["hits"] >= 1
+    assert positive(*(phases[p] for p in ("startup", "model_load", "query_embed", "search")))
+    assert phases["total"] >= phases["startup"] + phases["search"]
+    imports = data["imports_of_search_ms"]["after"]
+    assert positive(imports["total_ms"], imports["numpy"], imports["typer"])

@@ -122,3 +122,17 @@ def test_an_unknown_command_gets_the_full_app():
     from jinaloc.cli import app, only
 
     assert only("serach") is app
+
+
+def test_commands_names_each_commands_module_in_help_order():
+    """main() imports a command's module from COMMANDS: it must name them all, rightly."""
+    import typer.main
+
+    from jinaloc.cli import COMMANDS, app
+
+    group = typer.main.get_command(app)
+    assert list(group.commands) == list(COMMANDS)
+    for name, command in group.commands.items():
+        callbacks = [c.callback for c in getattr(command, "commands", {}).values()]
+        for callback in callbacks or [command.callback]:
+            assert callback.__module__ == f"jinaloc.cli.{COMMANDS[name]}", name

@@ -9,7 +9,6 @@ import typer
 
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_jsonl
-from . import app
 from .common import (
     BackendOpt,
     BatchOpt,
@@ -25,6 +24,7 @@ from .common import (
     iter_stdin,
     load_embedder,
 )
+from .core import app
 
 if TYPE_CHECKING:  # the model and numpy load when a command runs, not for --help
     import numpy as np

@@ -8,7 +8,6 @@ from rich.markup import escape
 
 from ..errors import IndexEmpty, JinalocError
 from ..output import write_json
-from . import app
 from .common import (
     BackendOpt,
     JsonOpt,
@@ -22,6 +21,7 @@ from .common import (
     load_reranker,
     out_console,
 )
+from .core import app
 from .index import DbOpt, TopKOpt, _open_index
 
 if TYPE_CHECKING:

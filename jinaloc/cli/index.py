@@ -11,7 +11,6 @@ from rich.markup import escape
 from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
 from ..output import Renderer, output_format, write_json
-from . import app
 from .common import (
     BackendOpt,
     InstructionOpt,
@@ -30,6 +29,7 @@ from .common import (
     load_reranker,
     out_console,
 )
+from .core import app
 
 if TYPE_CHECKING:  # the index and what it imports (numpy, sqlite) load when a command runs
     from ..index import Index

@@ -7,7 +7,6 @@ import typer
 from rich.markup import escape
 
 from ..output import write_json
-from . import app
 from .common import (
     BackendOpt,
     JsonOpt,
@@ -19,6 +18,7 @@ from .common import (
     load_embedder,
     out_console,
 )
+from .core import app
 from .index import DbOpt, _db_path
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import typer
 
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_lines
-from . import app
 from .common import JsonOpt, OfflineOpt, err_console, out_console
+from .core import app
 
 if TYPE_CHECKING:  # the registry and hub load when a command runs, not for --help
     from ..hub import CachedRepo

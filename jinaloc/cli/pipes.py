@@ -13,7 +13,7 @@ import typer
 from ..defaults import DEFAULT_MAX_K, DEFAULT_THRESHOLD, DOC_TOKENS
 from ..errors import JinalocError, check_choice
 from ..output import Renderer, output_format
-from . import app, common
+from . import common
 from .common import (
     BackendOpt,
     BatchOpt,
@@ -34,6 +34,7 @@ from .common import (
     load_embedder,
     load_reranker,
 )
+from .core import app
 
 if TYPE_CHECKING:  # the pipelines (numpy) load when a command runs, not for --help
     import numpy as np

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ..errors import JinalocError
-from . import app
 from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, ThreadsOpt, err_console
+from .core import app
 from .watch import batch_line
 
 SERVE_EXAMPLES = """

@@ -12,7 +12,6 @@ from rich.markup import escape
 from ..defaults import DEFAULT_DEBOUNCE_MS
 from ..errors import JinalocError
 from ..output import write_jsonl
-from . import app
 from .common import (
     BackendOpt,
     ModelOpt,
@@ -22,6 +21,7 @@ from .common import (
     err_console,
     load_embedder,
 )
+from .core import app
 from .index import DbOpt, _db_path
 
 if TYPE_CHECKING:
