@@ -26,6 +26,7 @@ else the tiny fixture.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="JINALOC_THREADS (busy machine: 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     model, quant = default_model()
     model, quant = args.model or model, args.quant or quant
     chunks = 2000 if args.quick else args.chunks
@@ -288,6 +290,7 @@ def main() -> None:
     results = {
         "command": " ".join(["python scripts/bench_cold.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_avg_at_start": load_at_start,
         "machine": machine(),
         "model": model,
         "backend": "gguf",
