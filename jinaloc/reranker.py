@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DOC_TOKENS
 from .embedder import ProgressFn
 from .errors import JinalocError
 from .registry import ModelSpec, load_registry
@@ -22,10 +23,6 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_INSTRUCTION = (
     "Given a search query, retrieve relevant passages from personal notes that answer the query"
 )
-# Documents are cut to this many tokens (their start is kept): cost is linear in tokens, and on
-# a 2-core CPU ~2 s score 3 candidates of 64 tokens at Q4_K_M, 1 of 256 (scripts/bench_rerank.py,
-# docs/benchmarks.md). A grep line or a title fits whole.
-DOC_TOKENS = 64
 
 
 def content(query: str, document: str, instruction: str) -> str:

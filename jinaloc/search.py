@@ -18,14 +18,13 @@ import numpy as np
 import pathspec
 
 from .chunking import embed_text
+from .defaults import DEFAULT_OVERSAMPLE
 from .errors import JinalocError, check_choice
 from .notes import date_arg
 from .paths import display_path
 from .store import MAX_K, Store
 from .vectors import note_vectors
 
-# Coarse candidates per wanted result; see README "Defaults" for the measurements.
-DEFAULT_OVERSAMPLE = 10
 # Floors for small k (k=1 would get 10), and by dim: fewer bits tie and mislead more often.
 # Candidates x dim >= CANDIDATE_BITS gives 1024 candidates at 256 dims, 341 at 768; the
 # popcount scan costs the same whatever it keeps, and rescoring 1024 chunks by id takes 2-3

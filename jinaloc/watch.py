@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .defaults import DEFAULT_DEBOUNCE_MS
 from .errors import JinalocError
 from .files import IGNORE_FILES
 from .indexer import Progress, Report
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jinaloc")
 
-DEFAULT_DEBOUNCE_MS = 500
 # A batch waits at most this long for quiet (a sync tool that writes for minutes).
 MAX_WAIT_MS = 10_000
 # How often the roots are looked at while idle: one gone or back, one added by `jinaloc

@@ -138,3 +138,16 @@ def test_bench_kept_vectors_quick(tmp_path):
     assert rows["float32"]["recall@32"] == 1 and rows["float32"]["max_score_error@64"] == 0
     assert rows["float16"]["bytes_per_chunk"] == 2 * 64 and rows["int8"]["bytes_per_chunk"] == 68
     assert rows["int8"]["max_score_error@64"] > rows["float16"]["max_score_error@64"] > 0
+
+
+def test_bench_cold_quick(tmp_path):
+    model = str(FIXTURES / "tiny-v5-nano")
+    data = run_quick("bench_cold.py", tmp_path, "--model", model, "--quant", "F32")
+    runs = {r["run"] for r in data["whole_process"]}
+    assert runs == {"search", "--help", "search --help", "probed search"}
+    (phases,) = data["phases_median_ms"]
+    assert phases["tree"] == "after" and data["hits"] >= 1
+    assert positive(*(phases[p] for p in ("startup", "model_load", "query_embed", "search")))
+    assert phases["total"] >= phases["startup"] + phases["search"]
+    imports = data["imports_of_search_ms"]["after"]
+    assert positive(imports["total_ms"], imports["numpy"], imports["typer"])

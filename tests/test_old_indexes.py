@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from jinaloc import health
 from jinaloc.cli import app
-from jinaloc.store import SCHEMA_VERSION, Store, _reader
+from jinaloc.store import SCHEMA_VERSION, Store, _connect, _reader
 
 DATA = Path(__file__).parent / "data"
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
@@ -38,11 +38,28 @@ def cli(*args, ok=0):
     return result
 
 
+def relocated(version: int, tmp_path: Path) -> Path:
+    """A copy of the schema-N index whose notes exist: the notes it was built from, copied to
+    tmp_path/vNnotes (v2 to v4 share v4's), its paths rewritten there without migrating it
+    (searches leave out files that do not exist)."""
+    built = "v1notes" if version == 1 else "v4notes"
+    notes = tmp_path / built
+    shutil.copytree(DATA / f"schema-{built.replace('notes', '-notes')}", notes)
+    db = tmp_path / f"v{version}.db"
+    shutil.copy(DATA / f"schema-v{version}.db", db)
+    conn = _connect(str(db))
+    old, new = f"/tmp/{built}", str(notes)
+    conn.execute(
+        "UPDATE files SET path = replace(path, ?, ?), root = replace(root, ?, ?)", (old, new) * 2
+    )
+    conn.execute("UPDATE roots SET path = replace(path, ?, ?)", (old, new))
+    conn.close()
+    return db
+
+
 @pytest.fixture
 def v1(tmp_path) -> Path:
-    db = tmp_path / "v1.db"
-    shutil.copy(DATA / "schema-v1.db", db)
-    return db
+    return relocated(1, tmp_path)
 
 
 def test_v1_index_opens_and_migrates_without_a_model(v1):
@@ -59,7 +76,7 @@ def test_v1_index_searches_as_the_release_did(v1):
     want = json.loads((DATA / "schema-v1-search.json").read_text())
     args = ("search", want["query"], "--db", v1, "--json", "--mode", "semantic", *MODEL)
     rows = json.loads(cli(*args).stdout)
-    got = [(r["path"].removeprefix("/tmp/v1notes/"), r["start_line"]) for r in rows]
+    got = [(r["path"].removeprefix(f"{v1.parent}/v1notes/"), r["start_line"]) for r in rows]
     assert got == [(r["rel"], r["start_line"]) for r in want["results"]]
     for row, old in zip(rows, want["results"], strict=True):
         assert abs(row["score"] - old["score"]) < 1e-4
@@ -125,7 +142,7 @@ def test_v1_index_gains_dates_then_tags_on_the_next_run_without_embedding(v1, tm
 def test_v1_index_gains_the_lexical_table_without_a_model(v1):
     # No --model, and the index's own model_ref may not exist: lexical mode loads no model.
     rows = json.loads(cli("search", "Kyoto", "--db", v1, "--json", "--mode", "lexical").stdout)
-    assert [r["path"] for r in rows] == ["/tmp/v1notes/travel/japan.md"]
+    assert [r["path"] for r in rows] == [f"{v1.parent}/v1notes/travel/japan.md"]
     assert rows[0]["lexical"]["rank"] == 1 and rows[0]["semantic"] is None
     with Store.open(v1, create=False) as store:
         assert store.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 3
@@ -150,9 +167,7 @@ def test_status_reports_a_newer_schema_instead_of_failing(v1):
 
 @pytest.fixture
 def v4(tmp_path) -> Path:
-    db = tmp_path / "v4.db"
-    shutil.copy(DATA / "schema-v4.db", db)
-    return db
+    return relocated(4, tmp_path)
 
 
 def test_v4_index_moves_its_vectors_into_blocks_without_a_model(v4):
@@ -180,7 +195,7 @@ def test_v4_index_searches_as_the_release_did(v4):
     want = json.loads((DATA / "schema-v4-search.json").read_text())
     args = ("search", want["query"], "--db", v4, "--json", "--mode", "semantic", *MODEL)
     rows = json.loads(cli(*args).stdout)
-    got = [(r["path"].removeprefix("/tmp/v4notes/"), r["start_line"]) for r in rows]
+    got = [(r["path"].removeprefix(f"{v4.parent}/v4notes/"), r["start_line"]) for r in rows]
     assert got == [(r["rel"], r["start_line"]) for r in want["results"]]
     for row, old in zip(rows, want["results"], strict=True):
         assert abs(row["score"] - old["score"]) < 1e-3  # vectors now kept in float16
@@ -198,15 +213,14 @@ def test_v4_index_redims_lower_without_its_model_and_refuses_higher(v4):
     rows = json.loads(
         cli("search", "pasta dough", "--db", v4, "--json", "--mode", "semantic", *MODEL).stdout
     )
-    assert rows[0]["path"] == "/tmp/v4notes/cooking/pasta.md"
+    assert rows[0]["path"] == f"{v4.parent}/v4notes/cooking/pasta.md"
     with Store.open(v4, create=False) as store:
         assert store.dim == 32 and health.check(store) == []
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_every_earlier_schema_upgrades_in_place_and_serves(version, tmp_path):
-    db = tmp_path / f"v{version}.db"
-    shutil.copy(DATA / f"schema-v{version}.db", db)
+    db = relocated(version, tmp_path)
     before = _reader(db)
     assert before.execute("PRAGMA user_version").fetchone()[0] == version
     files = before.execute("SELECT count(*) FROM files").fetchone()[0]

@@ -1,141 +1,83 @@
 """The `jinaloc` command: a thin Typer shell over the Python API.
 
-Each feature's commands live in their own module and register on `app` on import."""
+Each feature's commands live in their own module and register on `app` (cli.core) on import.
+A run imports only its command's module and hands Typer only that command; `--help` (and
+`from jinaloc.cli import app`) gets all of them."""
 
 from __future__ import annotations
 
-import logging
+import copy
+import importlib
 import signal
 import sys
 
 import typer
-from rich.markup import escape
-from typer.core import TyperGroup
 
-from ..errors import JinalocError
-from . import common
-from .common import err_console
-from .errors import error_line
+from . import core
 
-
-class JinalocGroup(TyperGroup):
-    """Turns a JinalocError into one line on stderr and exit code 2, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except JinalocError as e:
-            err_console.print(
-                f"[red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
-        except Exception as e:
-            if type(e).__module__.split(".")[0] not in ("sqlite3", "pysqlite3"):
-                raise
-            # A damaged index shows up as soon as a damaged page is read.
-            err_console.print(
-                f"[red]error:[/] the index could not be read ({escape(str(e))}):"
-                " run `jinaloc check` (and `jinaloc check --repair`)",
-                soft_wrap=True,
-            )
-            raise typer.Exit(2) from None
-
-    def main(self, *args, **kwargs):
-        """Usage errors as one line when stderr is not a terminal (scripts, pipes)."""
-        _plain_metavars(self)
-        if err_console.is_terminal:
-            return super().main(*args, **kwargs)
-        # Typer carries its own copy of click: its exceptions are the ones raised.
-        from typer._click import exceptions as click
-
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except click.UsageError as e:
-            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-            err_console.print(f"error: {escape(e.format_message())}{hint}", soft_wrap=True)
-            sys.exit(2)
-        except typer.Abort:
-            sys.exit(130)
-        # Outside standalone mode click returns the code of an Exit instead of exiting.
-        sys.exit(code if isinstance(code, int) else 0)
+# The module that registers each command, in the order --help lists them
+# (tests/test_cold_start.py checks this against what the modules register).
+COMMANDS = {
+    "embed": "embed",
+    "index": "index",
+    "search": "index",
+    "similar": "index",
+    "status": "index",
+    "eval": "eval",
+    "check": "maintain",
+    "vacuum": "maintain",
+    "forget": "maintain",
+    "rerank": "pipes",
+    "classify": "pipes",
+    "cluster": "pipes",
+    "dedup": "pipes",
+    "watch": "watch",
+    "serve": "serve",
+    "mcp": "serve",
+    "models": "models",
+}
 
 
-_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT"}
+def load_all() -> typer.Typer:
+    """`app` with every command."""
+    for module in dict.fromkeys(COMMANDS.values()):
+        importlib.import_module(f".{module}", __name__)
+    return core.app
 
 
-def _plain_metavars(group) -> None:
-    """Help shows FILE, N or TEXT as click does, not Python types like <list[Path]>, and
-    nothing after a flag."""
-    for command in group.commands.values():
-        if hasattr(command, "commands"):
-            _plain_metavars(command)
-        for param in command.params:
-            if param.param_type_name == "argument":
-                param.display_type_rich = lambda ctx: None  # its name says enough
-                continue
-            if param.metavar is not None:
-                continue
-            if getattr(param, "is_flag", False):
-                param.metavar = ""
-                continue
-            bare = param.bare_type() if hasattr(param, "bare_type") else ""
-            inner = bare.removeprefix("list[").removesuffix("]")
-            name = "FILE" if param.name == "db" else _METAVARS.get(inner, "TEXT")
-            param.metavar = name
+def __getattr__(name: str):
+    if name == "app":
+        return load_all()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-app = typer.Typer(
-    name="jinaloc",
-    cls=JinalocGroup,
-    help="Local embeddings and offline semantic search with Jina's v5 models.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    add_completion=False,
-)
+def only(name: str) -> typer.Typer:
+    """`app` with only the command (or group) `name`, or with every command when there is no
+    such command: Typer builds every command's options before it parses anything (~20 ms
+    for all of them), and a run needs one."""
+    from typer.main import get_command_name
 
-
-class _StderrHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(
-            f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True
-        )
-
-
-def _setup_logging() -> None:
-    logger = logging.getLogger("jinaloc")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-
-
-@app.callback()
-def _root() -> None:
-    _setup_logging()
-    common.use_server = True  # until a command's --no-server says otherwise
+    if name not in COMMANDS:
+        return load_all()  # which says so, with suggestions
+    importlib.import_module(f".{COMMANDS[name]}", __name__)
+    app = core.app
+    one = copy.copy(app)
+    one.registered_commands = [
+        c
+        for c in app.registered_commands
+        if (c.name or get_command_name(c.callback.__name__)) == name
+    ]
+    one.registered_groups = [g for g in app.registered_groups if g.name == name]
+    return one
 
 
 def main() -> None:
     # Like grep: a closed pipe (`| head -1`) ends the process quietly, by SIGPIPE.
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # The root takes no option but --help: a first argument that is not one names the command.
+    first = sys.argv[1] if len(sys.argv) > 1 else "-"
     try:
-        app()
+        (load_all() if first.startswith("-") else only(first))()
     except KeyboardInterrupt:  # Ctrl-C while Python is still starting up
         sys.exit(130)
-
-
-# Feature modules add their commands to `app` on import.
-from . import embed as _embed  # noqa: E402,F401
-from . import eval as _eval  # noqa: E402,F401
-from . import index as _index  # noqa: E402,F401
-from . import maintain as _maintain  # noqa: E402,F401
-from . import models as _models  # noqa: E402,F401
-from . import pipes as _pipes  # noqa: E402,F401
-from . import serve as _serve  # noqa: E402,F401
-from . import watch as _watch  # noqa: E402,F401

@@ -1,22 +1,14 @@
 """`jinaloc embed`: texts in, vectors out (JSON, JSON lines or .npy)."""
 
-from __future__ import annotations
-
 import io
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
-from ..embedder import Embedder, check_prompt, check_task
 from ..errors import JinalocError, check_choice
-from ..files import read_input
-from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
 from ..output import write_json, write_jsonl
-from ..vectors import OUTPUT_TYPES, encode, quantize
-from . import app
 from .common import (
     BackendOpt,
     BatchOpt,
@@ -32,6 +24,13 @@ from .common import (
     iter_stdin,
     load_embedder,
 )
+from .core import app
+
+if TYPE_CHECKING:  # the model and numpy load when a command runs, not for --help
+    import numpy as np
+
+    from ..embedder import Embedder
+    from ..inputs import Record
 
 OUT_FORMATS = ("json", "jsonl", "npy")
 
@@ -75,6 +74,11 @@ def embed(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed texts with a v5 model: arguments, --file paths, or one text per stdin line."""
+    from ..embedder import check_prompt, check_task
+    from ..files import read_input
+    from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
+    from ..vectors import OUTPUT_TYPES
+
     check_task(task)
     check_prompt(prompt)
     check_choice("--type", out_type, OUTPUT_TYPES)
@@ -111,7 +115,7 @@ def embed(
 class _Run:
     """Embeds blocks of records and writes (jsonl) or collects (json, npy) the results."""
 
-    def __init__(self, embedder: Embedder, task, prompt, dim, batch_size, out_type, out_format):
+    def __init__(self, embedder: "Embedder", task, prompt, dim, batch_size, out_type, out_format):
         self.embedder, self.task, self.prompt, self.dim = embedder, task, prompt, dim
         self.batch_size, self.out_type, self.out_format = batch_size, out_type, out_format
         self.count = 0
@@ -119,7 +123,7 @@ class _Run:
         self.rows: list[dict] = []
         self.arrays: list[np.ndarray] = []
 
-    def add(self, block: list[Record], progress) -> None:
+    def add(self, block: "list[Record]", progress) -> None:
         result = self.embedder.embed_with_counts(
             [r.text for r in block], self.task, self.prompt, self.dim, self.batch_size, progress
         )
@@ -127,6 +131,8 @@ class _Run:
         if self.out_format == "npy":
             self.arrays.append(result.vectors)
         else:
+            from ..vectors import encode
+
             values = encode(result.vectors, self.out_type)
             rows = []
             for rec, value, n in zip(block, values, result.token_counts, strict=True):
@@ -155,6 +161,10 @@ class _Run:
                 }
             )
         elif self.out_format == "npy":
+            import numpy as np
+
+            from ..vectors import quantize
+
             buf = io.BytesIO()
             np.save(buf, quantize(np.concatenate(self.arrays), self.out_type))
             sys.stdout.buffer.write(buf.getvalue())

@@ -1,21 +1,13 @@
 """`jinaloc eval`: what dims, bits and modes cost in recall on this index."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from ..errors import IndexEmpty, JinalocError
-from ..eval import TOLERANCE, Recommendation, Result, evaluate, generate_queries, read_queries
 from ..output import write_json
-from ..search import COARSE_MIN_DIM, DEFAULT_OVERSAMPLE
-from . import app
 from .common import (
     BackendOpt,
     JsonOpt,
@@ -29,7 +21,13 @@ from .common import (
     load_reranker,
     out_console,
 )
+from .core import app
 from .index import DbOpt, TopKOpt, _open_index
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..eval import Recommendation, Result
 
 EXAMPLES = """
 [b]Examples[/b]
@@ -81,6 +79,8 @@ def eval_command(
     Known-item queries (yours, or made from sampled notes) are scored over every chunk
     for each Matryoshka dim and vector type, and searched in each mode. Prints one row per
     configuration and the smallest one within 1 point of full-dim float recall."""
+    from ..eval import evaluate, generate_queries, read_queries
+
     if plot is not None:
         from ..plot import require_matplotlib
 
@@ -129,6 +129,8 @@ class _ProgressBar:
     def __init__(self, quiet: bool):
         self.bar = None
         if not quiet and err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
             self.bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -160,7 +162,10 @@ def _bytes(value: float | None) -> str:
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
-def _table(result: Result, width: int) -> Table:
+def _table(result: "Result", width: int) -> "Table":
+    from rich import box
+    from rich.table import Table
+
     # Recall per query kind, when there are several and the terminal has room (else --json).
     kinds = list(result.kinds) if len(result.kinds) > 1 and width >= WIDE else []
     k = result.k
@@ -205,8 +210,12 @@ def _table(result: Result, width: int) -> Table:
     return table
 
 
-def _advice(rec: Recommendation, result: Result, db: Path | None) -> list[str]:
+def _advice(rec: "Recommendation", result: "Result", db: Path | None) -> list[str]:
     """The recommendation as lines with the commands that act on it."""
+    from ..defaults import DEFAULT_OVERSAMPLE
+    from ..eval import TOLERANCE
+    from ..search import COARSE_MIN_DIM
+
     on = f" --db {db}" if db else ""
     ref = rec.reference
     points = round(TOLERANCE * 100)

@@ -1,37 +1,16 @@
 """`jinaloc index`, `search`, `status` and `similar`: a notes folder in one sqlite-vec file."""
 
-from __future__ import annotations
-
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from ..chunking import is_heading
+from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
-from ..files import parse_size
-from ..index import Index
-from ..indexer import Progress as IndexProgress
-from ..indexer import Report
-from ..notes import date_arg
 from ..output import Renderer, output_format, write_json
-from ..paths import default_db
-from ..planner import WalkOptions
-from ..search import DEFAULT_OVERSAMPLE
-from ..store import SCHEMA_VERSION
-from . import app
 from .common import (
     BackendOpt,
     InstructionOpt,
@@ -50,6 +29,11 @@ from .common import (
     load_reranker,
     out_console,
 )
+from .core import app
+
+if TYPE_CHECKING:  # the index and what it imports (numpy, sqlite) load when a command runs
+    from ..index import Index
+    from ..indexer import Report
 
 DbOpt = Annotated[
     Path | None,
@@ -134,44 +118,9 @@ SEARCH_EXAMPLES = """
 
 
 def _db_path(db: Path | None) -> Path:
+    from ..paths import default_db  # platformdirs: not for --help
+
     return (db or default_db()).expanduser()
-
-
-class _BarProgress(IndexProgress):
-    """The run's progress on stderr: files, chunks, tokens/s and ETA."""
-
-    def __init__(self):
-        self.bar = Progress(
-            SpinnerColumn(),
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[chunks]} chunks"),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
-        self.task = self.bar.add_task("scanning files", total=None, chunks=0, rate="")
-        self.tokens = 0
-        self.chunks = 0
-        self.started = time.perf_counter()
-
-    def note(self, what: str) -> None:
-        self.bar.update(self.task, description=what)
-
-    def start(self, files: int) -> None:
-        self.started = time.perf_counter()
-        self.bar.update(self.task, description="indexing", total=files, completed=0)
-
-    def embedded(self, texts: int, tokens: int) -> None:
-        self.tokens += tokens
-        rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(self.task, rate=f"{rate:,.0f} tok/s")
-
-    def file_done(self, chunks: int) -> None:
-        self.chunks += chunks
-        self.bar.update(self.task, advance=1, chunks=self.chunks)
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -182,7 +131,7 @@ def _on_sigterm(signum, frame) -> None:
     raise _Interrupted
 
 
-def _summary(report: Report, db: Path) -> None:
+def _summary(report: "Report", db: Path) -> None:
     r = report
     head = "interrupted" if r.interrupted else "indexed"
     reread = f" ({r.reread} re-read for tags and dates)" if r.reread else ""
@@ -292,6 +241,12 @@ def index(
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
+    from ..files import parse_size
+    from ..index import Index
+    from ..indexer import Report
+    from ..planner import WalkOptions
+    from .progress import IndexBar
+
     db_path = _db_path(db)
     if not paths and (include or exclude or max_file_size or code):
         raise JinalocError(
@@ -302,7 +257,7 @@ def index(
     )
     if max_file_size:
         options.max_size = parse_size(max_file_size)
-    progress = _BarProgress() if not quiet and err_console.is_terminal else None
+    progress = IndexBar(err_console) if not quiet and err_console.is_terminal else None
 
     def load(*args, **kw):
         if progress:
@@ -379,6 +334,8 @@ def index(
 
 
 def _remove_if_empty(db_path: Path) -> None:
+    from ..index import Index
+
     try:
         with Index.open(db_path) as idx:
             empty = idx.meta is None and idx.store.counts()["files"] == 0
@@ -405,6 +362,8 @@ def _read_query(query: str | None) -> str:
 
 def _snippet(row: dict) -> str:
     """The chunk on one line, without its heading lines (the heading is shown apart)."""
+    from ..chunking import is_heading
+
     lines = [x for x in row["text"].splitlines() if not is_heading(x, row["path"])]
     flat = " ".join(" ".join(lines).split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
@@ -475,8 +434,10 @@ def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> No
         raise typer.Exit(1)
 
 
-def _open_index(db: Path | None, model, backend, quant, offline) -> Index:
+def _open_index(db: Path | None, model, backend, quant, offline) -> "Index":
     """A built index with the model to search it chosen (its own unless asked otherwise)."""
+    from ..index import Index
+
     return Index.open_built(_db_path(db), model, backend, quant, offline, loader=load_embedder)
 
 
@@ -525,6 +486,8 @@ def search(
     Hybrid by default: the notes nearest in meaning and those holding the query's words,
     fused by reciprocal rank. Shows path:line, score, heading and a snippet of the best
     chunk per file. Exit code 1 when nothing matches."""
+    from ..notes import date_arg
+
     fmt = output_format(json_out, jsonl, files)
     text = _read_query(query)
     if not rerank and (reranker or instruction):
@@ -594,6 +557,9 @@ def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """What the index holds, and which files changed since the last run.
 
     Roots, files, chunks, model, dim and size of the index file."""
+    from ..index import Index
+    from ..store import SCHEMA_VERSION
+
     db_path = _db_path(db)
     try:
         with Index.open(db_path, readonly=True) as idx:

@@ -1,17 +1,12 @@
 """`jinaloc check`, `vacuum` and `forget`: keeping an index file sound and small."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from .. import health
-from ..index import Index
 from ..output import write_json
-from . import app
 from .common import (
     BackendOpt,
     JsonOpt,
@@ -23,7 +18,11 @@ from .common import (
     load_embedder,
     out_console,
 )
+from .core import app
 from .index import DbOpt, _db_path
+
+if TYPE_CHECKING:
+    from ..health import Problem
 
 CHECK_EXAMPLES = """
 [b]Examples[/b]
@@ -52,6 +51,9 @@ def check(
     With --repair: a damaged file is salvaged row by row into a fresh one (the original is
     kept as FILE.corrupt), bit vectors and the lexical table are rebuilt from the stored
     vectors and texts, and only files whose rows were lost are embedded again."""
+    from .. import health
+    from ..index import Index
+
     path = _db_path(db)
     problems = _problems(path)
     result = None
@@ -91,7 +93,10 @@ def check(
         raise typer.Exit(1)
 
 
-def _problems(path: Path) -> list[health.Problem]:
+def _problems(path: Path) -> "list[Problem]":
+    from .. import health
+    from ..index import Index
+
     try:
         with Index.open(path, readonly=True) as idx:
             return health.check(idx.store)
@@ -106,6 +111,9 @@ def _problems(path: Path) -> list[health.Problem]:
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc vacuum --db notes.db")
 def vacuum(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Rewrite the index file without its free pages (after many deletions)."""
+    from .. import health
+    from ..index import Index
+
     path = _db_path(db)
     with Index.open(path) as idx, idx.writing():
         before, after = health.vacuum(idx.store)
@@ -123,6 +131,8 @@ def forget(
 ) -> None:
     """Drop an indexed folder and its files from the index (files another indexed folder
     also covers stay). The folder itself is not touched."""
+    from ..index import Index
+
     with Index.open(_db_path(db)) as idx:
         removed = idx.forget(path)
     if json_out:

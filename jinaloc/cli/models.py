@@ -1,21 +1,19 @@
 """`jinaloc models`: list, inspect, download, locate and remove models."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from .. import hub
-from ..embedder import check_task, default_backend
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_lines
-from ..registry import ModelSpec, Registry, add_user_model, load_registry
-from . import app
 from .common import JsonOpt, OfflineOpt, err_console, out_console
+from .core import app
+
+if TYPE_CHECKING:  # the registry and hub load when a command runs, not for --help
+    from ..hub import CachedRepo
+    from ..registry import ModelSpec, Registry
 
 models_app = typer.Typer(
     help="List, inspect, download, locate and remove models.",
@@ -44,7 +42,7 @@ def _human(size: int) -> str:
     return str(size)
 
 
-def _status(spec: ModelSpec, cached: dict[str, hub.CachedRepo]) -> dict:
+def _status(spec: "ModelSpec", cached: "dict[str, CachedRepo]") -> dict:
     """What is on disk for a model: the MLX repo and the GGUF quants per task."""
     if spec.path is not None:
         return {"local_path": str(spec.path), "mlx": None, "gguf": {}, "size": None}
@@ -65,7 +63,7 @@ def _status(spec: ModelSpec, cached: dict[str, hub.CachedRepo]) -> dict:
     return {"local_path": None, "mlx": has_mlx, "gguf": gguf, "size": size}
 
 
-def _info(spec: ModelSpec, registry: Registry, cached) -> dict:
+def _info(spec: "ModelSpec", registry: "Registry", cached) -> dict:
     default = registry.default if spec.kind == "embedding" else registry.default_reranker
     return {
         "name": spec.name,
@@ -91,6 +89,11 @@ def _info(spec: ModelSpec, registry: Registry, cached) -> dict:
 @models_app.command("list", epilog="[b]Example[/b]\n\n  jinaloc models list --json | jq .")
 def list_models(as_json: JsonOpt = False) -> None:
     """Known models, what is downloaded (MLX repo, GGUF quants per task), sizes, license."""
+    from rich.table import Table
+
+    from .. import hub
+    from ..registry import load_registry
+
     registry = load_registry()
     cached = hub.cached_repos()
     infos = [_info(s, registry, cached) for s in registry.models.values()]
@@ -130,6 +133,9 @@ def list_models(as_json: JsonOpt = False) -> None:
 @models_app.command("info", epilog="[b]Example[/b]\n\n  jinaloc models info v5-small")
 def info(name: str, as_json: JsonOpt = False) -> None:
     """Everything the registry knows about a model, and what is downloaded."""
+    from .. import hub
+    from ..registry import load_registry
+
     registry = load_registry()
     data = _info(registry.get(name), registry, hub.cached_repos())
     if as_json:
@@ -140,12 +146,17 @@ def info(name: str, as_json: JsonOpt = False) -> None:
 
 
 def _format(fmt: str | None) -> str:
+    from .. import hub
+    from ..embedder import default_backend
+
     # The ONNX backend builds its model from the canonical files, the ones MLX reads.
     default = {"onnx": "mlx"}.get(default_backend(), default_backend())
     return check_choice("--format", fmt or default, hub.FORMATS)
 
 
-def _tasks(spec: ModelSpec, tasks: list[str] | None) -> list[str]:
+def _tasks(spec: "ModelSpec", tasks: list[str] | None) -> list[str]:
+    from ..embedder import check_task
+
     return [check_task(t, spec.tasks) for t in tasks] if tasks else list(spec.tasks)
 
 
@@ -168,6 +179,9 @@ def pull(
     offline: OfflineOpt = False,
 ) -> None:
     """Download only the files a format needs (MLX: base + adapters; GGUF: per task/quant)."""
+    from .. import hub
+    from ..registry import load_registry
+
     spec = load_registry().get(name)
     fmt = _format(fmt if fmt or spec.kind == "embedding" else "gguf")
     if spec.path is not None:
@@ -210,6 +224,8 @@ def add(
     A folder in the canonical layout (config.json, model.safetensors, tokenizer.json,
     adapters/, and/or GGUF files in it or in gguf/), or a reranker's .gguf. The files stay
     where they are; the entry goes to the user's models.toml."""
+    from ..registry import add_user_model
+
     spec = add_user_model(path, name)
     err_console.print(f"added {spec.name} ({spec.kind}): {spec.path}", highlight=False)
     print(spec.name)
@@ -223,6 +239,9 @@ def path(
     quant: QuantOpt = None,
 ) -> None:
     """Where a downloaded model is on disk (never downloads)."""
+    from .. import hub
+    from ..registry import load_registry
+
     spec = load_registry().get(name)
     if spec.kind == "reranker":
         print(hub.reranker_file(spec, quant, download=False))
@@ -232,6 +251,7 @@ def path(
         print(hub.mlx_dir(spec, download=False))
     else:
         from ..backends import pick_gguf_quant
+        from ..embedder import check_task
 
         check_task(task, spec.tasks)
         print(hub.gguf_file(spec, task, pick_gguf_quant(spec, task, quant), download=False))
@@ -243,6 +263,9 @@ def rm(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a model's downloaded files (all formats) from the Hugging Face cache."""
+    from .. import hub
+    from ..registry import load_registry
+
     spec = load_registry().get(name)
     if spec.path is not None:
         raise JinalocError(f"{name} is a local folder ({spec.path}): jinaloc does not delete it")

@@ -4,33 +4,16 @@ stdin (lines, grep -n output, JSON lines, or file paths) streams through the mod
 stdout carries only results; exit codes follow grep: 0 results, 1 none passed the filter,
 2 errors."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
+from ..defaults import DEFAULT_MAX_K, DEFAULT_THRESHOLD, DOC_TOKENS
 from ..errors import JinalocError, check_choice
-from ..files import read_input
-from ..inputs import INPUT_FORMATS
 from ..output import Renderer, output_format
-from ..pipelines import classify as classify_
-from ..pipelines import cluster as cluster_
-from ..pipelines import dedup as dedup_
-from ..pipelines.items import (
-    Item,
-    embed_blocks,
-    line_items,
-    nonempty,
-    note_blocks,
-    path_items,
-)
-from ..pipelines.rerank import TopK, query_scorer
-from ..reranker import DOC_TOKENS
-from . import app, common
+from . import common
 from .common import (
     BackendOpt,
     BatchOpt,
@@ -51,6 +34,12 @@ from .common import (
     load_embedder,
     load_reranker,
 )
+from .core import app
+
+if TYPE_CHECKING:  # the pipelines (numpy) load when a command runs, not for --help
+    import numpy as np
+
+    from ..pipelines.items import Item
 
 ReadFilesOpt = Annotated[
     bool,
@@ -82,8 +71,11 @@ skipped with a warning.
 
 def _inputs(
     files: list[Path] | None, read_files: bool, input_format: str, no_prefix: bool
-) -> tuple[Iterator[Item], int | None]:
+) -> "tuple[Iterator[Item], int | None]":
     """The items to embed and their count when known up front (for the progress bar)."""
+    from ..inputs import INPUT_FORMATS
+    from ..pipelines.items import line_items, nonempty, path_items
+
     check_choice("--input", input_format, INPUT_FORMATS)
     if files:
         if read_files:
@@ -170,6 +162,10 @@ def rerank(
     Retrieval adapter: the query takes the "Query: " prompt, the lines "Document: ".
     --cross: a Qwen3-Reranker reads query and line together. Exit code 1 when nothing
     reaches --min-score."""
+    from ..files import read_input
+    from ..pipelines.items import embed_blocks
+    from ..pipelines.rerank import TopK, query_scorer
+
     fmt = output_format(as_json, as_jsonl)
     if not cross and (reranker or instruction or doc_tokens != DOC_TOKENS):
         raise JinalocError("--reranker, --instruction and --doc-tokens need --cross")
@@ -228,6 +224,9 @@ separate better than single words. Output: [cyan]label<TAB>score<TAB>line[/], in
 
 
 def _read_labels(labels: list[str] | None, labels_file: Path | None) -> list[str]:
+    from ..files import read_input
+    from ..pipelines import classify as classify_
+
     given = list(labels or [])
     if labels_file is not None:
         given += read_input(labels_file).splitlines()
@@ -268,6 +267,10 @@ def classify(
     """Zero-shot classification of stdin lines or files into the given labels.
 
     Exit code 1 when --only-label matches nothing."""
+    from ..files import read_input
+    from ..pipelines import classify as classify_
+    from ..pipelines.items import embed_blocks
+
     fmt = output_format(as_json, as_jsonl)
     labels = _read_labels(label, labels_file)
     if only_label is not None and only_label not in labels:
@@ -314,7 +317,9 @@ def classify(
         _nothing_passed()
 
 
-def _classified(item: Item, name: str, score: float, labels: list[str], row: np.ndarray) -> dict:
+def _classified(
+    item: "Item", name: str, score: float, labels: list[str], row: "np.ndarray"
+) -> dict:
     return {
         "label": name,
         "score": round(score, 6),
@@ -379,8 +384,13 @@ class _Vectors:
             return None if self.stored else self.index.load(task)
         return load_embedder(model, backend, quant, offline, task=task)
 
-    def collect(self, embed, quiet: bool) -> tuple[list[Item], np.ndarray]:
+    def collect(self, embed, quiet: bool) -> "tuple[list[Item], np.ndarray]":
         """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
+        import numpy as np
+
+        from ..files import read_input
+        from ..pipelines.items import embed_blocks, note_blocks
+
         kept: list[Item] = []
         vectors: list[np.ndarray] = []
         if self.index is not None:
@@ -435,7 +445,7 @@ def cluster(
     ] = None,
     max_k: Annotated[
         int, typer.Option("--max-k", help="Largest k tried when estimating.", min=2)
-    ] = cluster_.DEFAULT_MAX_K,
+    ] = DEFAULT_MAX_K,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")] = 0,
     read_files: ReadFilesOpt = False,
     null: NullInputOpt = False,
@@ -456,6 +466,8 @@ def cluster(
     quiet: QuietOpt = False,
 ) -> None:
     """Group stdin lines, files or indexed notes into clusters of similar meaning."""
+    from ..pipelines import cluster as cluster_
+
     fmt = output_format(as_json, as_jsonl)
     if k is not None and k < 1:
         raise JinalocError(f"-k must be at least 1, got {k}")
@@ -514,7 +526,7 @@ DEDUP_EXAMPLES = (
   jinaloc dedup --db notes.db --pairs              [dim](indexed notes)[/]
 
 Text-matching adapter ("Document: " prompt). Two texts are near-duplicates when their cosine is
-at least [cyan]--threshold[/] (default {dedup_.DEFAULT_THRESHOLD}: high on purpose, as merging
+at least [cyan]--threshold[/] (default {DEFAULT_THRESHOLD}: high on purpose, as merging
 distinct texts costs more than missing a loose paraphrase); groups are the connected components
 of that relation. Identical texts are embedded once and score 1. Output: groups of
 [cyan]score<TAB>line[/] separated by blank lines (score: best similarity to another member), or
@@ -531,7 +543,7 @@ def dedup(
     files: FilesArg = None,
     threshold: Annotated[
         float, typer.Option("--threshold", help="Cosine at which texts count as duplicates.")
-    ] = dedup_.DEFAULT_THRESHOLD,
+    ] = DEFAULT_THRESHOLD,
     pairs: Annotated[bool, typer.Option("--pairs", help="Print pairs instead of groups.")] = False,
     read_files: ReadFilesOpt = False,
     null: NullInputOpt = False,
@@ -552,6 +564,8 @@ def dedup(
     quiet: QuietOpt = False,
 ) -> None:
     """Find near-duplicate stdin lines, files or indexed notes."""
+    from ..pipelines import dedup as dedup_
+
     fmt = output_format(as_json, as_jsonl)
     dedup_.check_threshold(threshold)
     source = _Vectors(files, read_files, input_format, no_prefix, notes, db, stored_vectors)

@@ -1,7 +1,5 @@
 """`jinaloc serve` (a warm local embeddings server) and `jinaloc mcp` (the index for agents)."""
 
-from __future__ import annotations
-
 import contextlib
 from pathlib import Path
 from typing import Annotated
@@ -9,9 +7,8 @@ from typing import Annotated
 import typer
 
 from ..errors import JinalocError
-from ..paths import default_db
-from . import app
 from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, ThreadsOpt, err_console
+from .core import app
 from .watch import batch_line
 
 SERVE_EXAMPLES = """
@@ -80,6 +77,7 @@ def serve(
 
     Loopback only unless --host says otherwise (then --token is required)."""
     _require("uvicorn", "starlette")
+    from ..paths import default_db
     from ..server import check_bind
     from ..server import serve as run
     from ..server.app import Limits
@@ -144,6 +142,7 @@ def mcp(
 
     `get` reads only indexed files inside the indexed folders."""
     _require("mcp")
+    from ..paths import default_db
     from ..server.mcp_app import run_stdio
 
     run_stdio((db or default_db()).expanduser(), model, backend, quant, offline)

@@ -1,21 +1,17 @@
 """`jinaloc watch`: keep an index fresh as notes change."""
 
-from __future__ import annotations
-
 import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from ..defaults import DEFAULT_DEBOUNCE_MS
 from ..errors import JinalocError
-from ..index import Index
 from ..output import write_jsonl
-from ..watch import DEFAULT_DEBOUNCE_MS, Batch, Watcher
-from . import app
 from .common import (
     BackendOpt,
     ModelOpt,
@@ -25,7 +21,11 @@ from .common import (
     err_console,
     load_embedder,
 )
+from .core import app
 from .index import DbOpt, _db_path
+
+if TYPE_CHECKING:
+    from ..watch import Batch
 
 # Skipped files named per batch at most (all of them are in --json).
 SKIPPED_SHOWN = 5
@@ -39,7 +39,7 @@ WATCH_EXAMPLES = """
 """
 
 
-def batch_line(batch: Batch) -> str:
+def batch_line(batch: "Batch") -> str:
     r = batch.report
     counts = [
         (r.added, "added"),
@@ -80,9 +80,12 @@ def watch(
 
     Catches up first (what changed while nothing watched), then applies each group of
     changes as `index` would. Ctrl-C or SIGTERM stops it between two files."""
+    from ..index import Index
+    from ..watch import Watcher
+
     db_path = _db_path(db)
 
-    def show(batch: Batch) -> None:
+    def show(batch: "Batch") -> None:
         if json_out:
             write_jsonl([{**batch.to_json(), "db": str(db_path)}])
         if quiet:

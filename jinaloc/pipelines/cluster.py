@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import DEFAULT_MAX_K
 from ..embedder import Embedder
 from ..errors import JinalocError
 from ..vectors import l2_normalize
 
-DEFAULT_MAX_K = 20
 # k is estimated on at most this many rows (a seeded sample); the final fit uses every row.
 ESTIMATE_SAMPLE = 2000
 

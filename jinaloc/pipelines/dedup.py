@@ -8,12 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import DEFAULT_THRESHOLD
 from ..embedder import Embedder
 from ..errors import JinalocError
 
-# Text-matching cosine above which two texts count as near-duplicates. See the README: high
-# on purpose, since merging two distinct notes costs more than missing a loose paraphrase.
-DEFAULT_THRESHOLD = 0.9
 # Rows per tile of the similarity matrix: a tile is BLOCK x BLOCK float32 (16 MB).
 BLOCK = 2048
 
