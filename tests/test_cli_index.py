@@ -367,6 +367,7 @@ def test_index_dim_redims_in_place_without_the_model_and_back(work, tmp_path):
     assert (report["chunks_embedded"], report["unchanged"]) == (0, N)
     status = json.loads(cli("status", "--db", db, "--json").stdout)
     assert (status["dim"], status["kept_dim"]) == (32, 64)
+    assert "dim 32 (vectors kept at 64)" in cli("status", "--db", db).stdout
     # The same ranking as an index built at dim 32 from the start.
     fresh = tmp_path / "fresh32.db"
     index_json(notes, "--db", fresh, "--dim", "32", *MODEL)

@@ -582,7 +582,11 @@ def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
 def _print_status(info: dict) -> None:
     lines = [
         ("index", f"{info['db']} ({info['db_bytes'] / 1e6:.1f} MB)"),
-        ("model", f"{info['model']} ({info['backend']}, {info['quant']}), dim {info['dim']}"),
+        (
+            "model",
+            f"{info['model']} ({info['backend']}, {info['quant']}), dim {info['dim']}"
+            + (f" (vectors kept at {info['kept_dim']})" if info["kept_dim"] != info["dim"] else ""),
+        ),
         ("files", f"{info['files']:,} ({info['chunks']:,} chunks, {info['tokens']:,} tokens)"),
     ]
     for root in info["roots"]:
