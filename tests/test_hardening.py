@@ -512,3 +512,48 @@ def test_ctrl_c_during_start_up_is_quiet():
         # -SIGINT: the signal came before Python had installed its handler (a loaded
         # machine can take that long to start); the shell shows it as 130 too.
         assert proc.returncode in (0, 130, -signals.SIGINT), (delay, proc.returncode, err)
+
+
+REDIM = """
+import sys
+from jinaloc.store import Store
+store = Store.open(sys.argv[1], create=False)
+print("start", flush=True)
+store.redim(int(sys.argv[2]))
+print("done", flush=True)
+"""
+
+
+def test_a_redim_killed_midway_leaves_the_old_dim_whole(tmp_path):
+    import numpy as np
+
+    from jinaloc.store import NewChunk
+    from jinaloc.vectors import l2_normalize
+
+    db = tmp_path / "big.db"
+    rng = np.random.default_rng(0)
+    with Store.open(db) as store:
+        store.set_meta({"model": "m", "dim": 96, "full_dim": 128})
+        for f in range(40):
+            vectors = l2_normalize(rng.standard_normal((1000, 128)))
+            chunks = [NewChunk(i, i, [], "t", 1, f"{f}-{i}", v) for i, v in enumerate(vectors)]
+            store.write_file(f"/r/{f}", "/r", str(f), str(f), 1, 1, "t", chunks)
+    outcomes = set()
+    for delay in (0.05, 0.2, 0.5, 1.0):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", REDIM, str(db), "64" if delay != 1.0 else "32"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.stdout.readline() == "start\n"
+        time.sleep(delay)
+        proc.kill()  # SIGKILL: no handler runs
+        finished = proc.communicate()[0] == "done\n"
+        with Store.open(db, create=False) as store:
+            assert health.check(store) == [], delay
+            outcomes.add((finished, store.dim))
+            assert store.dim in (96, 64, 32)
+            assert store.counts()["chunks"] == 40_000
+            assert len(store.exact(np.ones(store.dim, np.float32), 5, False)) == 5
+    assert any(not finished for finished, _ in outcomes)  # at least one was cut midway
