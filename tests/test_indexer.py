@@ -264,3 +264,30 @@ def test_the_index_file_inside_the_folder_is_left_out(tmp_path):
         report, _ = run(store, tmp_path)
         report, _ = run(store, tmp_path)  # now with -wal and -shm files next to it
     assert (report.unchanged, report.skipped) == (3, [])
+
+
+def test_index_redim_and_cache_from_python(tmp_path):
+    notes = tmp_path / "notes"
+    make_notes(notes, 20)
+    fake = FakeEmbedder()
+    with Index.open(tmp_path / "at64.db", create=True, loader=lambda *a, **k: fake) as idx:
+        idx.update([notes], dim=64)
+        want = [(h.path, h.score) for h in idx.search("pasta dough", 5, mode="semantic")]
+    db = tmp_path / "api.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: fake) as idx:
+        idx.update([notes], dim=32)
+        assert (idx.meta.dim, idx.meta.kept_dim) == (32, 64)
+        calls = len(fake.calls)
+        idx.redim(64)
+        assert len(fake.calls) == calls  # nothing embedded
+        assert idx.meta.dim == 64 and idx.store.dim == 64
+        with pytest.raises(JinalocError, match="cannot give dim 65"):
+            idx.redim(65)
+    with Index.open(db, cache_mb=64, loader=lambda *a, **k: fake) as idx:
+        assert idx.store.cache.budget == 64 << 20
+        got = [(h.path, h.score) for h in idx.search("pasta dough", 5, mode="semantic")]
+        assert idx.store.cache.used == 0  # under 1024 chunks: nothing packed, nothing cached
+    assert [p for p, _ in got] == [p for p, _ in want]
+    assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(got, want, strict=True))
+    with Store.open(db, create=False) as store:
+        assert health.check(store) == []
