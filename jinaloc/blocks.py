@@ -168,11 +168,15 @@ def live_slots(conn) -> set[tuple[int, int]]:
 @dataclass
 class BlockCache:
     """Blocks kept in memory by a long-lived session, up to `budget` bytes (0: none).
-    Blocks are immutable and their ids never reused, so an entry never goes stale."""
+    Blocks are immutable and their ids never reused, so an entry never goes stale. The
+    unpacked chunks are kept too, until the file changes: SQLite's data_version tells of
+    other connections' commits, `writes` (the Store counts them) of this one's."""
 
     budget: int = 0
     used: int = 0
     entries: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    writes: int = 0
+    tail: dict[str, tuple[tuple[int, int], Part]] = field(default_factory=dict)
 
     def get(self, block: int, column: str):
         return self.entries.get((block, column))
@@ -219,14 +223,23 @@ def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
             array = np.frombuffer(blob, dtype=kind).reshape(BLOCK, -1)
             cache.put(block, column, ids, array)
             yield Part(ids, np.frombuffer(live[block], dtype=np.int64), array)
+    state = (conn.execute("PRAGMA data_version").fetchone()[0], cache.writes)
+    kept = cache.tail.get(column) if cache.budget else None
+    if kept is not None and kept[0] == state:
+        if len(kept[1].ids):
+            yield kept[1]
+        return
     rows = conn.execute("SELECT id, file_id, full FROM chunks WHERE slot IS NULL").fetchall()
+    vectors = at_dim([r[2] for r in rows], dim)
+    tail = Part(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        bit_words(vectors) if column == "bits" else vectors,
+    )
+    if cache.budget:
+        cache.tail[column] = (state, tail)
     if rows:
-        vectors = at_dim([r[2] for r in rows], dim)
-        yield Part(
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([r[1] for r in rows], dtype=np.int64),
-            bit_words(vectors) if column == "bits" else vectors,
-        )
+        yield tail
 
 
 def _json_ids(ids: Sequence[int]) -> str:

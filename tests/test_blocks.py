@@ -170,3 +170,18 @@ def test_a_reader_keeps_its_snapshot_through_a_redim(store, tmp_path):
     reader.conn.execute("COMMIT")
     assert reader.dim == 8
     reader.close()
+
+
+def test_the_cached_unpacked_chunks_follow_every_write(store, tmp_path):
+    store.cache.budget = 1 << 20
+    add(store, "a.md", range(6))  # a block of 4, two chunks left unpacked
+    q = l2_normalize(full(3)[:DIM])
+    assert len(store.exact(q, 50, per_file=False)) == 6
+    assert store.cache.tail  # kept for the next scan
+    add(store, "b.md", range(6, 7))  # this connection's write
+    assert len(store.exact(q, 50, per_file=False)) == 7
+    other = Store.open(tmp_path / "index.db", create=False)
+    add(other, "c.md", range(7, 8))  # another connection's commit
+    other.close()
+    assert len(store.exact(q, 50, per_file=False)) == 8
+    assert_scans_agree(store)
