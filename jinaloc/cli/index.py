@@ -1,4 +1,4 @@
-"""`jinaloc index`, `search`, `status` and `similar`: a notes folder in one sqlite-vec file."""
+"""`jinaloc index`, `search`, `status` and `similar`: a notes folder in one SQLite file."""
 
 import signal
 import sys
@@ -237,7 +237,7 @@ def index(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Index folders of notes into one sqlite-vec file.
+    """Index folders of notes into one SQLite file.
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
