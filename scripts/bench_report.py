@@ -69,24 +69,44 @@ def index_report(data: dict) -> str:
 
 def search_report(data: dict) -> str:
     rows = data["results"]
-    cols = ["n", "dim", "queries", "exact_p50_ms", "exact_p95_ms", "bits_p50_ms", "bits_p95_ms"]
-    cols += ["two_stage_p50_ms", "two_stage_p95_ms", "numpy_p50_ms", "numpy_p95_ms"]
-    cols += ["recall_two_stage", "recall_bits", "two_stage_vs_exact", "bytes_per_chunk"]
-    out = [table(rows, cols), ""]
-    write = [{**r, "write_min": (r["write_s"] or 0) / 60} for r in rows if r.get("write_s")]
-    if write:
-        out += ["Writing through `Store.write_file` (1000 chunks per file):", ""]
-        out += [table(write, ["n", "dim", "write_min", "write_chunks_per_s"]), ""]
+    base = any("base_exact_p50_ms" in r for r in rows)
+
+    def cols(*names: str) -> list[str]:
+        return [c for c in names if any(c in r for r in rows)]
+
+    out = ["p50 ms (recall@10 against numpy's exact top 10):", ""]
+    latency = cols(
+        "n", "dim", "queries", "numpy_p50_ms", "numpy_load_p50_ms", "exact_p50_ms",
+        "exact_warm_p50_ms", "base_exact_p50_ms", "bits_p50_ms", "base_bits_p50_ms",
+        "two_stage_p50_ms", "base_two_stage_p50_ms", "recall_two_stage", "base_recall_two_stage",
+    )  # fmt: skip
+    out += [table(rows, latency), ""]
+    out += ["p95 ms:", ""]
+    p95 = cols("n", "dim", "exact_p95_ms", "exact_warm_p95_ms", "bits_p95_ms", "two_stage_p95_ms")
+    out += [table(rows, p95 + (["base_two_stage_p95_ms"] if base else [])), ""]
+    refs = cols(
+        "n", "dim", "faiss_flat_p50_ms", "faiss_ivf_p50_ms", "recall_faiss_ivf",
+        "faiss_ivf_build_s", "faiss_hnsw_p50_ms", "recall_faiss_hnsw", "faiss_hnsw_build_s",
+    )  # fmt: skip
+    out += ["faiss (a reference ANN library) on the same vectors:", "", table(rows, refs), ""]
+    write = cols(
+        "n", "dim", "write_chunks_per_s", "base_write_chunks_per_s", "bytes_per_chunk",
+        "base_bytes_per_chunk",
+    )  # fmt: skip
+    write += sorted({c for r in rows for c in r if c.startswith("redim_")})
+    out += ["Writing through `Store.write_file` (1000 chunks per file), size, re-dims:", ""]
+    out += [table(rows, write), ""]
     sweep = data["args"].get("sweep") or []
-    if sweep:
+    for prefix in ("", "base_") if base else ("",):
         view = []
         for r in rows:
             v = {"n": r["n"], "dim": r["dim"]}
             for c in sweep:
-                v[f"top{c} ms"] = r[f"sweep_{c}_p50_ms"]
-                v[f"top{c} recall"] = r[f"recall_sweep_{c}"]
+                v[f"top{c} ms"] = r.get(f"{prefix}sweep_{c}_p50_ms")
+                v[f"top{c} recall"] = r.get(f"{prefix}recall_sweep_{c}")
             view.append(v)
-        out += ["Coarse-stage candidates (bits top-N, then float rescoring): p50 ms, recall@10", ""]
+        which = "before" if prefix else "this layout"
+        out += [f"Coarse-stage candidates, {which} (bits top-N, then float rescoring):", ""]
         out += [table(view, list(view[0])), ""]
     out.append(fmt_targets(data["targets"]))
     return "\n".join(out)
