@@ -28,6 +28,7 @@ BLOCK = 1024
 # A block holding fewer live chunks than this is dissolved back into `chunks` (and repacked
 # with newer ones), so deletions never leave the scan reading mostly dead slots.
 MIN_LIVE = BLOCK // 2
+# Blocks whose array is smaller than this are scanned several at a time (`_grouped`).
 GROUP_BYTES = 1 << 20
 
 SCHEMA = """
