@@ -83,13 +83,13 @@ def pack(conn, dim: int) -> int:
     """Pack chunks not in a block yet into blocks while a whole block's worth waits.
     Returns how many blocks were written."""
     written = 0
-    while True:
+    # Counted on the index first: most writes leave less than a block waiting, and reading
+    # the waiting rows (vectors and all) on every write would cost more than the write.
+    while conn.execute("SELECT count(*) FROM chunks WHERE slot IS NULL").fetchone()[0] >= BLOCK:
         rows = conn.execute(
             "SELECT id, file_id, full FROM chunks WHERE slot IS NULL ORDER BY id LIMIT ?",
             (BLOCK,),
         ).fetchall()
-        if len(rows) < BLOCK:
-            return written
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         files = np.array([r[1] for r in rows], dtype=np.int64)
         vectors = at_dim([r[2] for r in rows], dim)
@@ -106,6 +106,7 @@ def pack(conn, dim: int) -> int:
             [(block * BLOCK + i, int(c)) for i, c in enumerate(ids)],
         )
         written += 1
+    return written
 
 
 def release(conn, file_id: int) -> None:
