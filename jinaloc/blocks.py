@@ -17,6 +17,7 @@ long-lived session may keep blocks in memory (`BlockCache`)."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -217,7 +218,7 @@ def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
         rows = conn.execute(
             f"SELECT id, ids, {column} FROM vec_blocks"
             " WHERE id IN (SELECT value FROM json_each(?))",
-            (_json_ids(missing),),
+            (json.dumps(missing),),
         )
         kind = np.uint64 if column == "bits" else np.float32
         for block, ids, blob in rows:
@@ -225,8 +226,10 @@ def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
             array = np.frombuffer(blob, dtype=kind).reshape(BLOCK, -1)
             cache.put(block, column, ids, array)
             yield Part(ids, np.frombuffer(live[block], dtype=np.int64), array)
-    state = (conn.execute("PRAGMA data_version").fetchone()[0], cache.writes)
-    kept = cache.tail.get(column) if cache.budget else None
+    state = None  # without a cache, no need to know what changed since
+    if cache.budget:
+        state = (conn.execute("PRAGMA data_version").fetchone()[0], cache.writes)
+    kept = cache.tail.get(column) if state else None
     if kept is not None and kept[0] == state:
         if len(kept[1].ids):
             yield kept[1]
@@ -242,10 +245,6 @@ def parts(conn, column: str, dim: int, cache: BlockCache) -> Iterator[Part]:
         cache.tail[column] = (state, tail)
     if rows:
         yield tail
-
-
-def _json_ids(ids: Sequence[int]) -> str:
-    return "[" + ",".join(map(str, ids)) + "]"
 
 
 def _grouped(items: Iterator[Part]) -> Iterator[Part]:
