@@ -39,7 +39,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import clustered  # noqa: E402
 from bench_serve import QUERY, SAMPLE, default_model, env_for, make_notes  # noqa: E402
-from benchlib import ROOT, log, machine, median, parser, table, write_json  # noqa: E402
+from benchlib import ROOT, call_in_tree, log, machine, median, parser, table, write_json  # noqa: E402
+
+from jinaloc.store import NewChunk, Store  # noqa: E402
+from jinaloc.vectors import l2_normalize  # noqa: E402
 
 CHUNKS_PER_FILE = 10
 # Import costs named in the report (cumulative ms where first imported, from -X importtime).
@@ -107,14 +110,12 @@ sys.exit(code)
 ENTRY = "import sys; from jinaloc.entry import main; sys.exit(main())"
 
 
-def build(db: Path, root: Path, n: int, seed: int) -> tuple[float, int]:
+def build(db: str, root: str, n: int, seed: int) -> tuple[float, int]:
     """Add n synthetic chunks (clustered unit vectors at the index's dim) to an index, as
     files under one of its roots, written to disk too (search never shows a missing file).
-    Returns the seconds it took and the dim. Run by `build_with` in the tree being measured:
+    Returns the seconds it took and the dim. Run by `call_in_tree` in the tree being measured:
     each tree writes its own index in its own schema."""
-    from jinaloc.store import NewChunk, Store
-    from jinaloc.vectors import l2_normalize
-
+    root = Path(root)
     start = time.perf_counter()
     store = Store.open(db, create=False)
     dim = int(store.meta()["dim"])
@@ -140,21 +141,6 @@ def hit_keys(out: str) -> tuple:
     """The hits of a `search --json`, by place (scores differ in the last digits between
     layouts that keep vectors at different precision)."""
     return tuple((r["path"], r["start_line"]) for r in json.loads(out))
-
-
-def build_with(tree: Path, db: Path, root: Path, n: int, seed: int) -> tuple[float, int]:
-    """`build` in a process that imports jinaloc from `tree`."""
-    code = (
-        f"import sys, json; sys.path[:0] = [{str(tree)!r}, {str(Path(__file__).parent)!r}];"
-        " from pathlib import Path; import bench_cold as b;"
-        f" print(json.dumps(b.build(Path({str(db)!r}), Path({str(root)!r}), {n}, {seed})))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"building the index in {tree} failed:\n{out.stderr[-2000:]}")
-    seconds, dim = json.loads(out.stdout.strip().splitlines()[-1])
-    return seconds, dim
 
 
 def tree_of(rev: str, into: Path) -> Path:
@@ -274,7 +260,9 @@ def main() -> None:
             wall([*index, *dim_args, "--no-server", "-q"], envs[name], tmp)
         for name, tree in trees.items():
             log(f"{name}: writing {chunks:,} synthetic chunks")
-            build_s, dim = build_with(tree, dbs[name], notes.resolve(), chunks, args.seed)
+            build_s, dim = call_in_tree(
+                tree, "bench_cold", "build", str(dbs[name]), str(notes.resolve()), chunks, args.seed
+            )
             size = dbs[name].stat().st_size / 1e6
             log(f"dim {dim}: {build_s:.1f} s ({chunks / build_s:,.0f} chunks/s), {size:.0f} MB")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_search import clustered, numpy_top, unit  # noqa: E402
+from bench_search import clustered, numpy_top  # noqa: E402
 from benchlib import machine, parser, table, write_json  # noqa: E402
 
-from jinaloc.vectors import matryoshka  # noqa: E402
+from jinaloc.vectors import l2_normalize, matryoshka  # noqa: E402
 
 
 def as_float16(x: np.ndarray) -> np.ndarray:
@@ -44,7 +44,7 @@ def main() -> None:
     rows = []
     for full in args.full:
         rng = np.random.default_rng([args.seed, args.n, full])
-        centers = unit(rng.standard_normal((args.n // 100, full)))
+        centers = l2_normalize(rng.standard_normal((args.n // 100, full)))
         kept32 = clustered(rng, centers, args.n)
         queries = clustered(rng, centers, args.queries)
         dims = [d for d in (1024, 768, 512, 256, 128, 64, 32) if d <= full]

@@ -15,9 +15,7 @@ one run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,16 +24,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import log, machine, median, parser, percentile, table, write_json  # noqa: E402
+from benchlib import (  # noqa: E402
+    call_in_tree,
+    log,
+    machine,
+    median,
+    parser,
+    percentile,
+    table,
+    write_json,
+)
+
+from jinaloc.vectors import l2_normalize  # noqa: E402
 
 POINTS_PER_CLUSTER = 100
 # Noise norm relative to the unit cluster centre: cos(point, centre) is about 0.64.
 SPREAD = 1.2
 K = 10
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def clustered(rng: np.random.Generator, centers: np.ndarray, n: int) -> np.ndarray:
@@ -46,7 +51,7 @@ def clustered(rng: np.random.Generator, centers: np.ndarray, n: int) -> np.ndarr
         b = min(n, a + 100_000)
         which = rng.integers(0, len(centers), b - a)
         noise = rng.standard_normal((b - a, dim), dtype=np.float32)
-        out[a:b] = unit(centers[which] + noise * np.float32(SPREAD / np.sqrt(dim)))
+        out[a:b] = l2_normalize(centers[which] + noise * np.float32(SPREAD / np.sqrt(dim)))
     return out
 
 
@@ -159,23 +164,6 @@ def worker(spec: dict) -> dict:
     return row
 
 
-def run_layout(tree: Path, spec: dict) -> dict:
-    """worker(spec) in a fresh process that imports jinaloc from `tree`."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    code = (
-        f"import sys, json; sys.path.insert(0, {str(tree)!r});"
-        f" sys.path.insert(1, {str(Path(__file__).parent)!r});"
-        " import bench_search as b;"
-        f" print(json.dumps(b.worker(json.loads({json.dumps(json.dumps(spec))}))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    if out.returncode:
-        raise SystemExit(f"worker in {tree} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 # --- references in this process -----------------------------------------------------------
 
 
@@ -239,7 +227,7 @@ def _faiss_run(name: str, index, queries: np.ndarray, truth) -> dict:
 
 def run_size(n: int, dim: int, args, workdir: Path) -> dict:
     rng = np.random.default_rng([args.seed, n, dim])  # the same vectors whatever else runs
-    centers = unit(rng.standard_normal((max(1, n // POINTS_PER_CLUSTER), dim)))
+    centers = l2_normalize(rng.standard_normal((max(1, n // POINTS_PER_CLUSTER), dim)))
     vectors = clustered(rng, centers, n)
     queries = clustered(rng, centers, args.queries)
     truth = [(numpy_top(vectors, q) + 1).tolist() for q in queries]
@@ -265,7 +253,9 @@ def run_size(n: int, dim: int, args, workdir: Path) -> dict:
         layouts.append(("base_", args.baseline))
     for prefix, tree in layouts:
         log(f"{n} x {dim}: {prefix or 'this '}layout")
-        got = run_layout(tree, {**spec, "db": str(workdir / f"{prefix}index.db")})
+        got = call_in_tree(
+            tree, "bench_search", "worker", {**spec, "db": str(workdir / f"{prefix}index.db")}
+        )
         row |= {prefix + key: value for key, value in got.items()}
     log(f"{n} x {dim}: numpy and faiss")
     row |= references(np.load(files["vectors"]), queries, truth, workdir, args)

@@ -18,6 +18,30 @@ if str(ROOT) not in sys.path:  # run from a fresh clone without installing
     sys.path.insert(0, str(ROOT))
 
 
+def call_in_tree(tree: Path, module: str, function: str, *args):
+    """`module.function(*args)` (a script module here; arguments and result as JSON) in a
+    fresh process that imports jinaloc from the source tree `tree`: how the benchmarks
+    measure an older layout beside this one."""
+    code = (
+        "import sys, json;"
+        f" sys.path[:0] = [{str(tree)!r}, {str(Path(__file__).parent)!r}];"
+        " import jinaloc;"  # from `tree`, before this module can put its own checkout first
+        f" from {module} import {function} as call;"
+        " print(json.dumps(call(*json.loads(sys.stdin.read()))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(args),
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise SystemExit(f"{module}.{function} in {tree} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bench_models_dir() -> Path:
     """Where make_bench_models.py writes the full-size random-weight models (outside the repo)."""
     return Path(os.environ.get("JINALOC_BENCH_MODELS") or "/work/bench-models").expanduser()
