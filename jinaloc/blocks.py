@@ -77,6 +77,12 @@ def bit_words(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
+def row_sizes(dim: int) -> tuple[int, int, int]:
+    """Bytes of a block's ids, bits and vectors at `dim` (what `pack` writes)."""
+    words = bit_words(np.zeros((1, dim), dtype=np.float32)).shape[1]
+    return 8 * BLOCK, 8 * words * BLOCK, 4 * dim * BLOCK
+
+
 # writing (inside the caller's transaction)
 
 

@@ -78,14 +78,13 @@ def check(store: Store) -> list[Problem]:
         " WHERE id NOT IN (SELECT file_id FROM chunks)",
     }
     if dim:
-        size = blocks.BLOCK
-        words = -(-dim // 64)
+        ids, bits, vectors = blocks.row_sizes(dim)
         queries |= {
             "vectors of the wrong size": "SELECT count(*) FROM chunks"
             f" WHERE full IS NULL OR length(full) != {2 * full}",
             "blocks of the wrong size": "SELECT count(*) FROM vec_blocks"
-            f" WHERE length(ids) != {8 * size} OR length(bits) != {8 * words * size}"
-            f" OR length(vectors) != {4 * dim * size}",
+            f" WHERE length(ids) != {ids} OR length(bits) != {bits}"
+            f" OR length(vectors) != {vectors}",
             "blocks without their live list": "SELECT count(*) FROM vec_blocks"
             " WHERE id NOT IN (SELECT id FROM vec_live)",
         }

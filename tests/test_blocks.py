@@ -185,3 +185,15 @@ def test_the_cached_unpacked_chunks_follow_every_write(store, tmp_path):
     other.close()
     assert len(store.exact(q, 50, per_file=False)) == 8
     assert_scans_agree(store)
+
+
+def test_check_finds_a_block_of_the_wrong_size_and_repair_rebuilds_it(store, tmp_path):
+    for i in range(3):
+        add(store, f"{i}.md", range(3 * i, 3 * i + 3))
+    store.conn.execute("UPDATE vec_blocks SET vectors = substr(vectors, 1, 16)")
+    kinds = {p.kind for p in health.check(store)}
+    assert kinds == {"blocks of the wrong size"}
+    store.close()
+    health.repair(tmp_path / "index.db")
+    with Store.open(tmp_path / "index.db", create=False) as again:
+        assert health.check(again) == []
