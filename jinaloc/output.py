@@ -2,24 +2,66 @@
 
 Commands produce rows; a `Renderer` writes them in the format the user chose:
 plain text (one function for a terminal, one for pipes), one JSON document, JSON lines
-(streamed as rows come) or file paths."""
+(streamed as rows come) or file paths.
+
+Names are data, not terminal commands: text output shows a path's control characters,
+newlines, ESC and bidi controls escaped (`shown`), and its undecodable bytes as `\xff`.
+JSON holds every str as it is; a lone surrogate (an undecodable byte of a file name, as
+`os.fsdecode` gives it) is written as its `\udcff` escape, from which Python's `json` and
+`os.fsencode` give the exact bytes back. `--files` writes a name's exact bytes."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import JinalocError
+from .textsafe import SURROGATE, has_surrogates
 
 FORMATS = ("text", "json", "jsonl", "files")
 
 Row = Any
 
 
+# Characters a terminal acts on (C0, DEL, C1) or that reorder what it shows (bidi controls).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a name
+        return f"\\x{code - 0xDC00:02x}"
+    return repr(match.group())[1:-1] if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on one line: control characters (newline, tab, ESC...), bidi
+    controls and undecodable bytes escaped (`\\n`, `\\x1b`, `\\xff`)."""
+    return _UNSAFE.sub(_escape, text)
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # Lone surrogates occur only inside JSON strings: their escapes are valid JSON.
+    if has_surrogates(text):
+        text = SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+def _write(out, text: str) -> None:
+    """Text to a stream; a name's undecodable bytes (--files) as the bytes themselves."""
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:
+            out.write(shown(text))
+            return
+        out.flush()
+        buffer.write(text.encode(out.encoding or "utf-8", "surrogateescape"))
 
 
 def write_json(obj: Any, out=None) -> None:
@@ -39,7 +81,7 @@ def write_jsonl(rows: Iterable[Any], out=None) -> None:
 def write_lines(lines: Iterable[str], out=None, end: str = "\n") -> None:
     out = out or sys.stdout
     for line in lines:
-        out.write(line + end)
+        _write(out, line + end)
     out.flush()
 
 
