@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, model_dir
 from index_helpers import FakeEmbedder, have_gguf, make_notes
 from typer.testing import CliRunner
+from watchfiles._rust_notify import RustNotify
 
 from jinaloc.cli import app
 from jinaloc.errors import JinalocError
@@ -38,10 +39,11 @@ def fake() -> FakeEmbedder:
     return FakeEmbedder()
 
 
-def run(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(*args, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess:
     """The real command, bytes in and out (argv may hold any bytes, as a shell passes)."""
     return subprocess.run(
         [sys.executable, "-m", "jinaloc", *(os.fsencode(str(a)) for a in args)],
+        input=input,
         capture_output=True,
         cwd=ROOT,
         timeout=timeout,
@@ -188,19 +190,14 @@ def test_lone_surrogates_from_argv_search_and_embed(tmp_path):
     for mode in ("hybrid", "semantic", "lexical"):
         r = run("search", os.fsdecode(b"tax \xff"), "--db", db, "--mode", mode)
         assert r.returncode in (0, 1) and b"Traceback" not in r.stderr, (mode, r.stderr)
-    r = run("embed", os.fsdecode(b"\xff\xfe"), *MODEL)
+    r = run("embed", os.fsdecode(b"x\xffy"), *MODEL)
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
-    assert len(json.loads(r.stdout.splitlines()[0])["embedding"]) > 0
-    r = run("embed", *MODEL, "--format", "jsonl", "--input-format", "jsonl", timeout=60)
-    # A JSON input with "\ud800" is embedded as U+FFFD, the same as the argument.
-    from jinaloc.embedder import load_embedder
-
-    e = load_embedder(str(model_dir("nano")), backend="gguf", quant="F32", offline=True)
-    try:
-        a, b = e.embed(["x\ud800y", "x\ufffdy"])
-        assert (a == b).all()
-    finally:
-        e.close()
+    argv = json.loads(r.stdout.splitlines()[0])["embedding"]
+    # A JSON input with "\ud800" is embedded as U+FFFD, the same as the argument's byte.
+    r = run("embed", *MODEL, input=b'{"text": "x\\ud800y"}\n{"text": "x\xef\xbf\xbdy"}\n')
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    rows = [json.loads(line)["embedding"] for line in r.stdout.splitlines()]
+    assert rows[0] == rows[1] == argv
 
 
 # --- confinement ----------------------------------------------------------------------------
@@ -261,16 +258,29 @@ def test_a_note_swapped_for_an_outside_symlink_is_never_served(tmp_path):
         assert not idx.servable(str(secret / "passwd"))  # not in any root at all
 
 
-def test_cli_follow_outside(tmp_path):
+def test_follow_outside_goes_with_paths(tmp_path):
+    r = CliRunner().invoke(app, ["index", "--follow-outside", "--db", str(tmp_path / "i.db")])
+    assert r.exit_code == 2 and "--follow-outside" in r.stderr
+    r = CliRunner().invoke(app, ["watch", "--follow-outside", "--db", str(tmp_path / "i.db")])
+    assert r.exit_code == 2 and "--follow-outside goes with the PATHs" in r.stderr
+
+
+@needs_gguf
+def test_cli_index_follow_outside(tmp_path):
     notes, _ = outside_setup(tmp_path)
     db = tmp_path / "i.db"
     r = CliRunner().invoke(app, ["index", str(notes), "--db", str(db), "--json", *MODEL])
-    if r.exit_code == 0:  # without llama-cpp the model cannot load: the walk is the point
-        data = json.loads(r.stdout)
-        assert any("outside the indexed folder" in s["reason"] for s in data["skipped_files"])
-    r = CliRunner().invoke(app, ["index", "--follow-outside", "--db", str(db)])
-    assert r.exit_code == 2 and "--follow-outside" in r.stderr
-    assert "--follow-outside" in CliRunner().invoke(app, ["watch", "--help"]).stdout
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["added"] == 4
+    assert sum("outside the indexed folder" in s["reason"] for s in data["skipped_files"]) == 2
+    assert "outside the indexed folder (--follow-outside indexes it)" in r.stderr
+    r = CliRunner().invoke(
+        app, ["index", str(notes), "--db", str(db), "--follow-outside", "--json"]
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["added"] == 2, r.stderr
+    status = json.loads(CliRunner().invoke(app, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["roots"][0]["follow_outside"] is True
 
 
 def in_time(fn, seconds: float = 10.0):
@@ -333,3 +343,96 @@ def test_a_fifo_given_as_path_is_refused_at_once(tmp_path):
     r = run("embed", "--file", fifo, timeout=30)
     assert r.returncode == 2 and b"named pipe (FIFO)" in r.stderr, r.stderr
     assert time.monotonic() - start < 30
+
+
+# --- the watcher ----------------------------------------------------------------------------
+
+
+def test_watch_survives_a_name_that_is_not_utf8_and_indexes_edits_after_it(tmp_path):
+    from test_watch import Watched, until
+
+    w = Watched(tmp_path, notes=4)
+    try:
+        # watchfiles cannot hand this name over: its watch fails, and is started anew.
+        (w.notes / BAD).write_text("# Odd\n\nquokka sightings by the river\n")
+        bad = str(w.notes.resolve() / BAD)
+        assert until(lambda: Store_has(w.db, bad))
+        assert until(lambda: w.watcher.restarts >= 1)
+        assert "decode" in w.watcher.health()["last_error"]
+        assert w.watcher.health()["running"] and w.thread.is_alive()
+        # Edits after it are still seen (the bad file's own events too, after a restart).
+        (w.notes / "later.md").write_text("# Later\n\nwombat tracks in the snow\n")
+        assert until(lambda: Store_has(w.db, str(w.notes.resolve() / "later.md")))
+        (w.notes / BAD).write_text("# Odd\n\nplatypus, edited\n")
+        assert until(lambda: "platypus" in texts(w.db))
+        w.converges()
+    finally:
+        w.close()
+    assert not w.watcher.health()["running"]
+
+
+def Store_has(db: Path, path: str) -> bool:
+    with Store.open(db, create=False) as store:
+        return store.file(path) is not None
+
+
+def texts(db: Path) -> str:
+    with Store.open(db, create=False) as store:
+        return " ".join(r[0] for r in store.conn.execute("SELECT text FROM chunks"))
+
+
+class FlakySource:
+    """A RustNotify whose first watches raise, as a broken event source would."""
+
+    failures = 2
+
+    def __init__(self, *args):
+        self.real = RustNotify(*args)
+
+    def watch(self, *args):
+        if FlakySource.failures:
+            FlakySource.failures -= 1
+            raise RuntimeError("event source broke")
+        return self.real.watch(*args)
+
+    def close(self):
+        self.real.close()
+
+
+def test_watch_restarts_whatever_its_event_source_throws(tmp_path, monkeypatch):
+    from test_watch import Watched, until
+
+    import jinaloc.watch
+
+    monkeypatch.setattr(jinaloc.watch, "RESTART_S", (0.05, 0.2))
+    monkeypatch.setattr("watchfiles._rust_notify.RustNotify", FlakySource)
+    w = Watched(tmp_path, notes=3)
+    try:
+        assert until(lambda: w.watcher.restarts == 2)
+        health = w.watcher.health()
+        assert health["running"] and health["last_error"] == "RuntimeError: event source broke"
+        (w.notes / "new.md").write_text("# New\n\nnumbat burrow\n")
+        assert until(lambda: Store_has(w.db, str(w.notes.resolve() / "new.md")))
+    finally:
+        w.close()
+
+
+def test_a_watcher_that_died_says_so(tmp_path, monkeypatch):
+    from test_watch import Loader
+
+    from jinaloc.watch import Watcher
+
+    notes = tmp_path / "notes"
+    make_notes(notes, 2, paragraphs=1, words=5)
+    idx = Index(Store.open(tmp_path / "i.db"), Loader())
+    watcher = Watcher(idx, [notes], record=False)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(idx, "update", broken)
+    with pytest.raises(OSError):
+        watcher.run(threading.Event())
+    idx.close()
+    health = watcher.health()
+    assert not health["running"] and "No space left" in health["error"]
