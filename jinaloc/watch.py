@@ -65,7 +65,7 @@ MAX_SCOPED = 2_000
 RESTART_S = (0.5, 30.0)
 
 
-class SourceFailed(Exception):
+class _SourceFailed(Exception):
     """The file event source (watchfiles) raised; the watch is started anew."""
 
 
@@ -221,21 +221,21 @@ class Watcher:
                     continue
                 # Watching starts before the catch-up, so nothing falls between the two.
                 try:
-                    with _source(RustNotify, _outermost(present)) as notify:
+                    with _Source(RustNotify, _outermost(present)) as notify:
                         self._apply(None, 0, progress)
                         self._listen(notify, stop, progress)
-                except SourceFailed as e:
+                except _SourceFailed as e:
                     self._source_failed(e, stop)
         except _Stopped:
             pass
-        except BaseException as e:
+        except Exception as e:  # Ctrl-C is a stop, not a failure
             self.error = f"{type(e).__name__}: {e}"
             raise
         finally:
             self.running = False
             self._drop_record()
 
-    def _source_failed(self, e: SourceFailed, stop: threading.Event) -> None:
+    def _source_failed(self, e: _SourceFailed, stop: threading.Event) -> None:
         cause = e.__cause__ or e
         self.restarts += 1
         self.last_error = f"{type(cause).__name__}: {cause}"
@@ -258,7 +258,7 @@ class Watcher:
 
     def _listen(self, notify, stop: threading.Event, progress: Progress) -> None:
         """Apply event groups until `stop`, or until the roots need a new watch (or raise
-        SourceFailed)."""
+        _SourceFailed)."""
         wake = _Wake(stop, self._roots_changed, self.check_ms)
         while not stop.is_set():
             # No timeout: watchfiles drops what arrives while it returns one. Its stop
@@ -266,7 +266,7 @@ class Watcher:
             try:
                 changes = notify.watch(MAX_WAIT_MS, self.debounce_ms, 0, wake)
             except Exception as e:  # anything the Rust side raises (a non-UTF-8 name...)
-                raise SourceFailed from e
+                raise _SourceFailed from e
             self._failures = 0
             if changes == "signal":
                 raise KeyboardInterrupt
@@ -378,14 +378,14 @@ class Watcher:
             record_path(self.index.path).unlink(missing_ok=True)
 
 
-class _source:
-    """A RustNotify on `paths` whose own failures (starting, stopping) are SourceFailed."""
+class _Source:
+    """A RustNotify on `paths` whose own failures (starting, stopping) are _SourceFailed."""
 
     def __init__(self, notify_class, paths: list[str]):
         try:
             self.notify = notify_class(paths, False, False, 300, True, True)
         except Exception as e:
-            raise SourceFailed from e
+            raise _SourceFailed from e
 
     def __enter__(self):
         return self.notify
