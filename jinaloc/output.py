@@ -43,7 +43,9 @@ def shown(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def _dumps(obj: Any) -> str:
+def json_dumps(obj: Any) -> str:
+    """Compact JSON text that is always valid UTF-8: a lone surrogate (a name's undecodable
+    byte) as its `\\udcff` escape (what a server's responses need too)."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     # Lone surrogates occur only inside JSON strings: their escapes are valid JSON.
     if has_surrogates(text):
@@ -66,7 +68,7 @@ def _write(out, text: str) -> None:
 
 def write_json(obj: Any, out=None) -> None:
     out = out or sys.stdout
-    out.write(_dumps(obj) + "\n")
+    out.write(json_dumps(obj) + "\n")
     out.flush()
 
 
@@ -74,7 +76,7 @@ def write_jsonl(rows: Iterable[Any], out=None) -> None:
     """One object per line, flushed as it goes so pipelines see results early."""
     out = out or sys.stdout
     for row in rows:
-        out.write(_dumps(row) + "\n")
+        out.write(json_dumps(row) + "\n")
     out.flush()
 
 
@@ -124,7 +126,7 @@ class Renderer:
             raise JinalocError("-0/--null goes with --files")
         self.fmt = fmt
         self.data = data or (lambda row: row)
-        self.line = line or (lambda row: _dumps(self.data(row)))
+        self.line = line or (lambda row: json_dumps(self.data(row)))
         self.tty = tty if (sys.stdout.isatty() if terminal is None else terminal) else None
         self.path = path
         self.document = document or list
