@@ -623,7 +623,9 @@ def _print_status(info: dict) -> None:
     if w:
         last = w["last_applied"] or "nothing yet"
         since = f"running (pid {w['pid']}) since {w['started']}"
-        lines.append(("watcher", f"{since}; last change applied {last}"))
+        restarts = w.get("restarts")
+        failed = f"; restarted {restarts}x ({w['last_error']})" if restarts else ""
+        lines.append(("watcher", f"{since}; last change applied {last}{failed}"))
     else:
         lines.append(("watcher", "not running (`jinaloc watch` keeps the index fresh)"))
     for key, value in lines:
