@@ -14,6 +14,7 @@ import numpy as np
 from .backends.base import Backend
 from .errors import JinalocError, check_choice
 from .registry import TASKS, ModelSpec, resolve
+from .textsafe import clean
 from .vectors import check_dim, matryoshka
 
 log = logging.getLogger("jinaloc")
@@ -87,7 +88,8 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str], prompt: str = "document"):
         prefix = self.prefix(prompt)
-        return self.backend.tokenize([prefix + t for t in texts])
+        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
+        return self.backend.tokenize([prefix + clean(t) for t in texts])
 
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         """Tokens each text would use, prompt and special tokens included, before truncation."""

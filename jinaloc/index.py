@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import IndexBusy, IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
-from .files import read_input
+from .files import inside, read_input
 from .paths import default_db
 from .planner import Plan, Roots, Scope, WalkOptions, plan_update
 from .store import SCHEMA_VERSION, IndexedDocument, Store
@@ -306,6 +306,11 @@ class Index:
             if Path(root).exists()
         ]
 
+    def root_options(self, path: Path | str) -> WalkOptions:
+        """The walk options a folder was indexed with (the defaults for a new one)."""
+        known = self.store.roots().get(str(Path(path).expanduser().resolve()))
+        return WalkOptions(**known) if known is not None else WalkOptions()
+
     def plan(self, roots: Roots | None = None) -> Plan:
         """What an update would do (no model needed)."""
         return plan_update(self.store, self.saved_roots() if roots is None else roots)
@@ -427,8 +432,11 @@ class Index:
         meta = self.require_built()
         check_choice("mode", mode, MODES)
         vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
+        keep = self._servable()
         if reranker is None:
-            return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
+            return _present(
+                lambda n: search(self.store, query, vector, n, mode=mode, **options), k, keep
+            )
         rerank_top = rerank_top or k
         if rerank_top < 1:
             raise JinalocError("the number of candidates to rerank must be at least 1")
@@ -436,6 +444,7 @@ class Index:
         candidates = _present(
             lambda n: search(self.store, query, vector, n, mode=mode, all_chunks=True, **options),
             rerank_top,
+            keep,
         )
         return rerank_hits(candidates, reranker, query, k, per_file, instruction, rerank_progress)
 
@@ -452,7 +461,9 @@ class Index:
         else:
             vector, exclude = self.embed_file(path), []
         return _present(
-            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options), k
+            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options),
+            k,
+            self._servable(),
         )
 
     def embed_file(self, path: Path) -> np.ndarray:
@@ -467,6 +478,32 @@ class Index:
             raise JinalocError(f"{path}: no text to index")
         vectors = self.embedder.embed(doc.embed_texts(), TASK, "document", meta.dim)
         return note_vectors(vectors, [len(vectors)])[0]
+
+    def servable(self, path: str, root: str | None = None) -> bool:
+        """Whether a file may be shown or served: it exists and, unless its root was indexed
+        with `follow_outside`, its real path lies inside its root's (a note swapped for a
+        symlink to /etc/passwd since it was indexed is not). `root`: the folder it was
+        indexed from (`Hit.root`); by default the indexed root holding `path`. Search and
+        `similar` apply it to every hit; servers apply it to a path they are asked for."""
+        return self._servable()(path, root)
+
+    def _servable(self) -> Callable[[str, str | None], bool]:
+        """`servable` with the roots read once (a search checks many hits)."""
+        roots = self.store.roots()
+
+        def keep(path: str, root: str | None) -> bool:
+            if root is None:
+                root = max((r for r in roots if inside(path, r)), key=len, default=None)
+                if root is None:
+                    return False
+            options = roots.get(root) or roots.get(path) or {}
+            if not os.path.exists(path):
+                return False
+            return bool(options.get("follow_outside")) or inside(
+                os.path.realpath(path), os.path.realpath(root)
+            )
+
+        return keep
 
     def documents(self, paths: Sequence[str] | None = None) -> Iterator[IndexedDocument]:
         return self.store.iter_documents(paths)
@@ -514,13 +551,14 @@ class Index:
         }
 
 
-def _present(run: Callable[[int], list[Hit]], k: int) -> list[Hit]:
-    """The top k hits whose files still exist: a deleted note (or a folder gone since the
-    last update) is never shown; asks for more while some were dropped."""
+def _present(run: Callable[[int], list[Hit]], k: int, keep: Callable[[str, str], bool]):
+    """The top k hits whose files `keep` allows: a deleted note (or a folder gone since the
+    last update), or one now leading outside its folder, is never shown; asks for more
+    while some were dropped."""
     n = k
     for _ in range(4):
         hits = run(n)
-        kept = [h for h in hits if os.path.exists(h.path)]
+        kept = [h for h in hits if keep(h.path, h.root)]
         if len(kept) >= k or len(hits) < n:
             return kept[:k]
         n *= 4

@@ -24,6 +24,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from .textsafe import clean
+
 TABLE = "chunks_fts"
 TOKENIZE = "unicode61 remove_diacritics 2 categories 'L* N* Co M*'"
 # What index_fields writes; stored texts indexed under another version need rebuild().
@@ -139,6 +141,7 @@ def _phrase(tokens: list[str], prefix: bool) -> str:
 
 def _phrases(user_query: str) -> list[tuple[str, bool]]:
     """(phrase, is a lone word) for each distinct term of a user query, in order."""
+    user_query = clean(user_query)  # a lone surrogate is no word, and SQLite refuses it
     phrases: list[tuple[str, bool]] = []
     for m in _TERM.finditer(user_query):
         quoted = m.group(1)

@@ -78,6 +78,7 @@ class Hit:
     tags: list[str] = field(default_factory=list)
     first_stage: Part | None = None  # with a reranker: the score and rank it reordered
     rerank: Part | None = None  # the cross-encoder's relevance (0-1) and rank
+    root: str = ""  # the folder it was indexed from (files.root)
 
     def display_path(self) -> str:
         return display_path(self.path)

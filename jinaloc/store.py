@@ -13,7 +13,15 @@ the blocks. Before schema 5 the sign bits were in a sqlite-vec vec0 table; sqlit
 loaded so such files can be upgraded.
 
 Every change to one file is one transaction, so an interrupted run (even kill -9) leaves
-the index as it was after the last finished file."""
+the index as it was after the last finished file.
+
+Paths are kept as the OS gives them. A name that is valid UTF-8 (every name an index held
+before) is stored as that text; one with other bytes (`bad\xffname.md`, legal on Linux) is
+stored as TEXT holding exactly its bytes (`db_text`: bound as bytes, `CAST(? AS TEXT)`), and
+every connection reads TEXT back with `surrogateescape` (`_text`), so Python sees the
+same str `os.fsdecode` gives and `os.fsencode` returns the exact bytes. No migration: no
+stored value changes meaning. Texts (titles, chunks) are Unicode: a lone surrogate in one
+becomes U+FFFD (`textsafe.clean`)."""
 
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import numpy as np
 from . import blocks, lexical
 from .errors import IndexNotFound, JinalocError, SchemaTooNew
 from .notes import mtime_date
+from .textsafe import clean
 
 
 def _add_lexical(conn) -> None:
@@ -188,6 +197,21 @@ def _reader(path: Path):
     return conn
 
 
+def db_text(path: str) -> str | bytes:
+    """A path (or any OS name) as a parameter for `CAST(? AS TEXT)`: itself, or its exact
+    bytes when it holds undecodable bytes (surrogate escapes SQLite's binding refuses)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path
+
+
+def _text(value: bytes) -> str:
+    """TEXT as Python reads it here: UTF-8, other bytes (a stored OS name) as surrogates."""
+    return value.decode("utf-8", "surrogateescape")
+
+
 def _connect(path: str, uri: bool = False):
     """A connection with sqlite-vec loaded: the standard sqlite3 if it can, else pysqlite3."""
     import sqlite_vec
@@ -211,6 +235,7 @@ def _connect(path: str, uri: bool = False):
         except (AttributeError, module.OperationalError):
             conn.close()
             continue
+        conn.text_factory = _text
         # Block scans read the file through the page cache mapped, not copied into
         # SQLite's own (measured: 28 ms instead of 41 for 100k x 768 float vectors).
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
@@ -433,10 +458,10 @@ class Store:
     def set_root(self, path: str, options: dict) -> None:
         with self.transaction():
             self.conn.execute(
-                "INSERT INTO roots(path, options, indexed_at) VALUES (?, ?, ?)"
+                "INSERT INTO roots(path, options, indexed_at) VALUES (CAST(? AS TEXT), ?, ?)"
                 " ON CONFLICT(path) DO UPDATE SET options = excluded.options,"
                 " indexed_at = excluded.indexed_at",
-                (path, json.dumps(options), time.time()),
+                (db_text(path), json.dumps(options), time.time()),
             )
 
     def skips(self) -> dict[str, tuple[int, int, str]]:
@@ -448,14 +473,17 @@ class Store:
         """Remember newly unreadable files; forget those readable or gone now."""
         with self.transaction():
             self.conn.executemany(
-                "INSERT OR REPLACE INTO skips(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
-                found,
+                "INSERT OR REPLACE INTO skips(path, size, mtime_ns, reason)"
+                " VALUES (CAST(? AS TEXT), ?, ?, ?)",
+                [(db_text(p), size, mtime, clean(why)) for p, size, mtime, why in found],
             )
-            self.conn.executemany("DELETE FROM skips WHERE path = ?", [(p,) for p in gone])
+            self.conn.executemany(
+                "DELETE FROM skips WHERE path = CAST(? AS TEXT)", [(db_text(p),) for p in gone]
+            )
 
     def remove_root(self, path: str) -> None:
         with self.transaction():
-            self.conn.execute("DELETE FROM roots WHERE path = ?", (path,))
+            self.conn.execute("DELETE FROM roots WHERE path = CAST(? AS TEXT)", (db_text(path),))
 
     def roots(self) -> dict[str, dict]:
         rows = self.conn.execute("SELECT path, options FROM roots ORDER BY path")
@@ -464,18 +492,19 @@ class Store:
     # files
 
     def files_under(self, root: str) -> dict[str, FileRecord]:
-        """Indexed files inside `root` (by path prefix, so nested roots overlap correctly)."""
-        prefix = root.rstrip("/") + "/"
+        """Indexed files inside `root` (by path prefix, so nested roots overlap correctly;
+        compared as bytes, as the OS names them)."""
+        prefix = (root.rstrip("/") + "/").encode("utf-8", "surrogateescape")
         rows = self.conn.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE substr(path, 1, ?) = ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE substr(CAST(path AS BLOB), 1, ?) = ?",
             (len(prefix), prefix),
         )
         return {r[1]: FileRecord(*r) for r in rows}
 
     def file(self, path: str) -> FileRecord | None:
         row = self.conn.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",
-            (path,),
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = CAST(? AS TEXT)",
+            (db_text(path),),
         ).fetchone()
         return FileRecord(*row) if row else None
 
@@ -492,9 +521,9 @@ class Store:
         """A renamed or moved file keeps its chunks and vectors."""
         with self.transaction():
             self.conn.execute(
-                "UPDATE files SET path = ?, root = ?, rel = ?, size = ?, mtime_ns = ?,"
-                f" {_DATE} WHERE id = ?",
-                (path, root, rel, size, mtime_ns, mtime_date(mtime_ns), file_id),
+                "UPDATE files SET path = CAST(? AS TEXT), root = CAST(? AS TEXT),"
+                f" rel = CAST(? AS TEXT), size = ?, mtime_ns = ?, {_DATE} WHERE id = ?",
+                (*map(db_text, (path, root, rel)), size, mtime_ns, mtime_date(mtime_ns), file_id),
             )
 
     def remove_file(self, file_id: int) -> None:
@@ -524,24 +553,30 @@ class Store:
         for c in chunks:
             if np.shape(c.vector) != (full,):
                 raise ValueError(f"vector of shape {np.shape(c.vector)}: this index keeps {full}")
+        title = clean(title)  # from a file name, it may hold undecodable bytes
+        path, root, rel = map(db_text, (path, root, rel))
         with self.transaction():
-            row = self.conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+            row = self.conn.execute(
+                "SELECT id FROM files WHERE path = CAST(? AS TEXT)", (path,)
+            ).fetchone()
             values = (root, rel, hash, size, mtime_ns, title, sum(c.tokens for c in chunks))
             if row:
                 file_id = row[0]
                 self._delete_chunks(file_id)
                 self.conn.execute(
-                    "UPDATE files SET root = ?, rel = ?, hash = ?, size = ?, mtime_ns = ?,"
-                    " title = ?, tokens = ?, indexed_at = ? WHERE id = ?",
+                    "UPDATE files SET root = CAST(? AS TEXT), rel = CAST(? AS TEXT), hash = ?,"
+                    " size = ?, mtime_ns = ?, title = ?, tokens = ?, indexed_at = ? WHERE id = ?",
                     (*values, time.time(), file_id),
                 )
             else:
                 file_id = self.conn.execute(
                     "INSERT INTO files(path, root, rel, hash, size, mtime_ns, title, tokens,"
-                    " indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " indexed_at) VALUES (CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT),"
+                    " ?, ?, ?, ?, ?, ?)",
                     (path, *values, time.time()),
                 ).lastrowid
             for seq, c in enumerate(chunks):
+                heading, text = [clean(h) for h in c.heading], clean(c.text)
                 chunk_id = self.conn.execute(
                     "INSERT INTO chunks(file_id, seq, start_line, end_line, heading, text, tokens,"
                     " hash, full, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -550,8 +585,8 @@ class Store:
                         seq,
                         c.start_line,
                         c.end_line,
-                        json.dumps(list(c.heading), ensure_ascii=False),
-                        c.text,
+                        json.dumps(heading, ensure_ascii=False),
+                        text,
                         c.tokens,
                         c.hash,
                         blocks.full_blob(c.vector),
@@ -559,7 +594,7 @@ class Store:
                     ),
                 ).lastrowid
                 self.conn.execute(
-                    lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, c.heading, c.text))
+                    lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, heading, text))
                 )
             self._set_meta(file_id, meta or NoteMeta(), mtime_ns)
             blocks.pack(self.conn, dim)
@@ -573,12 +608,12 @@ class Store:
     def _set_meta(self, file_id: int, meta: NoteMeta, mtime_ns: int) -> None:
         self.conn.execute(
             "UPDATE files SET meta = ?, date = ? WHERE id = ?",
-            (meta.to_json(), meta.date or mtime_date(mtime_ns), file_id),
+            (clean(meta.to_json()), meta.date or mtime_date(mtime_ns), file_id),
         )
         self.conn.execute("DELETE FROM file_tags WHERE file_id = ?", (file_id,))
         self.conn.executemany(
             "INSERT OR IGNORE INTO file_tags(file_id, tag) VALUES (?, ?)",
-            [(file_id, tag.lower()) for tag in meta.tags],
+            [(file_id, clean(tag.lower())) for tag in meta.tags],
         )
 
     def files_matching(
@@ -673,14 +708,14 @@ class Store:
         )
 
     def chunk_details(self, chunk_ids: Sequence[int]) -> dict[int, dict]:
-        """Path, title, line range, heading path and text of chunks, by id."""
+        """Path, root, title, line range, heading path and text of chunks, by id."""
         rows = self.conn.execute(
-            "SELECT c.id, f.path, f.rel, f.title, c.start_line, c.end_line, c.heading, c.text,"
-            " c.page, f.date, f.meta FROM chunks c JOIN files f ON f.id = c.file_id"
+            "SELECT c.id, f.path, f.rel, f.root, f.title, c.start_line, c.end_line, c.heading,"
+            " c.text, c.page, f.date, f.meta FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE c.id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(chunk_ids)),),
         )
-        keys = ("path", "rel", "title", "start_line", "end_line", "heading", "text", "page")
+        keys = ("path", "rel", "root", "title", "start_line", "end_line", "heading", "text", "page")
         out = {}
         for chunk_id, *values, date, meta in rows:
             detail = dict(zip(keys, values, strict=True))
@@ -700,13 +735,12 @@ class Store:
     def iter_documents(self, paths: Iterable[str] | None = None) -> Iterator[IndexedDocument]:
         """Every indexed file (or those at `paths`, absolute) with its chunk texts and
         stored vectors, ordered by path. Reads one file at a time."""
-        sql = "SELECT id, path, title, meta FROM files"
-        args: tuple = ()
-        if paths is not None:
-            sql += " WHERE path IN (SELECT value FROM json_each(?))"
-            args = (json.dumps(list(paths)),)
         dim = self.dim or 0
-        files = self.conn.execute(sql + " ORDER BY path", args).fetchall()
+        files = self.conn.execute("SELECT id, path, title, meta FROM files ORDER BY path")
+        files = files.fetchall()
+        if paths is not None:  # compared here: a JSON list cannot hold undecodable names
+            wanted = set(paths)
+            files = [f for f in files if f[1] in wanted]
         for file_id, path, title, meta in files:
             rows = self.conn.execute(
                 "SELECT text, heading, full FROM chunks WHERE file_id = ? ORDER BY seq",

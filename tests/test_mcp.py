@@ -98,8 +98,8 @@ def test_mcp_tools_through_the_sdk_client(indexed, tmp_path, monkeypatch):
     assert part["start_line"] == 1 and part["end_line"] == 2
     assert payload(results[3])["text"] == target.read_text().rstrip("\n")
     status = payload(results[4])
-    # 12 notes and link.md, which the walker followed (its target is outside the root).
-    assert status["files"] == 13 and status["model"] == "tiny-v5-nano"
+    # 12 notes; link.md leads outside the root: skipped, never indexed (nor served).
+    assert status["files"] == 12 and status["model"] == "tiny-v5-nano"
     for refused in results[5:10]:
         assert refused.is_error, refused
     assert "outside the indexed folders" in results[5].content[0].text

@@ -108,7 +108,7 @@ def test_write_replace_and_remove(store):
 def test_a_failed_write_leaves_nothing_behind(store):
     add(store, "/r/a.md", 2)
     bad = chunk(5)
-    bad.text = None  # NOT NULL: fails after the old chunks were deleted and one inserted
+    bad.hash = None  # NOT NULL: fails after the old chunks were deleted and one inserted
     with pytest.raises(Exception, match="NOT NULL"):
         store.write_file("/r/a.md", "/r", "a.md", "x", 1, 1, "T", [chunk(0, "new"), bad])
     assert store.file("/r/a.md").hash == "hash-/r/a.md"

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
-from ..output import Renderer, output_format, write_json
+from ..output import Renderer, output_format, shown, write_json
 from .common import (
     BackendOpt,
     InstructionOpt,
@@ -81,6 +81,13 @@ SinceOpt = Annotated[
 BeforeOpt = Annotated[
     str | None, typer.Option("--before", help="Only notes dated before this date (as --since).")
 ]
+FollowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--follow-outside",
+        help="Index files reached by symlinks that lead outside the folder (default: skipped).",
+    ),
+]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", help="Show each hit's rank and score in each list.")
 ]
@@ -140,7 +147,7 @@ def _summary(report: "Report", db: Path) -> None:
         f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
         + (f" ({len(r.known_skips)} as before)" if r.known_skips else "")
         + f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
-        f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
+        f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(shown(str(db)))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -182,7 +189,7 @@ def _summary(report: "Report", db: Path) -> None:
         ("skipped", [f"{p}: {why}" for p, why in r.skipped if p not in r.known_skips]),
     ):
         for line in items[:SUMMARY_LIST]:
-            err_console.print(f"  {label} {escape(line)}", highlight=False, soft_wrap=True)
+            err_console.print(f"  {label} {escape(shown(line))}", highlight=False, soft_wrap=True)
         if len(items) > SUMMARY_LIST:
             err_console.print(f"  … and {len(items) - SUMMARY_LIST} more {label} (see --json)")
 
@@ -217,6 +224,7 @@ def index(
     code: Annotated[
         bool, typer.Option("--code", help="Source code too, besides notes and documents.")
     ] = False,
+    follow_outside: FollowOutsideOpt = False,
     max_file_size: Annotated[
         str | None,
         typer.Option("--max-file-size", help="Skip bigger files (default 1M; e.g. 500K, 2M)."),
@@ -241,19 +249,23 @@ def index(
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
-    from ..files import parse_size
+    from ..files import check_root, parse_size
     from ..index import Index
     from ..indexer import Report
     from ..planner import WalkOptions
     from .progress import IndexBar
 
     db_path = _db_path(db)
-    if not paths and (include or exclude or max_file_size or code):
+    if not paths and (include or exclude or max_file_size or code or follow_outside):
         raise JinalocError(
-            "--include, --exclude, --code and --max-file-size go with the PATHs they apply to"
+            "--include, --exclude, --code, --follow-outside and --max-file-size go with the"
+            " PATHs they apply to"
         )
     options = WalkOptions(
-        list(include or []), list(exclude or []), types="code" if code else "notes"
+        list(include or []),
+        list(exclude or []),
+        types="code" if code else "notes",
+        follow_outside=follow_outside,
     )
     if max_file_size:
         options.max_size = parse_size(max_file_size)
@@ -267,9 +279,8 @@ def index(
             progress.note("indexing")
         return embedder
 
-    for p in paths or []:
-        if not p.expanduser().exists():  # before the index file is created
-            raise JinalocError(f"{p}: no such file or folder")
+    for p in paths or []:  # before the index file is created
+        check_root(p)
     new_file = not db_path.exists()
     try:
         with Index.open(db_path, create=True, loader=load) as idx:
@@ -280,8 +291,9 @@ def index(
                     if not Path(root).exists():
                         n = len(idx.store.files_under(root))
                         err_console.print(
-                            f"[yellow]warning:[/] {escape(root)} is gone ({n} files indexed from"
-                            f" it, hidden from results): `jinaloc forget {escape(root)}` drops"
+                            f"[yellow]warning:[/] {escape(shown(root))} is gone ({n} files indexed"
+                            f" from it, hidden from results): `jinaloc forget"
+                            f" {escape(shown(root))}` drops"
                             " them, or bring it back",
                             soft_wrap=True,
                         )
@@ -375,17 +387,18 @@ def _where(row: dict) -> str:
 
 
 def _hit_line(row: dict) -> str:
-    return f"{row['path']}{_where(row)}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
+    path, heading, snippet = shown(row["path"]), shown(row["heading"]), shown(_snippet(row))
+    return f"{path}{_where(row)}\t{row['score']:.4f}\t{heading}\t{snippet}"
 
 
 def _hit_tty(row: dict) -> None:
     out_console.print(
-        f"[magenta]{escape(row['path'])}[/][green]{escape(_where(row))}[/]"
-        f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(row['heading'] or row['title'])}[/]",
+        f"[magenta]{escape(shown(row['path']))}[/][green]{escape(_where(row))}[/]"
+        f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(shown(row['heading'] or row['title']))}[/]",
         highlight=False,
         soft_wrap=True,
     )
-    out_console.print(f"    {escape(_snippet(row))}", highlight=False, style="dim")
+    out_console.print(f"    {escape(shown(_snippet(row)))}", highlight=False, style="dim")
 
 
 def _explain_line(row: dict) -> str:
@@ -591,7 +604,7 @@ def _print_status(info: dict) -> None:
     ]
     for root in info["roots"]:
         gone = "" if root["exists"] else " (missing)"
-        lines.append(("root", f"{root['path']}: {root['files']:,} files{gone}"))
+        lines.append(("root", f"{shown(root['path'])}: {root['files']:,} files{gone}"))
     c = info["changed"]
     total = sum(c.values())
     lines.append(
@@ -610,7 +623,9 @@ def _print_status(info: dict) -> None:
     if w:
         last = w["last_applied"] or "nothing yet"
         since = f"running (pid {w['pid']}) since {w['started']}"
-        lines.append(("watcher", f"{since}; last change applied {last}"))
+        restarts = w.get("restarts")
+        failed = f"; restarted {restarts}x ({w['last_error']})" if restarts else ""
+        lines.append(("watcher", f"{since}; last change applied {last}{failed}"))
     else:
         lines.append(("watcher", "not running (`jinaloc watch` keeps the index fresh)"))
     for key, value in lines:
