@@ -180,7 +180,9 @@ def main() -> None:
     ]  # fmt: skip
     print(table(rows, ["tree", "phase", "requests", "ok", "other", "p50 ms", "p99 ms", "alive"]))
     settings = {k: getattr(args, k) for k in ("connections", "seconds", "interval", "warmup")}
-    write_json(args.json, {"machine": machine(), "settings": {**vars(args), **settings}, "runs": runs})
+    write_json(
+        args.json, {"machine": machine(), "settings": {**vars(args), **settings}, "runs": runs}
+    )
 
 
 if __name__ == "__main__":

@@ -37,14 +37,25 @@ def indexed(tmp_path):
     return notes, db
 
 
-def session_run(db, tmp_path, calls):
+def session_run(db, tmp_path, calls, *extra):
     """Start `jinaloc mcp` with the SDK's stdio client, list the tools, make `calls`."""
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "jinaloc", "mcp", "--db", str(db), "--backend", "gguf", "--quant", "F32"],
+        args=[
+            "-m",
+            "jinaloc",
+            "mcp",
+            "--db",
+            str(db),
+            "--backend",
+            "gguf",
+            "--quant",
+            "F32",
+            *extra,
+        ],
         env=subprocess_env(tmp_path / "state"),
         cwd=str(tmp_path),
     )
@@ -160,3 +171,53 @@ def test_mcp_embeds_through_a_running_server(indexed, tmp_path):
         assert call(server.url, "/health")[1]["served"] > before
     finally:
         server.stop()
+
+
+def test_mcp_paths_relative_to_a_folder(indexed, tmp_path):
+    notes, db = indexed
+    target = sorted((notes / "garden").glob("*.md"))[0]
+    calls = [
+        ("search", {"query": "tomato compost", "k": 3}),
+        ("get", {"path": str(target.relative_to(notes)), "end_line": 1}),
+    ]
+    _, results, _ = session_run(db, tmp_path, calls, "--relative-to", str(notes))
+    hits = payload(results[0])
+    assert hits and all(
+        not h["path"].startswith("/") and (notes / h["path"]).is_file() for h in hits
+    )
+    assert payload(results[1])["path"] == str(target.relative_to(notes))
+
+
+def test_mcp_client_that_stops_reading(indexed, tmp_path):
+    """The client closes its end of stdout mid-session: the server stops with one line,
+    not a traceback, and not killed by SIGPIPE."""
+    import subprocess
+
+    _, db = indexed
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jinaloc", "mcp", "--db", str(db), *MODEL_ARGS[2:]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(tmp_path / "state"),
+    )
+
+    def send(message: dict) -> None:
+        proc.stdin.write((json.dumps({"jsonrpc": "2.0", **message}) + "\n").encode())
+        proc.stdin.flush()
+
+    info = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
+    send({"id": 1, "method": "initialize", "params": info})
+    assert b'"result"' in proc.stdout.readline()
+    send({"method": "notifications/initialized"})
+    proc.stdout.close()
+    for i in range(3):
+        search = {"name": "search", "arguments": {"query": "tomato"}}
+        send({"id": 2 + i, "method": "tools/call", "params": search})
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert proc.stderr.read().decode().strip() == "warning: the MCP client closed its end: stopping"

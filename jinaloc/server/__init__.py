@@ -54,14 +54,11 @@ def _stop(signum, frame) -> None:
 
 
 def survive_clients() -> None:
-    """A server outlives its clients: a client that goes away fails its own write (EPIPE)
-    instead of killing the process by SIGPIPE (the CLI takes the default action, like grep,
-    for `| head`); SIGTERM and SIGHUP stop it as Ctrl-C does, cleaning up on the way out."""
+    """A server outlives its clients: one that goes away fails its own write (EPIPE)
+    instead of killing the process by SIGPIPE (the CLI takes SIGPIPE's default action, like
+    grep, for `| head`)."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, _stop)
 
 
 def uvicorn_config(app, connections=None):
@@ -114,6 +111,12 @@ def serve(
 
     check_bind(host, token)
     survive_clients()  # before the socket: a client may call while the model loads
+    # SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does: as an exception, so
+    # the record is removed on the way out (uvicorn shuts down on SIGTERM, then raises it
+    # again, which lands here).
+    signal.signal(signal.SIGTERM, _stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _stop)
     limits = limits or Limits()
     sock = bind(host, port)
     setup = lambda: open_served(model, backend, quant, offline, db, db_required)  # noqa: E731
@@ -143,9 +146,9 @@ def serve(
         )
         base = str(Path(relative_to).absolute()) if relative_to is not None else None
         app = create_app(worker, limits, token, base)
-        # uvicorn shuts down on SIGTERM, then raises it again: _stop (survive_clients) makes
-        # that an exception, not the default action, so the record is removed on the way out.
         server = uvicorn.Server(uvicorn_config(app, connections))
+        if hasattr(signal, "SIGHUP"):  # uvicorn handles SIGINT and SIGTERM, not this one
+            signal.signal(signal.SIGHUP, lambda *_: setattr(server, "should_exit", True))
         record_file = write_record(record, port)
         if watch:
             watching = _start_watcher(worker, on_batch)

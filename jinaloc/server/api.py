@@ -89,7 +89,11 @@ def check_json(data: Any) -> None:
         items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
         for key, item in items:
             # A top-level field names the error; escaped, as it may hold a surrogate itself.
-            name = field if field is not None else key and key.encode("utf-8", "backslashreplace").decode()
+            name = (
+                field
+                if field is not None
+                else key and key.encode("utf-8", "backslashreplace").decode()
+            )
             if key is not None:
                 stack.append((key, depth, name))
             stack.append((item, depth + 1, name))

@@ -138,7 +138,9 @@ def create_app(
                 # Other sites' pages may not use the server (a text/plain POST needs no
                 # preflight, so CORS alone would not stop it from running).
                 return _error(
-                    api.ApiError(403, "requests from web pages of other sites are refused", code="origin")
+                    api.ApiError(
+                        403, "requests from web pages of other sites are refused", code="origin"
+                    )
                 )
             try:
                 return JSONResponse(await fn(request))

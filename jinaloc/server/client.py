@@ -186,7 +186,11 @@ class RemoteEmbedder(Embedder):
                 cut: list = []
                 pooled, part_counts = local.embed_raw(part, task, prompt, batch_size, truncated=cut)
                 before = dict(cut)
-                got = (list(pooled), part_counts, [before.get(i, n) for i, n in enumerate(part_counts)])
+                got = (
+                    list(pooled),
+                    part_counts,
+                    [before.get(i, n) for i, n in enumerate(part_counts)],
+                )
             rows += got[0]
             counts += got[1]
             full += got[2]

@@ -8,7 +8,9 @@ update and then stays warm, or is a running `jinaloc serve`'s when one matches."
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,10 +95,9 @@ def create_mcp(worker: ModelWorker, relative_to: Path | None = None):
         except JinalocError as e:
             raise ToolError(str(e)) from None  # the SDK shows only ToolError's text
 
-    @server.tool()
     async def search(
         query: str, k: int = 10, path: str | None = None, mode: str | None = None
-    ) -> Annotated[CallToolResult, list[dict]]:
+    ) -> list[dict]:
         """The indexed passages most like `query`, best first (paths absolute); "no
         results" when nothing matches. `path`: only files matching this gitignore-style
         glob, matched against each file's path relative to its indexed folder, with or
@@ -127,10 +128,17 @@ def create_mcp(worker: ModelWorker, relative_to: Path | None = None):
             )
         return [api.hit_json(hit, base) for hit in hits]
 
+    # A list of hits, or the "no results" note (a CallToolResult) with an empty list as its
+    # structured content. Set as an object: the SDK cannot resolve this module's string
+    # annotations for names imported inside this function.
+    search.__annotations__["return"] = Annotated[CallToolResult, list[dict]]
+    server.tool()(search)
+
     @server.tool()
     async def get(path: str, start_line: int | None = None, end_line: int | None = None) -> dict:
         """A file of the indexed folders, whole or lines start_line..end_line (1-based,
         inclusive), as text. Paths as `search` shows them."""
+
         def job(idx) -> dict:
             lines = read_lines(indexed_file(idx, path, relative_to), start_line, end_line)
             return {**lines, "path": api.shown_path(lines["path"], base)}
@@ -184,5 +192,20 @@ def run_stdio(
     base = Path(relative_to).absolute() if relative_to is not None else None
     try:
         create_mcp(worker, base).run("stdio")
+    except BaseException as e:
+        if not _client_gone(e):
+            raise
+        # Nobody reads stdout any more; Python's own flush at exit would fail on it too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        logging.getLogger("jinaloc").warning("the MCP client closed its end: stopping")
     finally:
         worker.stop()
+
+
+def _client_gone(e: BaseException) -> bool:
+    """A write to the client failed because it went away (possibly inside a task group's
+    exception group)."""
+    inner = getattr(e, "exceptions", None)
+    if inner:
+        return all(_client_gone(x) for x in inner)
+    return isinstance(e, (BrokenPipeError, ConnectionResetError))
