@@ -43,7 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tree: Path, state: Path, token: bool) -> tuple[subprocess.Popen, int]:
+def start_server(tree: Path, state: Path, token: bool, log_file) -> tuple[subprocess.Popen, int]:
     model = fixtures_dir() / "tiny-v5-nano"
     port = free_port()
     host = ["--host", "0.0.0.0", "--token", TOKEN] if token else []
@@ -54,13 +54,14 @@ def start_server(tree: Path, state: Path, token: bool) -> tuple[subprocess.Popen
         [sys.executable, "-m", "jinaloc", "serve", *host, *args],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,  # a file: a pipe nobody reads would block a server that logs a lot
         cwd=tree,
     )
     deadline = time.monotonic() + 120
     while not list((state / "servers").glob("*.json")):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"serve from {tree} did not start: {proc.stderr.read()[-2000:]}")
+            log_file.seek(0)
+            raise SystemExit(f"serve from {tree} did not start: {log_file.read()[-2000:]}")
         time.sleep(0.1)
     return proc, port
 
@@ -137,8 +138,8 @@ class Attack:
 
 
 def run_tree(tree: Path, args) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start_server(tree, Path(tmp) / "state", args.token)
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "serve.log", "w+") as log_file:
+        proc, port = start_server(tree, Path(tmp) / "state", args.token, log_file)
         try:
             legit(port, 2, args.token)  # warm
             base = legit(port, args.seconds, args.token)
@@ -149,7 +150,11 @@ def run_tree(tree: Path, args) -> dict:
             alive = proc.poll() is None
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return {"tree": str(tree), "baseline": base, "attack": during, "churn": churn, "alive": alive}
 
 

@@ -127,7 +127,7 @@ class RemoteEmbedder(Embedder):
         """The model loaded here, once the server stayed busy (a note says so once)."""
         if self.local is None:
             if self.fallback is None:
-                raise JinalocError(f"{busy}: run again later, or pass --no-server") from None
+                raise JinalocError(f"{busy}: run again later, or pass --no-server")
             log.warning("%s: loading the model here instead", busy)
             try:
                 self.local = self.fallback()
@@ -158,6 +158,7 @@ class RemoteEmbedder(Embedder):
     def close(self) -> None:
         if self.local is not None:
             self.local.close()
+        super().close()
 
     def embed_raw(
         self,
