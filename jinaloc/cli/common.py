@@ -107,18 +107,22 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     else loaded here, with a spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
 
+    args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
+
+    def here():
+        if spinner and err_console.is_terminal:
+            with err_console.status(f"loading {model or 'default model'}…"):
+                return load(model, **args)
+        return load(model, **args)
+
     if use_server:
         from ..server.client import find_server
 
-        remote = find_server(model, backend, quant, task)
+        # Loaded here after all when the server stays busy.
+        remote = find_server(model, backend, quant, task, fallback=here)
         if remote is not None:
             return remote
-
-    args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
-    if spinner and err_console.is_terminal:
-        with err_console.status(f"loading {model or 'default model'}…"):
-            return load(model, **args)
-    return load(model, **args)
+    return here()
 
 
 def load_reranker(reranker, quant, offline, doc_tokens=None):

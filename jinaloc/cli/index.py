@@ -47,7 +47,9 @@ TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="How many results.",
 PathGlobOpt = Annotated[
     str | None,
     typer.Option(
-        "--path", help="Only files matching this glob (gitignore style, e.g. 'work/*.md')."
+        "--path",
+        help="Only files matching this glob (gitignore style, on the path in its indexed"
+        " folder, with or without the folder's name: 'work/*.md', 'notes/work/*.md').",
     ),
 ]
 MinScoreOpt = Annotated[

@@ -7,6 +7,7 @@ and OpenAI's clients both read."""
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ EMBEDDING_FIELDS = {
     "model", "input", "encoding_format", "dimensions", "user", "task", "embedding_type",
     "normalized", "truncate", "prompt", "batch_size", *UNSUPPORTED,
 }  # fmt: skip
+RERANK_FIELDS = {"model", "query", "documents", "top_n", "return_documents"}
+TOKENIZE_FIELDS = {"model", "input", "prompt"}
 MAX_BATCH_SIZE = 1024
 # Search options that are not the client's to set.
 # Not served: the process-side reranker (its own endpoint, /v1/rerank) and its knobs.
@@ -58,6 +61,50 @@ class ApiError(Exception):
 
 def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param, code)
+
+
+# Containers inside containers a request may nest: the API's own shapes need 3.
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json(data: Any) -> None:
+    """A parsed body's nesting within MAX_JSON_DEPTH and its strings valid Unicode (JSON's
+    \\ud800 escapes decode to lone surrogates, which no tokenizer can encode)."""
+    stack = [(data, 1, None)]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise bad(
+                    f"'{field}' holds a lone surrogate (\\ud800-\\udfff): not valid Unicode",
+                    field,
+                    "invalid_unicode",
+                )
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field, "invalid_json")
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        for key, item in items:
+            # A top-level field names the error; escaped, as it may hold a surrogate itself.
+            name = (
+                field
+                if field is not None
+                else key and key.encode("utf-8", "backslashreplace").decode()
+            )
+            if key is not None:
+                stack.append((key, depth, name))
+            stack.append((item, depth + 1, name))
+
+
+def check_fields(body: dict, allowed) -> None:
+    """Unknown fields are refused on every endpoint: a misspelt option ("dimension")
+    would otherwise be ignored and change the answer silently."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}", unknown[0], "unknown_parameter")
 
 
 def _typed(body: dict, key: str, kinds: tuple, what: str, default=None):
@@ -126,9 +173,7 @@ class EmbedRequest:
 
 
 def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRequest:
-    unknown = sorted(set(body) - EMBEDDING_FIELDS)
-    if unknown:
-        raise bad(f"unknown field {unknown[0]!r}", unknown[0], "unknown_parameter")
+    check_fields(body, EMBEDDING_FIELDS)
     for key in UNSUPPORTED:
         if _typed(body, key, (bool,), "a boolean"):
             raise bad(f"'{key}' is not supported by {embedder.name}", key, "unsupported_parameter")
@@ -241,6 +286,7 @@ class RerankRequest:
 
 
 def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankRequest:
+    check_fields(body, RERANK_FIELDS)
     model = _typed(body, "model", (str,), "a string")
     reranker = None
     if model and model not in model_names(embedder):
@@ -337,6 +383,21 @@ def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str
     if options.get("path_glob"):
         check_glob(options["path_glob"])
     return query.strip(), k, options
+
+
+def shown_path(path: str, relative_to: str | None = None) -> str:
+    """A path as servers show it: absolute (a server's working directory means nothing to
+    its clients), or relative to `relative_to` (absolute) when inside it."""
+    import os
+
+    if relative_to is not None and (path + os.sep).startswith(relative_to.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, relative_to)
+    return path
+
+
+def hit_json(hit, relative_to: str | None = None) -> dict:
+    """A search hit as the CLI's --json shows it, with its path as `shown_path` gives it."""
+    return {**hit.to_json(), "path": shown_path(hit.path, relative_to)}
 
 
 GLOB_ESCAPES = "path globs may not contain '..'"

@@ -45,14 +45,28 @@ def loopback_host(host: str) -> bool:
     return is_loopback(name.strip("[]"))
 
 
+def loopback_origin(origin: str | None) -> bool:
+    """No Origin (not a browser), or a page served from this machine's loopback."""
+    if origin is None:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return scheme in ("http", "https") and "/" not in rest and loopback_host(rest)
+
+
 def _error(e: api.ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if e.status in (429, 503) else None
     return JSONResponse(e.to_json(), status_code=e.status, headers=headers)
 
 
-def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None = None):
+def create_app(
+    worker: ModelWorker,
+    limits: Limits = Limits(),
+    token: str | None = None,
+    relative_to: str | None = None,
+):
     """The app for a started worker. With `token`, every request needs
-    `Authorization: Bearer <token>`."""
+    `Authorization: Bearer <token>`. Search paths are absolute, or relative to
+    `relative_to` (an absolute directory) when inside it."""
     served: Served = worker.served
     embedder = served.embedder
     started = time.time()
@@ -81,8 +95,13 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise api.bad(f"invalid JSON: {e}", code="invalid_json") from None
+        except RecursionError:
+            raise api.bad(
+                f"JSON nested deeper than {api.MAX_JSON_DEPTH} levels", code="invalid_json"
+            ) from None
         if not isinstance(data, dict):
             raise api.bad("the request body must be a JSON object", code="invalid_json")
+        api.check_json(data)
         return data
 
     async def run(job):
@@ -114,6 +133,15 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
                 # Without a token only this machine may call: a web page that rebinds its
                 # own name to 127.0.0.1 still sends that name as Host.
                 return _error(api.ApiError(403, "Host must be a loopback address", code="host"))
+            if not loopback_origin(request.headers.get("origin")):
+                # A browser names the page that sent a request; CLI clients send no Origin.
+                # Other sites' pages may not use the server (a text/plain POST needs no
+                # preflight, so CORS alone would not stop it from running).
+                return _error(
+                    api.ApiError(
+                        403, "requests from web pages of other sites are refused", code="origin"
+                    )
+                )
             try:
                 return JSONResponse(await fn(request))
             except api.ApiError as e:
@@ -147,6 +175,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
         """jinaloc's own: token counts per input (prompt and special tokens included), for
         clients that chunk texts to the model's context."""
         body = await read_json(request)
+        api.check_fields(body, api.TOKENIZE_FIELDS)
         texts = api.input_texts(body.get("input"), "input", limits.max_inputs)
         prompt = body.get("prompt", "document")
         if prompt not in ("query", "document"):
@@ -181,7 +210,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             raise api.ApiError(404, "this server has no index: start it with --db", code="no_index")
         query, k, options = api.parse_search(await read_json(request), search_options, limits.max_k)
         hits = await run(lambda s: s.index.search(query, k, **options))
-        return [hit.to_json() for hit in hits]
+        return [api.hit_json(hit, relative_to) for hit in hits]
 
     async def models(request: Request):
         return {
