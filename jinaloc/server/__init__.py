@@ -178,9 +178,8 @@ def _start_watcher(worker, on_batch):
         raise JinalocError("--watch needs an index to serve: give --db FILE")
     session = index.session(lambda *a, **k: WorkerEmbedder(worker))
     stop = threading.Event()
-    thread = threading.Thread(
-        target=Watcher(session, on_batch=on_batch).run, args=(stop,), name="jinaloc-watch"
-    )
+    watcher = worker.served.watcher = Watcher(session, on_batch=on_batch)
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="jinaloc-watch")
     thread.start()
 
     def finish() -> None:

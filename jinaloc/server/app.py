@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import JinalocError
+from ..output import json_dumps
 from . import api, is_loopback
 from .worker import Busy, ModelWorker, Served
 
@@ -51,6 +52,14 @@ def loopback_origin(origin: str | None) -> bool:
         return True
     scheme, _, rest = origin.partition("://")
     return scheme in ("http", "https") and "/" not in rest and loopback_host(rest)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that is valid UTF-8 even when a path holds a name's undecodable bytes (as a
+    `\\udcff` escape, which `os.fsencode(json.loads(...))` turns back into the bytes)."""
+
+    def render(self, content) -> bytes:
+        return json_dumps(content).encode("utf-8")
 
 
 def _error(e: api.ApiError) -> JSONResponse:
@@ -143,7 +152,7 @@ def create_app(
                     )
                 )
             try:
-                return JSONResponse(await fn(request))
+                return SafeJSONResponse(await fn(request))
             except api.ApiError as e:
                 return _error(e)
             except Exception:
@@ -231,8 +240,11 @@ def create_app(
         }
 
     async def health(request: Request):
+        watcher = served.watcher.health() if served.watcher is not None else None
         return {
-            "status": "ok",
+            # A `--watch` server whose watcher died serves a stale index.
+            "status": "degraded" if watcher and watcher["error"] else "ok",
+            "watcher": watcher,
             "pid": os.getpid(),
             "model": embedder.name,
             "backend": embedder.backend.name,
