@@ -113,19 +113,7 @@ class DocumentChunker:
 
     def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
         """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
-        budget = self.budget
-        while True:
-            doc = chunk_text(text, name, self.count, budget, room=self.room, breaks=breaks)
-            # Counts of pieces need not add up to the count of their join: check what will be
-            # embedded, and pack tighter in the rare case one is over. Both models' tokenizers
-            # are byte-level BPE (a token holds at least one byte), so only a text of more
-            # bytes than the room can be over it: with 512-token chunks and an 8k model,
-            # none is counted again.
-            near = [t for t in doc.embed_texts() if len(t.encode()) > self.room]
-            over = max(self.count(near), default=0) - self.room
-            if over <= 0 or budget <= 8:
-                return doc
-            budget = max(8, min(budget, max(c.tokens for c in doc.chunks)) - over)
+        return chunk_text(text, name, self.count, self.budget, room=self.room, breaks=breaks)
 
 
 class Writer:
