@@ -8,6 +8,7 @@ sections of an edited file) reuse the stored vector."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work.
 STEP_CHUNKS = 32
+# A run that wrote at least CROWD_MIN_FILES files names its biggest files (the top
+# CROWD_FILES of them, at least one) when they hold CROWD_SHARE of its chunks or more:
+# tables and link lists (translation tables, lists of hundreds of links) that would fill
+# results, for the user to keep out with .jinalocignore. In notes, chunk counts follow note
+# length; 1% of the files holding a quarter of the chunks means files ~30x the others.
+CROWD_MIN_FILES = 50
+CROWD_FILES = 0.01
+CROWD_SHARE = 0.25
 
 
 @dataclass
@@ -52,6 +61,18 @@ class Report:
     interrupted: bool = False
     # A re-dim done first: {"from", "to", "blocks", "seconds"} (no model, nothing embedded).
     redim: dict | None = None
+    # Chunks written per file (by path), for crowding().
+    file_chunks: dict[str, int] = field(default_factory=dict)
+
+    def crowding(self) -> list[tuple[str, int]]:
+        """The few files holding a large share of the chunks this run wrote, biggest first
+        (see CROWD_SHARE); none when the run wrote fewer than CROWD_MIN_FILES files."""
+        if len(self.file_chunks) < CROWD_MIN_FILES:
+            return []
+        top = sorted(self.file_chunks.items(), key=lambda item: -item[1])
+        top = top[: math.ceil(len(top) * CROWD_FILES)]
+        total = sum(self.file_chunks.values())
+        return top if sum(n for _, n in top) >= CROWD_SHARE * total else []
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +98,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "redim": self.redim,
+            "crowding_files": [{"path": p, "chunks": n} for p, n in self.crowding()],
         }
 
 
@@ -284,6 +306,7 @@ class Writer:
                 chunks,
                 NoteMeta(doc.tags, doc.aliases, doc.date),
             )
+            self.report.file_chunks[str(cand.path)] = len(chunks)
             if work.record is None:
                 self.report.added += 1
             else:
