@@ -64,6 +64,8 @@ MIN_SHARE = 8
 HEADER_SHARE = 8
 # Times a file is packed again when counts of joined pieces come out over the room.
 FIT_ROUNDS = 6
+# Joins between blocks counted to learn what a blank line costs with this tokenizer.
+JOIN_SAMPLE = 16
 
 
 @dataclass
@@ -175,13 +177,16 @@ def chunk_text(
     title, meta, blocks = _parse(text, name)
     for block, n in zip(blocks, count([b.text for b in blocks]), strict=True):
         block.tokens = n
+    join = _join_cost(blocks, count)
+    for block in blocks:  # a block's share of the blank line before it, past one token
+        block.tokens += join - 1
     doc = Document(title, [], name, meta.aliases, meta.tags, meta.date)
     caps = {b.heading: budget for b in blocks}
     if room is not None:  # each chunk's title/heading line counts against the model's limit
         prefixes = {h: join_prefix(prefix_of(title, h, meta.aliases), "") for h in caps}
         for h, n in zip(prefixes, count(list(prefixes.values())), strict=True):
-            caps[h] = max(8, min(budget, room - n))
-    packer = _Packer(count, caps, overlap, set(breaks))
+            caps[h] = max(8, min(budget, room - n - join + 1))
+    packer = _Packer(count, caps, overlap, set(breaks), join)
     for _ in range(FIT_ROUNDS):
         groups = packer.pack(blocks)
         # A chunk of nothing but rules (`---`) says nothing: it is not indexed.
@@ -197,8 +202,18 @@ def chunk_text(
         # Counts of pieces need not add up to the count of their join: only the chunks that
         # came out over the room are packed again, tighter.
         for j, n in over.items():
-            packer.penalty[kept[j][0]] = packer.penalty.get(kept[j][0], 0) + n
+            i = kept[j][0]
+            packer.limits[i] = min(packer.limits.get(i, budget), _cost(groups[i]) - n)
     return doc
+
+
+def _join_cost(blocks: list[_Block], count: TokenCounter) -> int:
+    """Tokens a blank line between two blocks adds, as this tokenizer counts (a text counted
+    alone may merge its first token with what precedes it, so a join can cost more than
+    one): the most of the first JOIN_SAMPLE joins, at least 1."""
+    pairs = list(zip(blocks, blocks[1:]))[:JOIN_SAMPLE]
+    joined = count([f"{a.text}\n\n{b.text}" for a, b in pairs])
+    return max([1, *(n - a.tokens - b.tokens for (a, b), n in zip(pairs, joined, strict=True))])
 
 
 def _over(doc: Document, count: TokenCounter, room: int) -> dict[int, int]:
@@ -335,15 +350,18 @@ def _chunk(blocks: list[_Block]) -> Chunk:
 
 
 class _Packer:
-    """Blocks into chunks, in order, each within the budget of its heading path (`caps`,
-    less a `penalty` by chunk number for chunks that came out over the room)."""
+    """Blocks into chunks, in order, each within the budget of its heading path (`caps`),
+    and within `limits` by chunk number (set for chunks that came out over the room)."""
 
-    def __init__(self, count: TokenCounter, caps: dict, overlap: int, breaks: set[int]):
+    def __init__(
+        self, count: TokenCounter, caps: dict, overlap: int, breaks: set[int], join: int = 1
+    ):
         self.count = count
+        self.join = join  # tokens of a line break between a piece's lines
         self.caps = caps
         self.overlap = overlap
         self.breaks = breaks
-        self.penalty: dict[int, int] = {}
+        self.limits: dict[int, int] = {}
 
     def pack(self, blocks: list[_Block]) -> list[list[_Block]]:
         self.groups: list[list[_Block]] = []
@@ -363,7 +381,7 @@ class _Packer:
 
     def cap(self, first: _Block) -> int:
         """The budget of the next chunk, which starts with `first`."""
-        return max(8, self.caps[first.heading] - self.penalty.get(len(self.groups), 0))
+        return max(8, min(self.caps[first.heading], self.limits.get(len(self.groups), 1 << 30)))
 
     def flush(self, keep_heading: bool = False) -> None:
         # Headings at the end of a full chunk go with their text into the next one.
@@ -398,13 +416,15 @@ class _Packer:
         chunk (with about `overlap` tokens of the one before), and the last stays open for
         what follows. Cut between lines; an overlong line between words; an overlong word
         between characters."""
-        cap = self.caps[block.heading] - max(self.penalty.values(), default=0)
+        cap = max(8, min(self.caps[block.heading], *self.limits.values(), 1 << 30))
         header = _table_header(block.text)
-        extra = self.count([header])[0] + 1 if header else 0
+        extra = self.count([header])[0] + self.join if header else 0
         if extra * HEADER_SHARE > cap:  # a wide header repeated would crowd out the rows
             header, extra = "", 0
         # A unit fits next to a chunk under 1/MIN_SHARE of its budget.
-        units = _units(block, self.count, max(1, cap - extra - cap // MIN_SHARE - 2))
+        units = _units(
+            block, self.count, max(1, cap - extra - cap // MIN_SHARE - 1 - self.join), self.join
+        )
         pos = 0
         while pos < len(units):
             lead = self.current
@@ -419,7 +439,13 @@ class _Packer:
                 if lead and _text_cost(lead):
                     self.flush(keep_heading=True)
                     continue
-                end += 1  # a unit over a budget cut to 8 tokens: the embedder truncates it
+                # Cut finer what does not fit after the headings (or a tightened limit).
+                sep, text, line, _ = units[pos]
+                finer = _units(_Block(text, line, line, ()), self.count, room - self.join)
+                if len(finer) > 1:
+                    units[pos : pos + 1] = [(sep, *finer[0][1:]), *finer[1:]]
+                    continue
+                end += 1  # one token over a budget cut to 8: the embedder truncates it
             piece = _piece(units[pos:end], block)
             if more:
                 piece.context, piece.extra = header, extra
@@ -447,15 +473,18 @@ def _table_header(text: str) -> str:
     return ""
 
 
-def _units(block: _Block, count: TokenCounter, budget: int) -> list[tuple[str, str, int, int]]:
-    """(separator, text, line number, cost) pieces of a block, none over the budget."""
+def _units(
+    block: _Block, count: TokenCounter, budget: int, join: int = 1
+) -> list[tuple[str, str, int, int]]:
+    """(separator, text, line number, cost) pieces of a block, none over the budget; a line
+    costs `join` for its line break."""
     lines = block.text.split("\n")
     units = []
     for offset, (line, n) in enumerate(zip(lines, count(lines), strict=True)):
         sep = "\n" if offset else ""
         lineno = block.start + offset
         if n <= budget:
-            units.append((sep, line, lineno, n + 1))
+            units.append((sep, line, lineno, n + join))
             continue
         words = line.split(" ")
         for j, (word, m) in enumerate(zip(words, count(words), strict=True)):

@@ -86,15 +86,15 @@ def main() -> None:
     p.add_argument("--before", type=Path, required=True, help="the other source tree")
     p.add_argument("--model", help="model (default: the tiny nano fixture)")
     p.add_argument("--backend", default="gguf")
-    p.add_argument("--quant", default="F32")
+    p.add_argument("--quant", help="(default: the backend's own)")
     p.add_argument("--chunk-tokens", type=int, default=512)
     args = p.parse_args()
     fixtures = fixtures_dir()
     model = args.model or (str(fixtures / "tiny-v5-nano") if fixtures else None)
     if model is None:
         raise SystemExit("no model: pass --model (or set JINALOC_FIXTURES)")
-    opts = ["--model", model, "--backend", args.backend, "--quant", args.quant]
-    opts += ["--chunk-tokens", str(args.chunk_tokens)]
+    opts = ["--model", model, "--backend", args.backend, "--chunk-tokens", str(args.chunk_tokens)]
+    opts += ["--quant", args.quant] if args.quant else []
     vault = args.vault.resolve()
     results = {"machine": machine(), "vault": str(vault), "model": model, "trees": {}}
     with tempfile.TemporaryDirectory() as tmp:
