@@ -7,7 +7,8 @@ a new chunk, so a chunk stays within one section and its subsections. Only what 
 degrades: a block bigger than its chunk's budget is split by lines (then words, then
 characters) with some overlap between the pieces, and the rest of the file packs as before;
 a chunk too small to stand alone (under 1/MIN_SHARE of its budget) takes the first piece of
-the block after it, unless its section, page or file ends there. A split table's later
+the paragraph, list, code or table after it; it is left that small only before a heading,
+a page break or the end of the file. A split table's later
 pieces are embedded after its header rows when those are short. Each chunk keeps its
 1-based line range and heading path.
 
@@ -56,8 +57,8 @@ _RULE = re.compile(r"\s*(?:(?:[-*_]\s*){3,})?")  # a thematic break (`---`, `***
 _TABLE_RULE = re.compile(r"\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*")
 # The title/heading line of an embedded chunk is cut here: a heading is a line, not the text.
 PREFIX_CHARS = 300
-# A chunk under 1/MIN_SHARE of its budget only where its section, page or file ends: when
-# the next element does not fit such a chunk, that element is split to fill it.
+# A chunk under 1/MIN_SHARE of its budget only before a heading, a page break or the end of
+# the file: when the next element does not fit such a chunk, it is split to fill it.
 MIN_SHARE = 8
 # A split table's header and delimiter rows go before each later piece when they take at
 # most 1/HEADER_SHARE of the budget: a wide padded header would crowd out the rows.
@@ -66,6 +67,8 @@ HEADER_SHARE = 8
 FIT_ROUNDS = 6
 # Joins between blocks counted to learn what a blank line costs with this tokenizer.
 JOIN_SAMPLE = 16
+# A wikilink is kept whole when a line is cut between words, up to this length.
+LINK_CHARS = 200
 
 
 @dataclass
@@ -170,7 +173,8 @@ def chunk_text(
     page).
 
     What cannot fit degrades locally: an element bigger than its chunk is split, and only
-    it; a chunk left under 1/MIN_SHARE of its budget ends its section, page or file."""
+    it; a chunk under 1/MIN_SHARE of its budget comes only before a heading, a page break or
+    the end of the file."""
     if budget < 8:
         raise ValueError("chunk budget must be at least 8 tokens")
     overlap = budget // 8 if overlap is None else overlap
@@ -211,7 +215,7 @@ def _join_cost(blocks: list[_Block], count: TokenCounter) -> int:
     """Tokens a blank line between two blocks adds, as this tokenizer counts (a text counted
     alone may merge its first token with what precedes it, so a join can cost more than
     one): the most of the first JOIN_SAMPLE joins, at least 1."""
-    pairs = list(zip(blocks, blocks[1:]))[:JOIN_SAMPLE]
+    pairs = list(zip(blocks, blocks[1:], strict=False))[:JOIN_SAMPLE]
     joined = count([f"{a.text}\n\n{b.text}" for a, b in pairs])
     return max([1, *(n - a.tokens - b.tokens for (a, b), n in zip(pairs, joined, strict=True))])
 
@@ -405,8 +409,11 @@ class _Packer:
                 current.append(block)
                 return
             # A chunk with enough text goes as it is (its last headings go on with the
-            # block); one too small to stand alone is filled with the block's first piece.
-            if _text_cost(current) * MIN_SHARE < limit:
+            # block), and so does one before a heading (a heading is cut only when it alone
+            # is over); one too small to stand alone is filled with the block's first piece.
+            if _text_cost(current) * MIN_SHARE < limit and not block.level:
+                break
+            if not _text_cost(current):  # headings alone: the heading is cut
                 break
             self.flush(keep_heading=True)
         self.split(block)
@@ -436,14 +443,17 @@ class _Packer:
                 used += units[end][3]
                 end += 1
             if end == pos:
-                if lead and _text_cost(lead):
+                if lead and _text_cost(lead) * MIN_SHARE >= limit:
                     self.flush(keep_heading=True)
                     continue
-                # Cut finer what does not fit after the headings (or a tightened limit).
+                # Cut finer what does not fit after headings or little text.
                 sep, text, line, _ = units[pos]
                 finer = _units(_Block(text, line, line, ()), self.count, room - self.join)
                 if len(finer) > 1:
                     units[pos : pos + 1] = [(sep, *finer[0][1:]), *finer[1:]]
+                    continue
+                if lead and _text_cost(lead):
+                    self.flush(keep_heading=True)
                     continue
                 end += 1  # one token over a budget cut to 8: the embedder truncates it
             piece = _piece(units[pos:end], block)
@@ -486,18 +496,37 @@ def _units(
         if n <= budget:
             units.append((sep, line, lineno, n + join))
             continue
-        words = line.split(" ")
+        words = _whole_links(line.split(" "))
         for j, (word, m) in enumerate(zip(words, count(words), strict=True)):
             wsep = sep if j == 0 else " "
             if m < budget:  # the separator counted as a token, as a line's newline is
                 units.append((wsep, word, lineno, m + 1))
                 continue
-            # Characters per token of this word, with a margin: the fragments are counted again.
+            # Characters per token of this word, with a margin; counted again, and cut finer
+            # while a fragment is still over (tokens are not spread evenly in a word).
             step = max(1, int(len(word) * budget / m * 0.8))
-            frags = [word[k : k + step] for k in range(0, len(word), step)]
-            for k, (frag, f) in enumerate(zip(frags, count(frags), strict=True)):
+            while True:
+                frags = [word[k : k + step] for k in range(0, len(word), step)]
+                sizes = count(frags)
+                if max(sizes) <= budget or step == 1:
+                    break
+                step = max(1, min(step - 1, int(step * budget / max(sizes) * 0.8)))
+            for k, (frag, f) in enumerate(zip(frags, sizes, strict=True)):
                 units.append((wsep if k == 0 else "", frag, lineno, f))
     return units
+
+
+def _whole_links(words: list[str]) -> list[str]:
+    """Words with a wikilink's words kept together (`[[Obsidian Sync]]`, up to LINK_CHARS),
+    so a line cut between words does not cut a link in two."""
+    out: list[str] = []
+    for word in words:
+        last = out[-1] if out else ""
+        if last.count("[[") > last.count("]]") and len(last) < LINK_CHARS:
+            out[-1] = f"{last} {word}"
+        else:
+            out.append(word)
+    return out
 
 
 def _piece(group: list[tuple[str, str, int, int]], block: _Block) -> _Block:

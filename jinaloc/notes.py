@@ -33,7 +33,9 @@ _TITLE_LINE = re.compile(r"""^title[ \t]*[:=][ \t]*["']?(.*?)["']?[ \t]*$""", re
 # not a digit, at the start of a line or after a blank: so never inside a word, an URL
 # (`play?#code`, `/#x`), an anchor (`](#x)`, `[[#x]]`) or an HTML entity (`&#39;`).
 _TAG_CHAR = r"[\w/\-\u2600-\u27bf\U0001f300-\U0001faff\ufe0f\u200d]"
-_TAG = re.compile(rf"(?<!\S)#({_TAG_CHAR}*(?:[^\W\d]|[\u2600-\u27bf\U0001f300-\U0001faff]){_TAG_CHAR}*)")
+_TAG = re.compile(
+    rf"(?<!\S)#({_TAG_CHAR}*(?:[^\W\d]|[\u2600-\u27bf\U0001f300-\U0001faff]){_TAG_CHAR}*)"
+)
 # Text where a `#` is not a tag: inline code, wikilinks and embeds, Markdown links and
 # images (text and target), autolinks and bare URLs, HTML tags, comments.
 _NOT_TAGS = re.compile(

@@ -9,7 +9,8 @@ run's own report). Token counts are exact for the model's tokenizer; the tiny fi
 default) has a tokenizer trained on a few KB of English, so CJK text and runs of spaces or
 dashes cost it several times what a real model's tokenizer does: it is the harsh case.
 
-    python scripts/bench_chunking.py VAULT --before OLD_TREE [--model DIR] [--json PATH]
+    python scripts/bench_chunking.py VAULT --before OLD_TREE [--model DIR] [--backend B]
+        [--chunk-tokens N] [--show REL ...] [--json PATH]
 
 The Obsidian help vault used in docs/chunking.md: github.com/obsidianmd/obsidian-help, its
 en/ and zh/ folders with the files `jinaloc index` takes by default (*.md, zh/*.txt).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -45,16 +47,26 @@ def index_with(tree: Path, vault: Path, db: Path, model: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
-def shapes(db: Path, vault: Path, budget: int, report: dict) -> dict:
+def cuts_a_link(text: str) -> bool:
+    """A chunk like `[[Obsidian` or `Sync|Obsidian Sync]]`: it starts or ends inside a
+    wikilink (outside inline code)."""
+    text = re.sub(r"`[^`\n]*`|\\\[|\\\]", "", text)
+    first_close, first_open = text.find("]]"), text.find("[[")
+    return (first_close != -1 and (first_open == -1 or first_close < first_open)) or (
+        text.rfind("[[") > text.rfind("]]")
+    )
+
+
+def shapes(db: Path, vault: Path, budget: int, report: dict, show: list[str]) -> dict:
     conn = sqlite3.connect(db)
     rows = conn.execute(
-        "SELECT f.path, c.tokens FROM chunks c JOIN files f ON f.id = c.file_id"
+        "SELECT f.path, c.tokens, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
     ).fetchall()
     conn.close()
     per_file: dict[str, int] = {}
-    for path, _ in rows:
+    for path, _, _ in rows:
         per_file[path] = per_file.get(path, 0) + 1
-    sizes = [t for _, t in rows]
+    sizes = [t for _, t, _ in rows]
     top = sorted(per_file.items(), key=lambda item: -item[1])
     top1 = top[: math.ceil(len(top) * 0.01)]
     return {
@@ -67,11 +79,13 @@ def shapes(db: Path, vault: Path, budget: int, report: dict) -> dict:
         "tokens_max": max(sizes),
         "chunks_le_9_tokens": sum(t <= 9 for t in sizes),
         "chunks_under_budget_8th": sum(t * 8 < budget for t in sizes),
+        "chunks_cutting_a_wikilink": sum(cuts_a_link(x) for _, _, x in rows),
         "biggest_file_share": top[0][1] / len(rows),
         "top_1pct_files_share": sum(n for _, n in top1) / len(rows),
         "biggest_files": [
             {"path": str(Path(p).relative_to(vault)), "chunks": n} for p, n in top[:6]
         ],
+        "shown_files": {rel: per_file.get(str(vault / rel), 0) for rel in show},
         "truncated_chunks": report["truncated"],
         "truncated_files": len({t["path"] for t in report["truncated_files"]}),
         "crowding_files": [
@@ -88,6 +102,9 @@ def main() -> None:
     p.add_argument("--backend", default="gguf")
     p.add_argument("--quant", help="(default: the backend's own)")
     p.add_argument("--chunk-tokens", type=int, default=512)
+    p.add_argument(
+        "--show", action="append", default=[], help="a file (relative) whose chunks to count"
+    )
     args = p.parse_args()
     fixtures = fixtures_dir()
     model = args.model or (str(fixtures / "tiny-v5-nano") if fixtures else None)
@@ -102,19 +119,37 @@ def main() -> None:
             log(f"indexing with {name} ({tree})")
             db = Path(tmp) / f"{name}.db"
             report = index_with(tree, vault, db, opts)
-            results["trees"][name] = {"tree": str(tree), **shapes(db, vault, args.chunk_tokens, report)}
+            results["trees"][name] = {
+                "tree": str(tree),
+                **shapes(db, vault, args.chunk_tokens, report, args.show),
+            }
     rows = [{"tree": k, **v} for k, v in results["trees"].items()]
     print(
         table(
             rows,
-            ["tree", "files", "chunks", "tokens_min", "tokens_p10", "tokens_median",
-             "tokens_p90", "tokens_max", "chunks_le_9_tokens", "chunks_under_budget_8th",
-             "biggest_file_share", "top_1pct_files_share", "truncated_chunks", "truncated_files"],
+            [
+                "tree",
+                "files",
+                "chunks",
+                "tokens_min",
+                "tokens_p10",
+                "tokens_median",
+                "tokens_p90",
+                "tokens_max",
+                "chunks_le_9_tokens",
+                "chunks_under_budget_8th",
+                "chunks_cutting_a_wikilink",
+                "biggest_file_share",
+                "top_1pct_files_share",
+                "truncated_chunks",
+                "truncated_files",
+            ],
         )  # fmt: skip
     )
     for name, r in results["trees"].items():
         files = ", ".join(f"{f['path']} ({f['chunks']})" for f in r["biggest_files"])
         print(f"\n{name}: biggest files: {files}; crowding named: {r['crowding_files']}")
+        print(f"{name}: chunks of {r['shown_files']}")
     write_json(args.json, results)
 
 

@@ -15,7 +15,8 @@ def translation_table(path, n=1500):
     """Shaped like the Obsidian help's zh/headings.txt: one heading's translation a block."""
     path.write_text(
         "".join(
-            f"[heading.plugins/Topic {i}]\noriginal=Topic {i} settings\ntranslation=主题 {i} 设置\n\n"
+            f"[heading.plugins/Topic {i}]\noriginal=Topic {i} settings\n"
+            f"translation=主题 {i} 设置\n\n"
             for i in range(n)
         )
     )

@@ -66,7 +66,15 @@ def test_links_anchors_urls_and_code_are_not_tags():
 def test_tags_as_obsidian_defines_them():
     meta = meta_of(TAGS, "Tags.md")
     # Front matter tags first, then the inline ones in order, without repeats.
-    assert meta.tags == ["docs", "y1984", "camelCase", "kebab-case", "inbox/to-read", "Tag", "🚀launch"]
+    assert meta.tags == [
+        "docs",
+        "y1984",
+        "camelCase",
+        "kebab-case",
+        "inbox/to-read",
+        "Tag",
+        "🚀launch",
+    ]
 
 
 def test_a_tag_after_a_link_or_code_on_the_same_line_is_still_a_tag():
@@ -93,9 +101,15 @@ def test_search_by_tag_returns_only_tagged_notes(tmp_path):
     db = tmp_path / "i.db"
     cli("index", vault, "--db", db, *MODEL, "-q")
     for mode in ("lexical", "hybrid"):
-        rows = json.loads(cli("search", "open", "--tag", "open", "--db", db, "--mode", mode, "--json").stdout)
+        rows = json.loads(
+            cli("search", "open", "--tag", "open", "--db", db, "--mode", mode, "--json").stdout
+        )
         assert [r["path"] for r in rows] == [str(vault / "Meeting.md")]
     result = cli("search", "switcher", "--tag", "ack", "--db", db, "--mode", "lexical", ok=(1,))
     assert result.stdout == ""
-    rows = json.loads(cli("search", "tag", "--tag", "kebab-case", "--db", db, "--mode", "lexical", "--json").stdout)
+    rows = json.loads(
+        cli(
+            "search", "tag", "--tag", "kebab-case", "--db", db, "--mode", "lexical", "--json"
+        ).stdout
+    )
     assert [r["path"] for r in rows] == [str(vault / "Tags.md")]
