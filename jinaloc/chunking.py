@@ -387,6 +387,11 @@ class _Packer:
         """The budget of the next chunk, which starts with `first`."""
         return max(8, min(self.caps[first.heading], self.limits.get(len(self.groups), 1 << 30)))
 
+    def small(self, blocks: list[_Block]) -> bool:
+        """Too little text to stand as a chunk: under 1/MIN_SHARE of its budget (before any
+        tightening for the room)."""
+        return _text_cost(blocks) * MIN_SHARE < self.caps[blocks[0].heading]
+
     def flush(self, keep_heading: bool = False) -> None:
         # Headings at the end of a full chunk go with their text into the next one.
         carry: list[_Block] = []
@@ -411,7 +416,7 @@ class _Packer:
             # A chunk with enough text goes as it is (its last headings go on with the
             # block), and so does one before a heading (a heading is cut only when it alone
             # is over); one too small to stand alone is filled with the block's first piece.
-            if _text_cost(current) * MIN_SHARE < limit and not block.level:
+            if self.small(current) and not block.level:
                 break
             if not _text_cost(current):  # headings alone: the heading is cut
                 break
@@ -443,7 +448,7 @@ class _Packer:
                 used += units[end][3]
                 end += 1
             if end == pos:
-                if lead and _text_cost(lead) * MIN_SHARE >= limit:
+                if lead and not self.small(lead):
                     self.flush(keep_heading=True)
                     continue
                 # Cut finer what does not fit after headings or little text.
@@ -488,6 +493,7 @@ def _units(
 ) -> list[tuple[str, str, int, int]]:
     """(separator, text, line number, cost) pieces of a block, none over the budget; a line
     costs `join` for its line break."""
+    budget = max(budget, 1)
     lines = block.text.split("\n")
     units = []
     for offset, (line, n) in enumerate(zip(lines, count(lines), strict=True)):
