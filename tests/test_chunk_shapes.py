@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from conftest import model_dir
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from index_helpers import have_gguf
 
 from jinaloc.chunking import MIN_SHARE, chunk_text, join_prefix, prefix_of
 
@@ -232,3 +234,23 @@ def test_a_long_line_cut_between_words_keeps_wikilinks_whole():
     assert len(doc.chunks) > 3
     for c in doc.chunks:
         assert c.text.count("[[") == c.text.count("]]"), c.text
+
+
+@pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
+def test_indexing_the_search_shaped_page_neither_fragments_nor_truncates(tmp_path):
+    """End to end on the fixture model (a 512-token limit): the page that became hundreds
+    of 9-token chunks, with truncation still reported."""
+    from index_helpers import nano_embedder
+
+    from jinaloc.index import Index
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    (vault / "搜索.md").write_text((DATA / "search-zh.md").read_text())
+    with Index.open(tmp_path / "i.db", create=True, loader=lambda *a, **k: nano_embedder()) as idx:
+        report = idx.update([vault])
+        sizes = [
+            n for (n,) in idx.store.conn.execute("SELECT tokens FROM chunks ORDER BY start_line")
+        ]
+    assert report.truncated == [] and report.added == 1
+    assert 3 <= len(sizes) <= 16 and min(sizes[:-1]) * MIN_SHARE >= 400, sizes
