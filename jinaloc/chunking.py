@@ -333,8 +333,9 @@ def _list_continues(first_line: str, lines: list[str], i: int) -> bool:
 
 
 def _cost(blocks: list[_Block]) -> int:
-    """Tokens of blocks joined by blank lines (one token per separator), with the header
-    embedded before a table piece."""
+    """Tokens of blocks joined by blank lines (one token per separator here, what a join
+    costs past that is in each block's count), with the header embedded before a table
+    piece."""
     return sum(b.tokens for b in blocks) + max(len(blocks) - 1, 0) + blocks[0].extra
 
 
