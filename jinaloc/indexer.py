@@ -8,6 +8,7 @@ sections of an edited file) reuse the stored vector."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work.
 STEP_CHUNKS = 32
+# A run that wrote at least CROWD_MIN_FILES files names its biggest files (the top
+# CROWD_FILES of them, at least one) when they hold CROWD_SHARE of its chunks or more:
+# tables and link lists (translation tables, lists of hundreds of links) that would fill
+# results, for the user to keep out with .jinalocignore. In notes, chunk counts follow note
+# length; 1% of the files holding a quarter of the chunks means files ~30x the others.
+CROWD_MIN_FILES = 50
+CROWD_FILES = 0.01
+CROWD_SHARE = 0.25
 
 
 @dataclass
@@ -52,6 +61,18 @@ class Report:
     interrupted: bool = False
     # A re-dim done first: {"from", "to", "blocks", "seconds"} (no model, nothing embedded).
     redim: dict | None = None
+    # Chunks written per file (by path), for crowding().
+    file_chunks: dict[str, int] = field(default_factory=dict)
+
+    def crowding(self) -> list[tuple[str, int]]:
+        """The few files holding a large share of the chunks this run wrote, biggest first
+        (see CROWD_SHARE); none when the run wrote fewer than CROWD_MIN_FILES files."""
+        if len(self.file_chunks) < CROWD_MIN_FILES:
+            return []
+        top = sorted(self.file_chunks.items(), key=lambda item: -item[1])
+        top = top[: math.ceil(len(top) * CROWD_FILES)]
+        total = sum(self.file_chunks.values())
+        return top if sum(n for _, n in top) >= CROWD_SHARE * total else []
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +98,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "redim": self.redim,
+            "crowding_files": [{"path": p, "chunks": n} for p, n in self.crowding()],
         }
 
 
@@ -113,19 +135,7 @@ class DocumentChunker:
 
     def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
         """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
-        budget = self.budget
-        while True:
-            doc = chunk_text(text, name, self.count, budget, room=self.room, breaks=breaks)
-            # Counts of pieces need not add up to the count of their join: check what will be
-            # embedded, and pack tighter in the rare case one is over. Both models' tokenizers
-            # are byte-level BPE (a token holds at least one byte), so only a text of more
-            # bytes than the room can be over it: with 512-token chunks and an 8k model,
-            # none is counted again.
-            near = [t for t in doc.embed_texts() if len(t.encode()) > self.room]
-            over = max(self.count(near), default=0) - self.room
-            if over <= 0 or budget <= 8:
-                return doc
-            budget = max(8, min(budget, max(c.tokens for c in doc.chunks)) - over)
+        return chunk_text(text, name, self.count, self.budget, room=self.room, breaks=breaks)
 
 
 class Writer:
@@ -296,6 +306,7 @@ class Writer:
                 chunks,
                 NoteMeta(doc.tags, doc.aliases, doc.date),
             )
+            self.report.file_chunks[str(cand.path)] = len(chunks)
             if work.record is None:
                 self.report.added += 1
             else:

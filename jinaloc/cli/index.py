@@ -176,6 +176,18 @@ def _summary(report: "Report", db: Path) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    crowding = r.crowding()
+    if crowding:
+        share = sum(n for _, n in crowding) / sum(r.file_chunks.values())
+        err_console.print(
+            f"  crowding: {len(crowding)} of {len(r.file_chunks)} files hold {share:.0%} of the"
+            " chunks written; if they are tables or link lists, list them in .jinalocignore"
+            " (gitignore syntax, in the folder) to keep them out of results:",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for path, n in crowding[:SUMMARY_LIST]:
+            err_console.print(f"    {escape(path)}: {n} chunks", highlight=False, soft_wrap=True)
     if r.left_out:
         kinds = ", ".join(f"{n} {kind}" for kind, n in list(r.left_out.items())[:SUMMARY_LIST])
         more = " …" if len(r.left_out) > SUMMARY_LIST else ""
