@@ -30,7 +30,7 @@ import numpy as np
 from . import blocks, lexical, salvage
 from .chunking import embed_text, table_headers
 from .errors import IndexUnrepairable
-from .index import IndexMeta
+from .index import CHUNK_FORMAT, IndexMeta
 from .planner import sha256
 from .store import Store, _connect, open_error, writer_lock
 
@@ -147,8 +147,10 @@ def check(store: Store) -> list[Problem]:
 
 def bad_chunks(conn, full_dim: int | None) -> dict[str, set[int]]:
     """Chunks of no use, by reason: vectors of the wrong size or not of unit length (a
-    damaged blob), texts that no longer match the sha256 of what was embedded. Read one
-    file at a time."""
+    damaged blob), texts that no longer match the sha256 of what was embedded (when the
+    index's chunk format says how they were embedded). Read one file at a time."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'chunk_format'").fetchone()
+    hashed = row is not None and row[0] == CHUNK_FORMAT
     bad: dict[str, set[int]] = {
         "vectors of the wrong size or norm": set(),
         "chunks whose text does not match its hash": set(),
@@ -169,7 +171,7 @@ def bad_chunks(conn, full_dim: int | None) -> dict[str, set[int]]:
         for chunk_id, heading, text, hash, full in rows:
             if not _unit_vector(full, full_dim):
                 bad["vectors of the wrong size or norm"].add(chunk_id)
-            elif not _text_matches(title, aliases, rel, heading, text, hash, earlier):
+            elif hashed and not _text_matches(title, aliases, rel, heading, text, hash, earlier):
                 bad["chunks whose text does not match its hash"].add(chunk_id)
             earlier.append(text.decode("utf-8", "replace") if text else "")
     return bad
@@ -235,8 +237,8 @@ def repair(path: Path, wait: bool = True) -> Repair:
     path = Path(path)
     result = Repair()
     with writer_lock(path, wait):
-        try:
-            with Store.open(path, create=False) as store:
+        try:  # read-only: closing it must not checkpoint the -wal into a damaged file
+            with Store.open(path, create=False, readonly=True) as store:
                 damaged = bool(integrity(store))
         except Exception:
             damaged = True
@@ -318,6 +320,7 @@ def _read_rows(backup: Path, columns: dict, result: Repair) -> dict[str, dict]:
             rows[table].setdefault(row[0], tuple(row))
     if conn is not None:
         conn.close()
+    Path(f"{backup}-shm").unlink(missing_ok=True)  # made by that reader
     data = backup.read_bytes()
     wal = Path(f"{backup}-wal")
     if wal.exists():

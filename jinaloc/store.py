@@ -173,7 +173,7 @@ def open_error(path: Path | None, e: Exception) -> JinalocError:
     text = str(e)
     lower = text.lower()
     where = f"the index {path}" if path else "the index"
-    if "malformed" in lower or "not a database" in lower:
+    if "malformed" in lower:
         from .errors import IndexCorrupt
 
         return IndexCorrupt(path, text)
@@ -197,7 +197,10 @@ def open_error(path: Path | None, e: Exception) -> JinalocError:
             f"cannot read or write {where}: {text}",
             "check the disk (free space, errors in the system log), then run `jinaloc check`",
         )
-    return JinalocError(f"cannot open {where}: {text}", "run `jinaloc check` to look at it")
+    return JinalocError(
+        f"cannot open {'index ' + str(path) if path else 'the index'}: {text}",
+        "`jinaloc check` says whether it is a damaged index",
+    )
 
 
 @contextmanager
