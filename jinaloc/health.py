@@ -34,8 +34,9 @@ from .index import CHUNK_FORMAT, IndexMeta
 from .planner import sha256
 from .store import Store, _connect, open_error, writer_lock
 
-# The tables a salvage copies; the others are derived from them (blocks, lexical, tags).
-TABLES = ("meta", "roots", "skips", "files", "chunks")
+# The tables a salvage copies; the others are derived from them (lexical, tags, and the
+# blocks, copied only to check the chunks' vectors against, then rebuilt).
+TABLES = ("meta", "roots", "skips", "files", "chunks", "vec_blocks")
 # Meta keys without which the vectors mean nothing (full_dim is read off the vectors).
 REQUIRED_META = ("model", "model_ref", "backend", "quant", "dim", "chunk_tokens")
 # A stored unit vector's norm is off by far less than this (float16 rounding).
@@ -149,9 +150,12 @@ def bad_chunks(conn, full_dim: int | None) -> dict[str, set[int]]:
     """Chunks of no use, by reason: vectors of the wrong size or not of unit length (a
     damaged blob), texts that no longer match the sha256 of what was embedded (when the
     index's chunk format says how they were embedded). Read one file at a time."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'chunk_format'").fetchone()
-    hashed = row is not None and row[0] == CHUNK_FORMAT
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    hashed = meta.get("chunk_format") == CHUNK_FORMAT
+    dim = meta.get("dim", "")
+    unlike = _unlike_packed(conn, int(dim)) if dim.isdigit() else set()
     bad: dict[str, set[int]] = {
+        # Or unlike the copy a vector block holds: a flipped sign keeps the norm.
         "vectors of the wrong size or norm": set(),
         "chunks whose text does not match its hash": set(),
     }
@@ -169,12 +173,39 @@ def bad_chunks(conn, full_dim: int | None) -> dict[str, set[int]]:
         ).fetchall()
         earlier: list[str] = []
         for chunk_id, heading, text, hash, full in rows:
-            if not _unit_vector(full, full_dim):
+            if chunk_id in unlike or not _unit_vector(full, full_dim):
                 bad["vectors of the wrong size or norm"].add(chunk_id)
             elif hashed and not _text_matches(title, aliases, rel, heading, text, hash, earlier):
                 bad["chunks whose text does not match its hash"].add(chunk_id)
             earlier.append(text.decode("utf-8", "replace") if text else "")
     return bad
+
+
+def _unlike_packed(conn, dim: int) -> set[int]:
+    """Chunks whose vector differs from the copy their vector block holds (one of the two
+    is damaged; the block is rebuilt, the chunk dropped: it cannot be told which)."""
+    ids_bytes, _, vector_bytes = blocks.row_sizes(dim)
+    unlike: set[int] = set()
+    for block, ids, vectors in conn.execute("SELECT id, ids, vectors FROM vec_blocks").fetchall():
+        if len(ids) != ids_bytes or len(vectors) != vector_bytes:
+            continue  # a damaged block: rebuilt anyway
+        slots = {
+            block * blocks.BLOCK + i: int(c) for i, c in enumerate(np.frombuffer(ids, np.int64))
+        }
+        rows = conn.execute(
+            "SELECT id, slot, full FROM chunks WHERE slot IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(slots)),),
+        ).fetchall()
+        rows = [r for r in rows if slots.get(r[1]) == r[0] and isinstance(r[2], bytes)]
+        copies = np.frombuffer(vectors, np.float32).reshape(blocks.BLOCK, dim)
+        for chunk_id, slot, full in rows:
+            try:
+                mine = blocks.at_dim([full], dim)[0]
+            except ValueError:
+                continue  # of the wrong size: found as such
+            if np.abs(mine - copies[slot - block * blocks.BLOCK]).max() > 1e-5:
+                unlike.add(chunk_id)
+    return unlike
 
 
 def _unit_vector(blob, full_dim: int | None) -> bool:
@@ -283,7 +314,6 @@ def _salvage(path: Path, result: Repair) -> None:
                         rows[table].values(),
                     )
                     result.rows_kept[table] = len(rows[table])
-                new.conn.execute("UPDATE chunks SET slot = NULL")
                 _settle_meta(new, path)
             new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:  # nothing replaced: the copies go

@@ -179,6 +179,7 @@ def run_case(clean, tmp_path: Path, case: str, seed: int) -> dict:
     return {
         "case": case,
         "refused": False,
+        "damaged": {before[cid][:2] for cid in unreadable if cid in before},
         "chunks": len(before),
         "unreadable": len(unreadable),
         "kept": len(kept),
@@ -189,15 +190,22 @@ def run_case(clean, tmp_path: Path, case: str, seed: int) -> dict:
     }
 
 
-def same_as_clean(clean, db: Path) -> None:
+def same_as_clean(clean, db: Path, damaged: set = frozenset()) -> int:
+    """Assert the index at `db` holds what the clean build does. Vectors may differ only
+    for chunks in `damaged` ((path, seq) on a damaged page), and only a little: a flipped
+    sign or low mantissa bit of a vector not yet packed into a block keeps its norm, and no
+    copy is left to compare it with. Returns how many differ so."""
     notes, clean_db = clean
     a, b = chunk_rows(clean_db), chunk_rows(db)
     key = lambda rows: sorted(r[:6] for r in rows.values())  # noqa: E731
     assert key(a) == key(b)
-    va = {r[:2]: np.frombuffer(r[6], np.float16) for r in a.values()}
-    vb = {r[:2]: np.frombuffer(r[6], np.float16) for r in b.values()}
+    va = {r[:2]: np.frombuffer(r[6], np.float16).astype(np.float32) for r in a.values()}
+    vb = {r[:2]: np.frombuffer(r[6], np.float16).astype(np.float32) for r in b.values()}
+    differ = 0
     for k, v in va.items():
-        assert np.allclose(v, vb[k], atol=1e-3)
+        if not np.allclose(v, vb[k], atol=1e-3):
+            assert k in damaged and float(v @ vb[k]) > 0.9, (k, float(v @ vb[k]))
+            differ += 1
     with Store.open(db, create=False) as s:
         assert health.check(s) == []
     # Chunk ids differ after a re-embedding: equal scores may come in another order. bm25
@@ -212,14 +220,16 @@ def same_as_clean(clean, db: Path) -> None:
                     hits = idx.search(query, 100, mode=mode)
                 score = (lambda h: round(h.score, 4)) if mode == "semantic" else (lambda h: 0)
                 results.append(sorted((h.path, score(h)) for h in hits))
-            assert results[0] == results[1], (query, mode)
+            if not differ:
+                assert results[0] == results[1], (query, mode)
+    return differ
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_corruption_matrix_loses_only_the_unreadable_and_converges(clean, tmp_path, case):
     row = run_case(clean, tmp_path, case, seed=CASES.index(case))
     if not row["refused"]:
-        same_as_clean(clean, row["db"])
+        same_as_clean(clean, row["db"], row["damaged"])
 
 
 def test_rows_only_in_the_wal_are_salvaged(clean, tmp_path):
@@ -496,3 +506,20 @@ def test_errors_advise_what_fits_the_cause(tmp_path, monkeypatch):
     (notes / "other.md").write_text("# Other\n\nmore words")
     r = CliRunner().invoke(app, ["index", "--db", str(db)])
     assert r.exit_code == 2 and "free some space" in r.stderr and "repair" not in r.stderr
+
+
+def test_a_repair_without_the_meta_refuses_and_changes_nothing(clean, tmp_path):
+    _, clean_db = clean
+    db = tmp_path / "x.db"
+    shutil.copy(clean_db, db)
+    data = bytearray(db.read_bytes())
+    size = salvage.page_size(bytes(data))
+    meta = pages_of(bytes(data))[2]
+    data[(meta - 1) * size : meta * size] = bytes(size)
+    db.write_bytes(bytes(data))
+    r = CliRunner().invoke(app, ["check", "--db", str(db), "--repair"])
+    assert r.exit_code == 2 and "nothing was changed" in r.stderr, r.stderr
+    assert "mv " in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert db.read_bytes() == bytes(data)
+    # No copy and no half-made file left.
+    assert not (tmp_path / "x.db.corrupt").exists() and not (tmp_path / "x.db.salvage").exists()

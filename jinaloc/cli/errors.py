@@ -40,8 +40,8 @@ def error_line(e: JinalocError) -> str:
         return f"{e.message}: run `jinaloc check{db} --repair`"
     if isinstance(e, IndexUnrepairable):
         return (
-            f"{e.message}: rebuild it with"
-            f" `jinaloc index --reindex --db {e.path} --model MODEL FOLDER...`"
+            f"{e.message}: move it aside (`mv {e.path} {e.path}.corrupt`) and build it again"
+            f" with `jinaloc index --db {e.path} --model MODEL FOLDER...`"
         )
     if isinstance(e, ModelNotDownloaded):
         command = f"`jinaloc models pull {e.model}{e.pull_args}`"
