@@ -523,3 +523,19 @@ def test_a_repair_without_the_meta_refuses_and_changes_nothing(clean, tmp_path):
     assert db.read_bytes() == bytes(data)
     # No copy and no half-made file left.
     assert not (tmp_path / "x.db.corrupt").exists() and not (tmp_path / "x.db.salvage").exists()
+
+
+def test_reindex_of_an_index_with_other_pages_and_of_a_new_file(tmp_path):
+    notes = tmp_path / "notes"
+    make_notes(notes, 5)
+    old = tmp_path / "old.db"
+    store.new_file(old, 4096)  # as older releases made them
+    build(notes, old)
+    with Index.open(old, loader=fake) as idx:
+        assert idx.use_model().rebuild([notes]).added == 5
+        assert idx.store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    fresh = tmp_path / "fresh.db"
+    with Index.open(fresh, create=True, loader=fake) as idx:
+        assert idx.rebuild([notes]).added == 5
+    with Index.open_built(fresh, loader=fake) as idx:
+        assert idx.store.counts()["files"] == 5
