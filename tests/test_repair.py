@@ -539,3 +539,22 @@ def test_reindex_of_an_index_with_other_pages_and_of_a_new_file(tmp_path):
         assert idx.rebuild([notes]).added == 5
     with Index.open_built(fresh, loader=fake) as idx:
         assert idx.store.counts()["files"] == 5
+
+
+def test_an_immutable_index_says_make_it_writable(tmp_path, monkeypatch):
+    notes = tmp_path / "notes"
+    make_notes(notes, 3)
+    db = tmp_path / "x.db"
+    build(notes, db)
+    if subprocess.run(["chattr", "+i", db], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not allowed here")
+    try:
+        (notes / "new.md").write_text("# New\n\nfresh words")
+        import jinaloc.cli.index as cli_index
+
+        monkeypatch.setattr(cli_index, "load_embedder", fake)
+        r = CliRunner().invoke(app, ["index", "--db", str(db)])
+    finally:
+        subprocess.run(["chattr", "-i", db])
+    assert r.exit_code == 2 and "writable" in r.stderr and "repair" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
