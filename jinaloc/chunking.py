@@ -489,6 +489,17 @@ def _table_header(text: str) -> str:
     return ""
 
 
+def table_headers(text: str) -> list[str]:
+    """Every Markdown table header (with its delimiter row) in `text`: what a later piece
+    of a split table was embedded after (health.py checks stored chunks with it)."""
+    lines = text.split("\n")
+    return [
+        f"{a}\n{b}"
+        for a, b in zip(lines, lines[1:], strict=False)
+        if a.lstrip().startswith("|") and _TABLE_RULE.fullmatch(b)
+    ]
+
+
 def _units(
     block: _Block, count: TokenCounter, budget: int, join: int = 1
 ) -> list[tuple[str, str, int, int]]:

@@ -47,10 +47,23 @@ class IndexBusy(JinalocError):
 class IndexCorrupt(JinalocError):
     """SQLite found the index file damaged."""
 
-    def __init__(self, path: Path, detail: str):
+    def __init__(self, path: Path | None, detail: str):
         detail = " ".join(detail.replace("*", "").split())[:160]  # SQLite's, on one line
-        super().__init__(f"{path} is damaged ({detail})", "check and repair it")
+        super().__init__(f"{path or 'the index'} is damaged ({detail})", "check and repair it")
         self.path = path
+
+
+class IndexUnrepairable(JinalocError):
+    """A damaged index whose record of what its vectors mean (meta) cannot be read: its
+    rows cannot be trusted to any model, so the repair replaced nothing."""
+
+    def __init__(self, path: Path, missing):
+        super().__init__(
+            f"cannot repair {path}: what its vectors mean (meta: {', '.join(missing)}) is"
+            " unreadable, so nothing was changed",
+            "rebuild it with the model it was built with",
+        )
+        self.path, self.missing = path, list(missing)
 
 
 class SchemaTooNew(JinalocError):

@@ -7,20 +7,18 @@ loads on first use, so planning, status and stored-vector reads never need one."
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IndexBusy, IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
+from .errors import IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
 from .files import inside, read_input
 from .paths import default_db
 from .planner import Plan, Roots, Scope, WalkOptions, plan_update
-from .store import SCHEMA_VERSION, IndexedDocument, Store
+from .store import SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     from .embedder import Embedder
     from .indexer import Progress, Report
     from .search import Hit
-
-log = logging.getLogger("jinaloc")
 
 TASK = "retrieval"
 # Index dim when none is given (clamped to the model's width); see README "Defaults".
@@ -291,10 +287,32 @@ class Index:
         self.meta = replace(m, dim=dim)
         return written
 
-    def reset(self) -> None:
-        """Drop every file, vector, root and the meta (for a re-index with another model)."""
-        self.store.clear()
-        self.meta = None
+    def rebuild(
+        self, roots: Roots | Sequence[str | Path], *, wait: bool = True, **options
+    ) -> Report:
+        """Index `roots` afresh with the chosen model (`use_model`) into a file beside this
+        one (FILE.reindex), then copy it over this one in one SQLite transaction under the
+        writer lock: searches read the old index until that commits, and an interrupted or
+        killed rebuild leaves it whole. `options` as `update`'s."""
+        beside = self.path.with_name(self.path.name + ".reindex")
+        leftovers = [Path(f"{beside}{s}") for s in ("", "-wal", "-shm", ".lock")]
+        for p in leftovers:  # of a rebuild that was killed
+            p.unlink(missing_ok=True)
+        # Same page size as the file it is copied into: SQLite copies WAL files page for page.
+        size = self.store.conn.execute("PRAGMA page_size").fetchone()[0]
+        new_file(beside, size)
+        try:
+            with Index(Store.open(beside), self._loader) as new:
+                new._choice = self._choice
+                report = new.update(roots, wait=wait, **options)
+                with self.writing(wait):
+                    new.store.conn.backup(self.store.conn)
+        finally:
+            for p in leftovers:
+                p.unlink(missing_ok=True)
+        self.store.cache.writes += 1  # this connection wrote it: cached blocks are stale
+        self.meta = IndexMeta.from_store(self.store.meta())
+        return report
 
     # updating
 
@@ -352,24 +370,10 @@ class Index:
         with self.writing(wait):
             return Writer(self, dim, chunk_tokens, progress, report).run(roots, scope)
 
-    @contextmanager
     def writing(self, wait: bool = True):
         """Hold the index's writer lock: one update at a time (searches go on meanwhile).
         `wait=False` refuses at once when another process holds it."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(f"{self.path}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if not wait:
-                raise IndexBusy(self.path) from None
-            log.warning("%s is being updated by another process: waiting for it", self.path)
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
+        return writer_lock(self.path, wait, self.store.identity)
 
     def verify(self) -> None:
         """Raise IndexCorrupt when SQLite's quick check finds the file damaged: the whole

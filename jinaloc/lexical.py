@@ -93,8 +93,13 @@ def index_fields(title: str, heading: Sequence[str], text: str) -> tuple[str, st
 
 def rebuild(conn) -> int:
     """Fill chunks_fts afresh from the stored chunks and file titles (for the migration that
-    adds it, or after a VERSION change): no model, nothing re-embedded. Returns the rows."""
-    conn.execute(f"DELETE FROM {TABLE}")
+    adds it, or after a VERSION change, or a repair): no model, nothing re-embedded. Returns
+    the rows."""
+    sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (TABLE,)).fetchone()[0]
+    if "content=''" in sql:  # a DELETE of every row leaves bm25's totals wrong in these
+        conn.execute(f"INSERT INTO {TABLE}({TABLE}) VALUES ('delete-all')")
+    else:
+        conn.execute(f"DELETE FROM {TABLE}")
     rows = conn.execute(
         "SELECT c.id, f.title, c.heading, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
     ).fetchall()

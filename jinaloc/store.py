@@ -26,6 +26,7 @@ becomes U+FFFD (`textsafe.clean`)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,9 +38,11 @@ from urllib.parse import quote
 import numpy as np
 
 from . import blocks, lexical
-from .errors import IndexNotFound, JinalocError, SchemaTooNew
+from .errors import IndexBusy, IndexNotFound, JinalocError, SchemaTooNew
 from .notes import mtime_date
 from .textsafe import clean
+
+log = logging.getLogger("jinaloc")
 
 
 def _add_lexical(conn) -> None:
@@ -152,6 +155,8 @@ MIGRATIONS: list[str | Callable] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.
 MAX_K = 4096
+# How long a statement waits for another connection's write lock before "locked".
+BUSY_MS = 30000
 # How much of an index file SQLite maps into memory (SQLite caps it at its own maximum).
 MMAP_BYTES = 1 << 34
 
@@ -170,16 +175,153 @@ def _make_parent(path: Path) -> None:
         raise JinalocError(f"cannot create the index {path}: {e.strerror or e}") from None
 
 
-def open_error(path: Path, e: Exception) -> JinalocError:
-    """One line for SQLite's ways of refusing a file."""
+def open_error(path: Path | None, e: Exception) -> JinalocError:
+    """One line for SQLite's ways of refusing a file, advising what fits the cause: wait
+    (locked), free space (full), make it writable (read-only, immutable), and a repair only
+    when SQLite found the file damaged."""
     text = str(e)
-    if "malformed" in text:
+    lower = text.lower()
+    where = f"the index {path}" if path else "the index"
+    if "malformed" in lower:
         from .errors import IndexCorrupt
 
         return IndexCorrupt(path, text)
-    if "readonly" in text or "unable to open" in text:
-        return JinalocError(f"cannot write the index {path}: {text}")
-    return JinalocError(f"cannot open index {path}: {text}")
+    if "locked" in lower or "busy" in lower:
+        return JinalocError(
+            f"{where} is locked by another process ({text})",
+            "wait for it to finish, then run the command again",
+        )
+    if "full" in lower or "no space" in lower:
+        return JinalocError(
+            f"cannot write {where}: the disk is full ({text})",
+            "free some space, then run the command again (nothing written before is lost)",
+        )
+    if any(w in lower for w in ("readonly", "read-only", "permission", "unable to open")):
+        return JinalocError(
+            f"cannot write {where} ({text})",
+            "make it and its folder writable (chmod u+w; chattr -i for an immutable file)",
+        )
+    if "i/o error" in lower:
+        return JinalocError(
+            f"cannot read or write {where}: {text}",
+            "check the disk (free space, errors in the system log), then run `jinaloc check`",
+        )
+    return JinalocError(
+        f"cannot open {'index ' + str(path) if path else 'the index'}: {text}",
+        "`jinaloc check` says whether it is a damaged index",
+    )
+
+
+@contextmanager
+def writer_lock(path: Path, wait: bool = True, identity: tuple | None = None):
+    """Hold the writer lock of the index at `path` (FILE.lock): one process at a time
+    updates, repairs or replaces the file (searches go on meanwhile). `wait=False` refuses
+    at once when another process holds it. `identity`: the file this process opened, which
+    must still be the one at `path` (not removed or replaced meanwhile)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise IndexBusy(path) from None
+        log.warning("%s is being updated by another process: waiting for it", path)
+        lock.acquire()
+    try:
+        if identity is not None and file_identity(path) != identity:
+            raise JinalocError(
+                f"{path} was removed or replaced while this run had it open",
+                "run the command again",
+            )
+        yield
+    finally:
+        lock.release()
+
+
+def file_identity(path: Path) -> tuple | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def claim_new(path: Path) -> tuple | None:
+    """Create an empty index file at `path` if none is there: its identity when this
+    process made it, None when it was there already (or cannot be made here: opening it
+    then says why)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError:
+        return None
+    return file_identity(path)
+
+
+def new_file(path: Path, page_size: int) -> None:
+    """An empty WAL-mode database file at `path` with this page size (fixed from then on)."""
+    conn = _connect(str(path))
+    try:
+        conn.execute(f"PRAGMA page_size = {page_size}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("VACUUM")  # writes the header: the page size is the file's now
+    finally:
+        conn.close()
+
+
+# SQLite's lock bytes in every database file (the unix VFS's PENDING, RESERVED and SHARED
+# bytes): a process with the file open holds a read lock on them.
+_LOCK_BYTES = (0x40000000, 512)
+
+
+def remove_if_unused(path: Path, identity: tuple) -> bool:
+    """Remove the index file at `path` (and its -wal and -shm) if it is still the file of
+    `identity`, holds nothing (no meta, root, file or skip) and no other process has it
+    open: under the writer lock (refused at once when held), with SQLite's lock bytes held
+    so that none can start reading it meanwhile. This process must not have it open. The
+    .lock stays: another process may be waiting on it. Returns whether it was removed."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: an open file cannot be removed there anyway
+        return False
+    try:
+        with writer_lock(path, wait=False):
+            if file_identity(path) != identity or not _unused(path):
+                return False
+            fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LOCK_BYTES[1], _LOCK_BYTES[0])
+            except OSError:
+                os.close(fd)
+                return False  # another process has it open
+            try:
+                for suffix in ("-wal", "-shm", ""):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            return True
+    except (JinalocError, OSError):
+        return False
+
+
+def _unused(path: Path) -> bool:
+    try:
+        conn = _reader(path)
+    except Exception:
+        return False
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+        return all(
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0
+            for t in ("meta", "roots", "files", "skips")
+            if t in tables
+        )
+    except Exception:
+        return False
+    finally:
+        conn.close()
 
 
 def _reader(path: Path):
@@ -306,6 +448,8 @@ class Store:
         self.path = path
         self.conn = conn
         self._side = None  # a second connection, opened on first use
+        # The file opened (device, inode): writes check it is still the one at `path`.
+        self.identity = file_identity(path)
         # Blocks kept in memory between scans; a long-lived session raises the budget.
         self.cache = blocks.BlockCache()
 
@@ -316,6 +460,20 @@ class Store:
         path = Path(path).expanduser()
         if not create and not path.is_file():
             raise IndexNotFound(path)
+        # SQLite waits BUSY_MS for most locks, not for all of a connection's first steps
+        # (another process removing a new, empty file holds them for a moment).
+        deadline = time.monotonic() + BUSY_MS / 1000
+        while True:
+            try:
+                return cls._open(path, create, readonly)
+            except JinalocError as e:
+                if "locked" not in e.message or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    @classmethod
+    def _open(cls, path: Path, create: bool, readonly: bool) -> Store:
+        conn = None
         try:
             if readonly:
                 store = cls._open_readonly(path)
@@ -324,7 +482,7 @@ class Store:
             if create:
                 _make_parent(path)
             conn = _connect(str(path))
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             # Rows hold a 1-3 KB float vector: at the default 4 KB pages only one fits per
             # page (about half the file wasted); 16 KB pages waste a few percent. A new file
             # takes it; an existing one keeps its own.
@@ -336,9 +494,12 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             store = cls(path, conn)
             store._migrate()
-        except JinalocError:
-            raise
+            store.identity = file_identity(path)
         except Exception as e:  # sqlite3 and pysqlite3 have distinct exception classes
+            if conn is not None:
+                conn.close()
+            if isinstance(e, JinalocError):
+                raise
             raise open_error(path, e) from None
         return store
 
@@ -359,7 +520,7 @@ class Store:
                     "open it once where it can be written",
                 )
             return None
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return cls(path, conn)
 
     def close(self) -> None:
@@ -370,7 +531,7 @@ class Store:
     def _side_conn(self):
         if self._side is None:
             self._side = _reader(self.path)
-            self._side.execute("PRAGMA busy_timeout = 30000")
+            self._side.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return self._side
 
     def __enter__(self) -> Store:
@@ -444,14 +605,6 @@ class Store:
             written = blocks.rebuild(self.conn, dim)
             self._write_meta({"dim": dim})
         return written
-
-    def clear(self) -> None:
-        """Drop every file, vector and root, and the meta record (for a full re-index)."""
-        with self.transaction():
-            for table in ("vec_blocks", "vec_live", lexical.TABLE, "chunks", "file_tags"):
-                self.conn.execute(f"DELETE FROM {table}")
-            for table in ("files", "roots", "meta"):
-                self.conn.execute(f"DELETE FROM {table}")
 
     # roots
 

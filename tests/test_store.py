@@ -178,15 +178,6 @@ def test_knn_bits_and_exact_scores(store):
     assert [f for _, f, _ in only_b] == [store.file("/r/b.md").id]
 
 
-def test_clear_drops_everything(store):
-    add(store, "/r/a.md")
-    store.set_root("/r", {"include": []})
-    store.clear()
-    assert store.counts()["files"] == 0 and store.meta() == {} and store.roots() == {}
-    store.set_meta({"model": "m2", "dim": DIM})
-    add(store, "/r/a.md")
-
-
 def test_no_extension_support_names_what_to_install(tmp_path, monkeypatch):
     class NoExt:
         OperationalError = RuntimeError

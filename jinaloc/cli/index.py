@@ -248,7 +248,12 @@ def index(
         typer.Option("--chunk-tokens", help="Token budget per chunk of a new index (512).", min=8),
     ] = None,
     reindex: Annotated[
-        bool, typer.Option("--reindex", help="Empty the index first (to change model or dim).")
+        bool,
+        typer.Option(
+            "--reindex",
+            help="Rebuild it from scratch (to change model or chunking): built beside the old"
+            " one, which searches keep using until the new one replaces it.",
+        ),
     ] = False,
     wait: Annotated[
         bool,
@@ -295,7 +300,9 @@ def index(
 
     for p in paths or []:  # before the index file is created
         check_root(p)
-    new_file = not db_path.exists()
+    from ..store import claim_new, remove_if_unused
+
+    claimed = claim_new(db_path)  # this run's own new file, if it made one
     try:
         with Index.open(db_path, create=True, loader=load) as idx:
             roots = [(p, options) for p in paths or []]
@@ -313,12 +320,11 @@ def index(
                         )
             if not roots:
                 raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
-            idx.verify()  # a damaged file is reported, never updated on top of
+            if not reindex:  # a rebuild replaces everything, damaged or not
+                idx.verify()  # a damaged file is reported, never updated on top of
             # The model (and on the same backend its quant) stays the index's own unless asked.
             idx.use_model(model, backend, quant, offline)
-            if reindex:
-                idx.reset()
-            else:
+            if not reindex:
                 idx.check(model=model)
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
             code = 0
@@ -326,7 +332,8 @@ def index(
             try:
                 if progress:
                     progress.bar.start()
-                idx.update(
+                run = idx.rebuild if reindex else idx.update
+                run(
                     roots,
                     dim=dim,
                     chunk_tokens=chunk_tokens,
@@ -346,30 +353,19 @@ def index(
         if not quiet:
             _summary(report, db_path)
         if code:
-            err_console.print(
-                f"[red]interrupted:[/] {report.added + report.updated} files written;"
-                " run the same command again to resume",
-                highlight=False,
+            again = (
+                "the index is as it was; run the same command again to rebuild it"
+                if reindex
+                else f"{report.added + report.updated} files written;"
+                " run the same command again to resume"
             )
+            err_console.print(f"[red]interrupted:[/] {again}", highlight=False)
             raise typer.Exit(code)
 
     except JinalocError:
-        if new_file:  # a first run that failed leaves nothing behind
-            _remove_if_empty(db_path)
+        if claimed:  # a first run that failed leaves nothing behind, unless another run uses it
+            remove_if_unused(db_path, claimed)
         raise
-
-
-def _remove_if_empty(db_path: Path) -> None:
-    from ..index import Index
-
-    try:
-        with Index.open(db_path) as idx:
-            empty = idx.meta is None and idx.store.counts()["files"] == 0
-    except JinalocError:
-        return
-    if empty:
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
 def _read_query(query: str | None) -> str:
