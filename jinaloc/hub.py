@@ -96,7 +96,9 @@ def tokenizer_dir(spec: ModelSpec, offline: bool = False) -> Path:
     if spec.path is not None:
         missing = [f for f in TOKENIZER_REQUIRED if not (spec.path / f).is_file()]
         if missing:
-            raise JinalocError(f"{spec.path} has no {' or '.join(missing)}: --backend api needs them")
+            raise JinalocError(
+                f"{spec.path} has no {' or '.join(missing)}: --backend api needs them"
+            )
         return spec.path
     if not spec.hf_repo:
         raise JinalocError(f"model {spec.name!r} has no hf_repo or path in models.toml")

@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
 from benchlib import (  # noqa: E402
     ROOT,
     bench_models_dir,
@@ -46,8 +47,6 @@ from benchlib import (  # noqa: E402
     write_json,
 )
 
-import numpy as np  # noqa: E402
-
 # The real nano's shape (REFERENCE.md); the fixture's 64 / 128 / 2 layers / r=4 scaled up.
 NANO_SHAPE = {64: 768, 128: 3072}
 NANO_CONFIG = dict(
@@ -58,11 +57,10 @@ NANO_CONFIG = dict(
     num_key_value_heads=12,
     max_position_embeddings=8192,
 )
-WORDS = (
-    "meeting budget planning quarter goals hiring travel costs software licenses office space"
-    " customer onboarding review march research retrieval models embeddings vector search"
-    " local inference water tomatoes passport accountant garden compost train ticket museum"
-).split()
+SAMPLE = """meeting budget planning quarter goals hiring travel costs software licenses office
+space customer onboarding review march research retrieval models embeddings vector search
+local inference water tomatoes passport accountant garden compost train ticket museum"""
+WORDS = SAMPLE.split()
 
 
 def _read_header(path: Path) -> tuple[dict, int]:
@@ -134,7 +132,9 @@ def make_full_nano(out: Path) -> Path:
         for name, info in header.items():
             if name == "__metadata__" or f".layers.{0}." not in name:
                 continue
-            lora[name.replace(".layers.0.", f".layers.{i}.")] = tensor(name, scaled(info["shape"], 32))
+            lora[name.replace(".layers.0.", f".layers.{i}.")] = tensor(
+                name, scaled(info["shape"], 32)
+            )
     _write_safetensors(adapter / "adapter_model.safetensors", lora)
     log(f"made {out} ({layers} -> {NANO_CONFIG['num_hidden_layers']} layers)")
     return out
@@ -142,7 +142,9 @@ def make_full_nano(out: Path) -> Path:
 
 def make_texts(n: int, words: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(words // 2, words))) for _ in range(n)]
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(words // 2, words))) for _ in range(n)
+    ]
 
 
 class Serve:
@@ -150,7 +152,9 @@ class Serve:
         args = [sys.executable, "-m", "jinaloc", "serve", "--port", "0", "--model", model]
         args += ["--backend", backend] + (["--quant", quant] if quant else [])
         env = {**os.environ, "PYTHONPATH": str(ROOT), "JINALOC_STATE_DIR": str(state)}
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 600
         while not list((state / "servers").glob("server-*.json")):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -235,9 +239,14 @@ def main() -> None:
         batches = length_sorted_batches(counts, 32, settings.batch_tokens)
         bodies = [
             json.dumps(
-                {"input": [texts[i] for i in b], "task": "retrieval.passage",
-                 "embedding_type": "base64", "normalized": True, "truncate": True,
-                 "model": e.client.model_for("retrieval")}
+                {
+                    "input": [texts[i] for i in b],
+                    "task": "retrieval.passage",
+                    "embedding_type": "base64",
+                    "normalized": True,
+                    "truncate": True,
+                    "model": e.client.model_for("retrieval"),
+                }
             ).encode()  # fmt: skip
             for b in batches
         ]

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +126,9 @@ class FakeServer:
                 if outer.fail_from is not None and n >= outer.fail_from:
                     fault = 500
                 if fault == 429:
-                    return self._json(429, {"error": {"message": "slow down"}}, [("Retry-After", "1")])
+                    return self._json(
+                        429, {"error": {"message": "slow down"}}, [("Retry-After", "1")]
+                    )
                 if fault == 400:
                     return self._json(400, {"error": {"message": "bad input"}})
                 if fault == 500:
@@ -142,12 +143,16 @@ class FakeServer:
                     return
                 texts = body["input"]
                 data = [
-                    {"object": "embedding", "index": i, "embedding": fake_vector(t, outer.dim).tolist()}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": fake_vector(t, outer.dim).tolist(),
+                    }
                     for i, t in enumerate(texts)
                 ]
-                self._json(200, {"object": "list", "data": data, "model": body.get("model")})
-                with outer.lock:
+                with outer.lock:  # before the answer: the client may look as soon as it has it
                     outer.answered.update(texts)
+                self._json(200, {"object": "list", "data": data, "model": body.get("model")})
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -219,7 +224,12 @@ def test_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("JINALOC_API_MODEL", "retrieval=a, clustering=b")
     monkeypatch.setenv("JINALOC_API_JOBS", "8")
     s = APISettings.from_env(kind="jina")
-    assert (s.url, s.kind, s.models, s.jobs) == ("http://h:1", "jina", ("retrieval=a", "clustering=b"), 8)
+    assert (s.url, s.kind, s.models, s.jobs) == (
+        "http://h:1",
+        "jina",
+        ("retrieval=a", "clustering=b"),
+        8,
+    )
     assert APISettings.from_env(url="http://other").url == "http://other"
     monkeypatch.setenv("JINALOC_API_JOBS", "many")
     with pytest.raises(JinalocError, match="JINALOC_API_JOBS"):
@@ -283,7 +293,7 @@ def test_a_served_adapter_is_not_used_for_another_task(fake):
 
 def test_batches_by_inputs_and_tokens(fake):
     server = fake()
-    texts = [("word " * (1 + i % 40)).strip() for i in range(100)]
+    texts = [f"{i} " + "word " * (1 + i % 40) for i in range(100)]
     e = open_api(resolve(str(NANO)), settings(server.url, batch_tokens=200))
     e.embed(texts, batch_size=16)
     assert sorted(Counter(server.answered).values()) == [1] * 100
@@ -340,17 +350,19 @@ def test_a_server_that_keeps_failing_gives_a_count(fake):
 
 def test_index_resumes_after_a_failed_run_and_embeds_nothing_twice(fake, tmp_path):
     notes = tmp_path / "notes"
-    make_notes(notes, 40, paragraphs=2, words=12)
+    make_notes(notes, 200, paragraphs=2, words=12)  # a chunk each: 7 requests of 32
     db = tmp_path / "i.db"
     common = ["--db", db, "--model", NANO, "--backend", "api", "--api-kind", "openai"]
     common += ["--api-model", "fake", "--api-jobs", "2"]
     server = fake(fail_from=4)
     env = {"JINALOC_API_RETRIES": "1", "JINALOC_API_TIMEOUT": "2"}
-    result = CliRunner(env=env).invoke(app, ["index", str(notes), *map(str, common), "--api-url", server.url, "--json"])
+    result = CliRunner(env=env).invoke(
+        app, ["index", str(notes), *map(str, common), "--api-url", server.url, "--json"]
+    )
     assert result.exit_code == 2, result.stderr
     report = json.loads(result.stdout)
     assert report["failed"] > 0 and report["added"] > 0
-    assert report["added"] + report["failed"] == 40
+    assert report["added"] + report["failed"] == 200
     assert "files not indexed" in result.stderr and "run the same command again" in result.stderr
     first = Counter(server.answered)
     # Healthy again: only the files not written are embedded.
@@ -373,7 +385,7 @@ def test_ctrl_c_with_a_hung_server_keeps_finished_files(fake, tmp_path):
     from jinaloc.indexer import Progress
 
     notes = tmp_path / "notes"
-    make_notes(notes, 30, paragraphs=2, words=12)
+    make_notes(notes, 200, paragraphs=2, words=12)  # a chunk each: 7 requests of 32
     server = fake(faults={n: "hang" for n in range(3, 100)})
     api = settings(server.url, timeout=30.0, jobs=2)
 
@@ -392,16 +404,24 @@ def test_ctrl_c_with_a_hung_server_keeps_finished_files(fake, tmp_path):
     def loader(model, backend, quant, offline, task):
         return open_api(resolve(str(NANO)), api)
 
-    def interrupt_later():
-        time.sleep(1.5)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    done = threading.Event()
+
+    def interrupt_later():  # Ctrl-C once requests hang
+        while server.requests < 4:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
 
     with Index.open(tmp_path / "i.db", create=True, loader=loader) as idx:
         idx.use_model(str(NANO), "api")
         threading.Thread(target=interrupt_later, daemon=True).start()
         start = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            idx.update([notes], progress=progress)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                idx.update([notes], progress=progress)
+        finally:
+            done.set()
         assert time.monotonic() - start < 10  # not the 30 s timeout
         written = idx.store.counts()["files"]
     assert written == progress.files > 0
@@ -501,8 +521,14 @@ def test_cli_commands_through_a_server(jinaloc_server, monkeypatch, tmp_path):
     api = ["--model", NANO, "--backend", "api", "--api-url", jinaloc_server.url]
     local = ["--model", NANO, "--backend", "gguf", "--quant", "F32", "--no-server"]
     for args in (["--prompt", "query", "--dim", "32"], ["--task", "clustering"]):
-        a = [json.loads(x)["embedding"] for x in cli("embed", *api, *args, *TEXTS).stdout.splitlines()]
-        b = [json.loads(x)["embedding"] for x in cli("embed", *local, *args, *TEXTS).stdout.splitlines()]
+        a = [
+            json.loads(x)["embedding"]
+            for x in cli("embed", *api, *args, *TEXTS).stdout.splitlines()
+        ]
+        b = [
+            json.loads(x)["embedding"]
+            for x in cli("embed", *local, *args, *TEXTS).stdout.splitlines()
+        ]
         assert cos(a, b).min() >= 0.9999
     lines = "\n".join(TEXTS + ["the dog sat on the mat"]) + "\n"
     for command in (["rerank", "cat on a mat"], ["cluster", "-k", "2"], ["dedup"]):
@@ -545,12 +571,16 @@ def llama_server():
 
     while True:
         try:
-            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url + "/models", timeout=2)
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                url + "/models", timeout=2
+            )
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"llama_cpp.server did not start: {proc.stderr.read()}") from None
+                raise RuntimeError(
+                    f"llama_cpp.server did not start: {proc.stderr.read()}"
+                ) from None
             time.sleep(0.2)
     yield url
     proc.terminate()
@@ -575,7 +605,19 @@ def test_index_through_llama_cpp_server_searched_locally(llama_server, tmp_path)
     notes = tmp_path / "notes"
     make_notes(notes, 10, paragraphs=2, words=12)
     db = tmp_path / "llama.db"
-    cli("index", notes, "--db", db, "--model", NANO, "--backend", "api", "--api-url", llama_server, "-q")
+    cli(
+        "index",
+        notes,
+        "--db",
+        db,
+        "--model",
+        NANO,
+        "--backend",
+        "api",
+        "--api-url",
+        llama_server,
+        "-q",
+    )
     local_db = tmp_path / "local.db"
     cli("index", notes, "--db", local_db, "--model", NANO, "--backend", "gguf", "--quant", "F32",
         "--no-server", "-q")  # fmt: skip

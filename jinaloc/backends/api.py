@@ -94,7 +94,9 @@ class APISettings:
                 try:
                     value = kind(raw)
                 except ValueError:
-                    raise JinalocError(f"JINALOC_API_{name.upper()}={raw!r} is not a {kind.__name__}") from None
+                    raise JinalocError(
+                        f"JINALOC_API_{name.upper()}={raw!r} is not a {kind.__name__}"
+                    ) from None
             if value is not None:
                 values[name] = value
         models = given.get("models") or [
@@ -261,7 +263,8 @@ class Client:
         except urllib.error.HTTPError as e:
             detail = _detail(e)
             if e.code in RETRY_STATUSES or e.code >= 500:
-                raise _Retry(f"HTTP {e.code}{detail}", _retry_after(e.headers.get("Retry-After")))
+                after = _retry_after(e.headers.get("Retry-After"))
+                raise _Retry(f"HTTP {e.code}{detail}", after) from None
             raise _Refused(f"HTTP {e.code}{detail}", e.code) from None
         except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, cut
             raise _Retry(_reason(e)) from None
@@ -283,7 +286,9 @@ class Client:
                 if wait is None:
                     wait = min(MAX_BACKOFF, BACKOFF * 2**attempt) * random.uniform(0.5, 1.0)
                 elif wait > MAX_RETRY_AFTER:
-                    raise _Refused(f"{e}: it asks to wait {wait:.0f} s", 0, transient=True) from None
+                    raise _Refused(
+                        f"{e}: it asks to wait {wait:.0f} s", 0, transient=True
+                    ) from None
                 self.stats.add(retries=1)
                 log.debug("%s: %s; retrying in %.1f s", self.shown, e, wait)
                 time.sleep(wait)
@@ -299,7 +304,9 @@ class Client:
                 answer = self.call(url, retries=1)
             except _Refused as e:
                 if e.transient:
-                    raise JinalocError(f"cannot reach the embeddings server at {self.shown}: {e}") from None
+                    raise JinalocError(
+                        f"cannot reach the embeddings server at {self.shown}: {e}"
+                    ) from None
                 answer = {}
             data = answer.get("data") if isinstance(answer, dict) else None
             self._served = [m for m in data or [] if isinstance(m, dict) and m.get("id")]
@@ -309,7 +316,11 @@ class Client:
         """jina for api.jina.ai and `jinaloc serve` (its /v1/models says so), else openai."""
         if self.jina_cloud:
             return "jina"
-        return "jina" if any(m.get("owned_by") == "jinaloc" for m in self.served_models()) else "openai"
+        return (
+            "jina"
+            if any(m.get("owned_by") == "jinaloc" for m in self.served_models())
+            else "openai"
+        )
 
     def model_for(self, task: str) -> str | None:
         """The served model name to ask for `task`."""
@@ -337,6 +348,8 @@ class Client:
                 f" {task} one",
                 hint,
             )
+        if named:  # names were given, none for this task: no guessing
+            raise JinalocError(f"no served model for task {task} among --api-model", hint)
         ids = [m["id"] for m in self.served_models()]
         fits = [i for i in ids if _named_task(i) == task] or (
             ids if len(ids) == 1 and _named_task(ids[0]) is None else []

@@ -172,7 +172,9 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
 
         args["api"] = APISettings.from_env(**given)
     elif given:
-        raise JinalocError(f"--api-{next(iter(given)).replace('models', 'model')} goes with --backend api")
+        raise JinalocError(
+            f"--api-{next(iter(given)).replace('models', 'model')} goes with --backend api"
+        )
     elif use_server:
         from ..server.client import find_server
 
