@@ -380,6 +380,26 @@ def test_index_resumes_after_a_failed_run_and_embeds_nothing_twice(fake, tmp_pat
         assert idx.store.counts()["chunks"] >= len(both)
 
 
+def test_the_key_is_sent_but_never_stored_or_shown(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("JINALOC_API_KEY", KEY)
+    notes = tmp_path / "notes"
+    make_notes(notes, 5)
+    db = tmp_path / "k.db"
+    server = fake()
+    api = ["--model", NANO, "--backend", "api", "--api-url", server.url, "--api-kind", "openai"]
+    result = cli("index", notes, "--db", db, *api, "--api-model", "fake", "--json")
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in result.stdout + result.stderr
+    for path in tmp_path.glob("k.db*"):
+        assert KEY.encode() not in path.read_bytes()
+    assert server.url.encode() not in db.read_bytes()  # nor where the vectors came from
+    server.fail_from = 1
+    monkeypatch.setenv("JINALOC_API_RETRIES", "0")
+    result = cli("embed", *api, "--api-model", "fake", *TEXTS, ok=(2,))
+    assert "3 of 3 texts were not embedded" in result.stderr and "HTTP 500" in result.stderr
+    assert KEY not in result.stdout + result.stderr
+
+
 def test_ctrl_c_with_a_hung_server_keeps_finished_files(fake, tmp_path):
     from jinaloc.index import Index
     from jinaloc.indexer import Progress
