@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -282,6 +283,7 @@ def main() -> None:
         e.close()
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = {}
     for what in ("raw", "embed", "index"):
         summary[what] = median([row["tok_s"] for row in rows if row["what"] == what])

@@ -84,6 +84,7 @@ class FakeServer:
     def __init__(self, faults: dict | None = None, dim: int = 64, fail_from: int | None = None):
         self.faults = dict(faults or {})
         self.fail_from = fail_from  # every request from this one on: 500
+        self.health: dict | None = None  # what GET /health answers (else 404)
         self.dim = dim
         self.answered: Counter = Counter()
         self.requests = 0
@@ -110,7 +111,9 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
-                if self.path == "/v1/models":
+                if self.path == "/health" and outer.health:
+                    self._json(200, outer.health)
+                elif self.path == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": "fake", "owned_by": "me"}]})
                 else:
                     self._json(404, {"error": {"message": "no such route"}})
@@ -280,6 +283,16 @@ def test_prefixes_models_per_task_and_vectors(fake):
     with pytest.raises(JinalocError, match="text-matching=NAME"):
         e.embed(TEXTS, "text-matching")
     e.close()
+
+
+def test_kind_is_told_by_the_server(fake):
+    server = fake()
+    spec = resolve(str(NANO))
+    assert open_api(spec, APISettings(url=server.url)).client.kind == "openai"
+    server.health = {"status": "ok", "model": "m", "backend": "gguf", "version": "0.1.0"}
+    assert open_api(spec, APISettings(url=server.url)).client.kind == "jina"  # jinaloc serve
+    with pytest.raises(JinalocError, match="cannot reach"):
+        open_api(spec, APISettings(url=f"http://127.0.0.1:{free_port()}", retries=0))
 
 
 def test_a_served_adapter_is_not_used_for_another_task(fake):

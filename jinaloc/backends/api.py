@@ -313,14 +313,19 @@ class Client:
         return self._served
 
     def _detect(self) -> str:
-        """jina for api.jina.ai and `jinaloc serve` (its /v1/models says so), else openai."""
-        if self.jina_cloud:
+        """jina for api.jina.ai and `jinaloc serve` (its /v1/models or /health says so),
+        else openai."""
+        if self.jina_cloud or any(m.get("owned_by") == "jinaloc" for m in self.served_models()):
             return "jina"
-        return (
-            "jina"
-            if any(m.get("owned_by") == "jinaloc" for m in self.served_models())
-            else "openai"
-        )
+        parts = urlsplit(self.endpoint)
+        try:
+            health = self.call(
+                urlunsplit((parts.scheme, parts.netloc, "/health", "", "")), retries=0
+            )
+        except _Refused:
+            return "openai"
+        jinaloc = isinstance(health, dict) and {"model", "backend", "version"} <= set(health)
+        return "jina" if jinaloc else "openai"
 
     def model_for(self, task: str) -> str | None:
         """The served model name to ask for `task`."""
