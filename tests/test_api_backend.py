@@ -62,6 +62,17 @@ def cos(a, b) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
+def rounded(x, places: int = 3):
+    """JSON with its floats rounded (vectors through a server agree to about 1e-5)."""
+    if isinstance(x, float):
+        return round(x, places)
+    if isinstance(x, list):
+        return [rounded(v, places) for v in x]
+    if isinstance(x, dict):
+        return {k: rounded(v, places) for k, v in x.items()}
+    return x
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -564,10 +575,16 @@ def test_cli_commands_through_a_server(jinaloc_server, monkeypatch, tmp_path):
         ]
         assert cos(a, b).min() >= 0.9999
     lines = "\n".join(TEXTS + ["the dog sat on the mat"]) + "\n"
-    for command in (["rerank", "cat on a mat"], ["cluster", "-k", "2"], ["dedup"]):
+    for command in (["rerank", "cat on a mat"], ["dedup"]):
         a = cli(*command, *api, "--json", input=lines).stdout
         b = cli(*command, *local, "--json", input=lines).stdout
-        assert json.loads(a) == pytest.approx(json.loads(b)) or a == b
+        assert rounded(json.loads(a)) == rounded(json.loads(b)), command
+
+    def groups(out: str):  # members within a cluster may tie: compare who is with whom
+        return sorted(sorted(m["text"] for m in c["members"]) for c in json.loads(out)["clusters"])
+
+    a = cli("cluster", "-k", "2", *api, "--json", input=lines).stdout
+    assert groups(a) == groups(cli("cluster", "-k", "2", *local, "--json", input=lines).stdout)
     a = cli("classify", "--label", "cats", "--label", "taxes", *api, "--json", input=lines).stdout
     b = cli("classify", "--label", "cats", "--label", "taxes", *local, "--json", input=lines).stdout
     assert [r["label"] for r in json.loads(a)] == [r["label"] for r in json.loads(b)]
