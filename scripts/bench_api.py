@@ -7,11 +7,15 @@ Starts `jinaloc serve` on a model, then per round, order alternating:
 - `Embedder.embed` through `--backend api` with N requests in flight (tokenizing, batching,
   JSON, decoding, Matryoshka);
 - `jinaloc index` of the same texts as notes through the server (chunking, SQLite writes).
-Client overhead = 1 - client tok/s / server tok/s. Client and server share this machine's
-CPUs, so the client's own CPU time is counted against it.
+Client overhead = 1 - client tok/s / server tok/s (wall clock; client and server share this
+machine's CPUs, so the client's own CPU time is counted against it). Since wall clock is noisy
+on a busy machine, each phase also records CPU seconds of the server process and of this
+process (the client: its request threads included): the client's CPU per token against the
+server's is the overhead a dedicated server would see.
 
     python scripts/bench_api.py [--model DIR] [--texts 256] [--words 80] [--jobs 4]
-                                [--rounds 3] [--backend onnx] [--json PATH] [--quick]
+                                [--batch-size 32] [--rounds 3] [--backend onnx] [--json PATH]
+                                [--quick]
 
 Default model: a full-size nano-shaped random-weight folder made here with numpy (12 x 768,
 FFN 3072, the fixture's tokenizer; about 230 MB of float16, in $JINALOC_BENCH_MODELS), served
@@ -165,6 +169,11 @@ class Serve:
         record = json.loads(next((state / "servers").glob("server-*.json")).read_text())
         self.url = record["url"]
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the server process has used."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -208,6 +217,7 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=256)
     p.add_argument("--words", type=int, default=80)
     p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per request")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     if args.quick:
@@ -238,7 +248,7 @@ def main() -> None:
         e = open_api(resolve(model), settings)
         counts = e.count_tokens(texts, "document")
         tokens = sum(counts)
-        batches = length_sorted_batches(counts, 32, settings.batch_tokens)
+        batches = length_sorted_batches(counts, args.batch_size, settings.batch_tokens)
         bodies = [
             json.dumps(
                 {
@@ -261,7 +271,7 @@ def main() -> None:
             start = time.perf_counter()
             with Index.open(db, create=True, loader=loader) as idx:
                 idx.use_model(model, "api")
-                report = idx.update([notes])
+                report = idx.update([notes])  # STEP_CHUNKS texts a request
             seconds = time.perf_counter() - start
             assert report.chunks_embedded >= len(texts) and not report.failed, report.to_json()
             return report.tokens, seconds
@@ -269,27 +279,38 @@ def main() -> None:
         for r in range(args.rounds):
             order = ["raw", "embed", "index"] if r % 2 == 0 else ["index", "embed", "raw"]
             for what in order:
+                server_cpu, client_cpu = server.cpu(), time.process_time()
                 if what == "raw":
                     seconds, n = raw_throughput(server.url, bodies, args.jobs), tokens
                 elif what == "embed":
                     start = time.perf_counter()
-                    e.embed(texts, batch_size=32)
+                    e.embed(texts, batch_size=args.batch_size)
                     seconds, n = time.perf_counter() - start, tokens
                 else:
                     n, seconds = index_once()
+                server_cpu = server.cpu() - server_cpu
+                client_cpu = time.process_time() - client_cpu
                 rows.append({"round": r, "what": what, "tokens": n, "seconds": seconds,
-                             "tok_s": n / seconds})  # fmt: skip
-                log(f"round {r} {what}: {n / seconds:,.0f} tok/s ({seconds:.2f} s)")
+                             "tok_s": n / seconds, "server_cpu_s": server_cpu,
+                             "client_cpu_s": client_cpu,
+                             "client_cpu_share": client_cpu / server_cpu})  # fmt: skip
+                log(
+                    f"round {r} {what}: {n / seconds:,.0f} tok/s ({seconds:.2f} s);"
+                    f" CPU server {server_cpu:.2f} s, client {client_cpu:.2f} s"
+                )
         e.close()
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = {}
+    summary, cpu_share = {}, {}
     for what in ("raw", "embed", "index"):
         summary[what] = median([row["tok_s"] for row in rows if row["what"] == what])
+        cpu_share[what] = median([row["client_cpu_share"] for row in rows if row["what"] == what])
     overhead = {w: 1 - summary[w] / summary["raw"] for w in ("embed", "index")}
-    print(table(rows, ["round", "what", "tokens", "seconds", "tok_s"]))
-    print(f"\nmedian tok/s: {summary}; client overhead: {overhead}")
+    columns = ["round", "what", "tokens", "seconds", "tok_s", "server_cpu_s", "client_cpu_s"]
+    print(table(rows, [*columns, "client_cpu_share"]))
+    print(f"\nmedian tok/s: {summary}; wall overhead: {overhead};")
+    print(f"client CPU / server CPU: {cpu_share}")
     write_json(
         args.json,
         {
@@ -302,8 +323,10 @@ def main() -> None:
             "requests": len(bodies),
             "jobs": args.jobs,
             "rows": rows,
+            "batch_size": args.batch_size,
             "median_tok_s": summary,
             "client_overhead": overhead,
+            "client_cpu_share": cpu_share,
         },
     )
 

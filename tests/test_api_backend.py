@@ -541,6 +541,16 @@ def test_index_through_a_server_is_searched_offline_locally(jinaloc_server, tmp_
     local_db = tmp_path / "local.db"
     cli("index", notes, "--db", local_db, "--model", NANO, "--backend", "gguf", "--quant", "F32",
         "--no-server", "-q")  # fmt: skip
+    # similar on a note the index does not hold, and eval, through the server too.
+    new = tmp_path / "new.md"
+    new.write_text("# Garden\n\ntomato plants compost watering\n")
+    through = ["--backend", "api", "--api-url", jinaloc_server.url]
+    hits = json.loads(cli("similar", new, "--db", db, *through, "--json").stdout)
+    assert hits and all(h["path"] != str(new) for h in hits)
+    queries = tmp_path / "q.tsv"
+    queries.write_text("".join(f"{p.stem} words\t{p}\n" for p in sorted(notes.rglob("*.md"))[:4]))
+    result = json.loads(cli("eval", "--db", db, *through, "--json", "--queries", queries).stdout)
+    assert result["rows"]
     monkeypatch.delenv("JINALOC_API_KEY")
     query = ["search", "tomato basil garlic", "--mode", "semantic", "--json", "--all-chunks"]
     offline = ["--backend", "gguf", "--quant", "F32", "--offline", "--no-server"]
