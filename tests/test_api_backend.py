@@ -143,6 +143,8 @@ class FakeServer:
                     return self._json(
                         429, {"error": {"message": "slow down"}}, [("Retry-After", "1")]
                     )
+                if fault == 413:
+                    return self._json(413, {"error": {"message": "too large"}})
                 if fault == 400:
                     return self._json(400, {"error": {"message": "bad input"}})
                 if fault == 500:
@@ -350,6 +352,17 @@ def test_a_fault_is_retried_and_nothing_is_embedded_twice(fake, fault):
     assert e.client.stats.retries >= 2
     if fault == 429:  # Retry-After: 1 was waited for
         assert time.monotonic() - start >= 1.0
+    e.close()
+
+
+def test_a_request_too_large_is_halved(fake):
+    server = fake(faults={1: 413})
+    texts = [f"text {i}" for i in range(8)]
+    e = open_api(resolve(str(NANO)), settings(server.url, jobs=1))
+    got = e.embed(texts, batch_size=8)
+    assert cos(got, np.stack([fake_vector("Document: " + t) for t in texts])).min() > 0.99999
+    assert [len(b["input"]) for b in server.bodies] == [8, 4, 4]
+    assert set(server.answered.values()) == {1} and len(server.answered) == 8
     e.close()
 
 
