@@ -260,6 +260,17 @@ def test_never_a_default():
         open_api(resolve(str(NANO)), APISettings())
 
 
+def test_the_tokenizer_is_read_here(tmp_path):
+    from jinaloc.errors import ModelNotDownloaded
+
+    api = APISettings(url="http://127.0.0.1:9")
+    with pytest.raises(ModelNotDownloaded, match="tokenizer"):  # HF_HUB_OFFLINE=1, empty cache
+        open_api(resolve("v5-nano"), api)
+    (tmp_path / "config.json").write_text((NANO / "config.json").read_text())
+    with pytest.raises(JinalocError, match="tokenizer.json"):
+        open_api(resolve(str(tmp_path)), api)
+
+
 def test_api_options_need_backend_api():
     result = cli("embed", "--model", NANO, "--api-url", "http://h:1", "hi", ok=(2,))
     assert "goes with --backend api" in result.stderr
