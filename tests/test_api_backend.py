@@ -96,6 +96,7 @@ class FakeServer:
         self.faults = dict(faults or {})
         self.fail_from = fail_from  # every request from this one on: 500
         self.health: dict | None = None  # what GET /health answers (else 404)
+        self.redirect: str | None = None  # POSTs answered with a 302 to here
         self.dim = dim
         self.answered: Counter = Counter()
         self.requests = 0
@@ -122,6 +123,8 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                with outer.lock:
+                    outer.headers.append(dict(self.headers))
                 if self.path == "/health" and outer.health:
                     self._json(200, outer.health)
                 elif self.path == "/v1/models":
@@ -131,6 +134,12 @@ class FakeServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with outer.lock:
                     outer.requests += 1
                     n = outer.requests
@@ -426,6 +435,17 @@ def test_index_resumes_after_a_failed_run_and_embeds_nothing_twice(fake, tmp_pat
     with Index.open(db) as idx:
         assert idx.meta.backend == "api" and idx.meta.model == "tiny-v5-nano"
         assert idx.store.counts()["chunks"] >= len(both)
+
+
+def test_redirects_are_not_followed_with_the_key(fake, monkeypatch):
+    monkeypatch.setenv("JINALOC_API_KEY", KEY)
+    elsewhere, server = fake(), fake()
+    server.redirect = elsewhere.url + "/embeddings"
+    e = open_api(resolve(str(NANO)), settings(server.url))
+    with pytest.raises(EmbedFailed, match="HTTP 302"):
+        e.embed(["a"])
+    assert elsewhere.headers == []
+    e.close()
 
 
 def test_the_key_is_sent_but_never_stored_or_shown(fake, tmp_path, monkeypatch):

@@ -156,6 +156,11 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # the 3xx is then the answer: an error that names it
+
+
 class _Retry(Exception):
     """A failure worth another try (429, 5xx, timeout, dropped connection)."""
 
@@ -247,7 +252,10 @@ class Client:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         # Loopback goes direct; elsewhere the environment's proxies apply, as for any client.
-        handlers = [urllib.request.ProxyHandler({})] if _loopback(host) else []
+        # Redirects are not followed: urllib would send the key on to wherever they point.
+        handlers = [_NoRedirect()]
+        if _loopback(host):
+            handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
         self.stats = Stats()
         self._served: list[dict] | None = None
