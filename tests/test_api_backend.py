@@ -595,11 +595,13 @@ def test_index_through_a_server_is_searched_offline_locally(jinaloc_server, tmp_
     queries.write_text("".join(f"{p.stem} words\t{p}\n" for p in sorted(notes.rglob("*.md"))[:4]))
     result = json.loads(cli("eval", "--db", db, *through, "--json", "--queries", queries).stdout)
     assert result["rows"]
-    monkeypatch.delenv("JINALOC_API_KEY")
     query = ["search", "tomato basil garlic", "--mode", "semantic", "--json", "--all-chunks"]
+    remote = json.loads(cli(*query, "--db", db, *through).stdout)  # the query too
+    monkeypatch.delenv("JINALOC_API_KEY")
     offline = ["--backend", "gguf", "--quant", "F32", "--offline", "--no-server"]
     served = json.loads(cli(*query, "--db", db, *offline).stdout)
     local = json.loads(cli(*query, "--db", local_db, *offline).stdout)
+    assert [h["path"] for h in remote] == [h["path"] for h in served]
     assert [h["path"] for h in served] == [h["path"] for h in local]
     np.testing.assert_allclose([h["score"] for h in served], [h["score"] for h in local], atol=1e-4)
     # Searched with the default backend too: the index names its model, not the server.
