@@ -103,6 +103,16 @@ class ModelNotDownloaded(JinalocError):
         self.model, self.what, self.pull_args, self.offline = model, what, pull_args, offline
 
 
+class EmbedFailed(JinalocError):
+    """Texts an embeddings server did not embed, after its retries. `transient`: the server
+    was unreachable or kept failing (429, 5xx, timeouts), so later requests would fail too;
+    otherwise it refused these inputs (a 4xx) and others may still go through."""
+
+    def __init__(self, message: str, failed: int, total: int, transient: bool):
+        super().__init__(message, "run again to retry")
+        self.failed, self.total, self.transient = failed, total, transient
+
+
 def check_choice(what: str, value: str, choices) -> str:
     """`value` if it is one of `choices`, else a one-line error listing them."""
     if value not in choices:

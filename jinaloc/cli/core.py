@@ -118,3 +118,4 @@ def _setup_logging() -> None:
 def _root() -> None:
     _setup_logging()
     common.use_server = True  # until a command's --no-server says otherwise
+    common.api_options.clear()  # until a command's --api-* options say otherwise

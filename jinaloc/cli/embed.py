@@ -10,6 +10,10 @@ import typer
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_jsonl
 from .common import (
+    ApiJobsOpt,
+    ApiKindOpt,
+    ApiModelOpt,
+    ApiUrlOpt,
     BackendOpt,
     BatchOpt,
     InputOpt,
@@ -43,6 +47,7 @@ EXAMPLES = """
   jq -c '{id, text: .body}' notes.jsonl | jinaloc embed   [dim](ids are echoed back)[/]
   jinaloc embed --file a.md --file b.md --format npy > vectors.npy
   jinaloc embed --type ubinary "bits for sqlite-vec"
+  JINA_API_KEY=... jinaloc embed --backend api --api-url https://api.jina.ai/v1 "hi"
 """
 
 
@@ -57,6 +62,10 @@ def embed(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
     task: TaskOpt = "retrieval",
     prompt: Annotated[

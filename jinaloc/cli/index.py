@@ -12,6 +12,10 @@ from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
 from ..output import Renderer, output_format, shown, write_json
 from .common import (
+    ApiJobsOpt,
+    ApiKindOpt,
+    ApiModelOpt,
+    ApiUrlOpt,
     BackendOpt,
     InstructionOpt,
     JsonlOpt,
@@ -108,6 +112,7 @@ INDEX_EXAMPLES = """
   jinaloc index ~/notes --db notes.db --model v5-small --dim 256
   jinaloc index --dim 256               [dim]# re-dim in place: no model, no re-embedding[/]
   jinaloc index --reindex --model v5-small   [dim]# another model[/]
+  jinaloc index ~/notes --backend api --api-url http://gpu:8000/v1   [dim]# a server embeds[/]
   jinaloc index ~/notes --json | jq .skipped_files
 """
 
@@ -220,6 +225,10 @@ def index(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
     dim: Annotated[
         int | None,
@@ -361,6 +370,16 @@ def index(
             )
             err_console.print(f"[red]interrupted:[/] {again}", highlight=False)
             raise typer.Exit(code)
+        if report.failed:
+            path, why = report.failed[0]
+            err_console.print(
+                f"[red]error:[/] {len(report.failed)} files not indexed ({escape(why)});"
+                f" {report.added + report.updated} files written: run the same command again"
+                " to embed the rest",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
 
     except JinalocError:
         if claimed:  # a first run that failed leaves nothing behind, unless another run uses it
@@ -502,6 +521,10 @@ def search(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
 ) -> None:
     """Search the index (query as argument or on stdin).
@@ -564,6 +587,10 @@ def similar(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
 ) -> None:
     """The notes most like a given note.
