@@ -166,7 +166,9 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
                 cross = s.reranker(req.reranker)
                 if req.max_doc_length:
                     docs = [
-                        cut_to_tokens(d, req.max_doc_length, lambda t: len(cross.backend.tokenize(t)))
+                        cut_to_tokens(
+                            d, req.max_doc_length, lambda t: len(cross.backend.tokenize(t))
+                        )
                         for d in docs
                     ]
                 scores = cross.score(req.query, docs)

@@ -276,9 +276,7 @@ def mlp(g: Builder, x: str, weights: dict, p: str) -> str:
     return linear(g, g.op("Mul", act, up), weights, f"{p}.down_proj")
 
 
-def build(
-    config: dict, architecture: str, weights: dict, path: Path, quant: str = "fp32"
-) -> Path:
+def build(config: dict, architecture: str, weights: dict, path: Path, quant: str = "fp32") -> Path:
     """Write the model to `path` (+ `path.data`), float32 or int8 (`quant` qint8 / quint8);
     consumes `weights` as it goes."""
     if architecture not in ("eurobert", "qwen3"):
