@@ -1,6 +1,7 @@
 """A text's vector does not depend on what it is batched or padded with, on every backend
-(issue 24): alone vs beside short, long and many neighbours, cosine >= 0.99999; ONNX, whose
-int8 activations are quantized per token row, bit-identical."""
+(issue 24): alone vs beside short, long and many neighbours, cosine >= 0.99999; ONNX int8,
+whose activations are quantized per token row and multiplied in integers, bit-identical.
+(ONNX fp32 is not always: onnxruntime's float GEMM picks kernels by shape, ~4e-8 apart.)"""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_alone_equals_batched(family, backend, quant, cache):
             batched = emb.embed([*TARGETS, *neighbours], batch_size=64)[: len(TARGETS)]
             cos = (alone * batched).sum(1)
             assert cos.min() >= MIN_COS, (neighbours[0], cos)
-            if backend == "onnx":
+            if backend == "onnx" and quant != "fp32":  # integer matmuls: exactly the same
                 np.testing.assert_array_equal(alone, batched)
         # Same texts in another order and batch size: the same vectors.
         again = emb.embed([*MANY[:3], *reversed(TARGETS)], batch_size=2)[3:][::-1]

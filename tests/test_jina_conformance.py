@@ -38,7 +38,7 @@ import base64
 import numpy as np
 import pytest
 from index_helpers import have_gguf
-from server_helpers import ServeProcess, call
+from server_helpers import MODEL_ARGS, ServeProcess, call
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
 for _module in ("uvicorn", "starlette"):
@@ -51,7 +51,7 @@ JINALOC_ITEM = {"tokens", "input_tokens"}  # jinaloc's documented extras
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    proc = ServeProcess(tmp_path_factory.mktemp("jina") / "state")
+    proc = ServeProcess(tmp_path_factory.mktemp("jina") / "state", *MODEL_ARGS)
     try:
         yield proc.url
     finally:
