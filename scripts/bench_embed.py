@@ -555,7 +555,7 @@ def invariance_family(family: str, folder: Path, args) -> tuple[list[dict], list
     batches = {"short neighbours": short, "long neighbours": long, "31 neighbours": many}
     inv_rows = []
     ref = fp32.embed(targets, "document", 1)
-    for rt in runtimes:
+    for rt in [] if args.speed_only else runtimes:
         alone = rt.embed(targets, "document", 1)  # one text per call: nothing else in its batch
         row = {"family": family, "runtime": rt.name}
         row["cos_to_fp32"] = float((alone * ref).sum(1).min())
@@ -571,7 +571,7 @@ def invariance_family(family: str, folder: Path, args) -> tuple[list[dict], list
         inv_rows.append(row)
         log(f"{family} {rt.name}: {row}")
     speed_rows = []
-    for shape in ("1x16", "32x128", "4x512"):
+    for shape in args.shapes or ("1x16", "32x128", "4x512"):
         n, _, t = shape.partition("x")
         prompt = "query" if int(t) <= 32 else "document"
         units = [
@@ -647,6 +647,7 @@ def main() -> None:
     p.add_argument("--threads", nargs="*", type=int, help="thread counts for GGUF and ONNX int8")
     p.add_argument("--rss", action="store_true", help="peak RSS per runtime, in child processes")
     p.add_argument("--invariance", action="store_true", help="ONNX int8 batch invariance")
+    p.add_argument("--speed-only", action="store_true", help="--invariance: tokens/s only")
     p.add_argument("--probe", help=argparse.SUPPRESS)
     p.add_argument("--probe-folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()

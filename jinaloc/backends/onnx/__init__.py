@@ -33,7 +33,7 @@ from . import graph
 
 log = logging.getLogger("jinaloc")
 
-CACHE_FORMAT = 2  # bump when the graph or the quantization settings change (2: per-row int8)
+CACHE_FORMAT = 3  # bump when the graph or the quantization settings change (3: per-row int8)
 # Attention scores of one forward pass (batch x heads x seq^2 floats) are kept under this by
 # splitting the batch; a single sequence longer than it allows still runs, alone.
 SCORE_BYTES = 256 << 20

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper
 from ...errors import JinalocError
 
 OPSET = 17
+CONTRIB = "com.microsoft"  # onnxruntime's contrib ops (MatMulIntegerToFloat)
 # Added to the attention scores of hidden keys: exp() of it is 0, and no row is all hidden
 # (every query sees at least the first token), so softmax never divides by zero.
 MASKED = -1e30
@@ -145,6 +146,11 @@ def linear(g: Builder, x: str, weights: dict, key: str) -> str:
 QUANTS = ("fp32", "qint8", "quint8")
 
 
+def opset_imports() -> list:
+    """What a graph built here imports: standard ONNX and, for int8, onnxruntime's contrib ops."""
+    return [helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)]
+
+
 def check_quant(quant: str) -> str:
     if quant not in QUANTS:
         raise JinalocError(f"unknown ONNX graph quant {quant!r}: one of {', '.join(QUANTS)}")
@@ -161,28 +167,40 @@ def quantize_columns(w: np.ndarray, limit: int = 127) -> tuple[np.ndarray, np.nd
 
 def quantize_rows(g: Builder, x: str) -> tuple[str, str]:
     """x (..., K) float -> (uint8 codes, zero point 128; scale (..., 1)): each row rounded on
-    its own max |x| / 127, so no row's codes depend on any other row's values."""
+    its own max |x| / 127, so no row's codes depend on any other row's values. QuantizeLinear
+    with a scale of 1 rounds (half to even), adds the zero point and saturates in one pass."""
     amax = g.op("ReduceMax", g.op("Abs", x), axes=[-1], keepdims=1)
     scale = g.op("Mul", g.op("Max", amax, g.const(1e-30, np.float32)), g.const(1 / 127, np.float32))
-    codes = g.op("Add", g.op("Round", g.op("Div", x, scale)), g.const(128.0, np.float32))
-    return g.op("Cast", codes, to=TensorProto.UINT8), scale
+    scaled = g.op("Mul", x, g.op("Reciprocal", scale))
+    codes = g.op("QuantizeLinear", scaled, g.const(1.0, np.float32), g.const(128, np.uint8))
+    return codes, scale
 
 
 def int8_matmul(g: Builder, x: str, w: np.ndarray, name: str) -> str:
     """x @ w (float, x (..., K), w (K, N)) in integer arithmetic, as `g.quant` says: exact
     int32 sums of int8 activations (a scale per row) and int8 weights (a scale per column),
-    rescaled to float. Any graph's projections can be built with it (the reranker's too)."""
+    rescaled to float. onnxruntime's MatMulIntegerToFloat (a contrib op: the graph imports
+    CONTRIB) does the sums and the column scales in one kernel; the row scales follow. Any
+    graph's projections can be built with it (the reranker's too)."""
     zero = g.const(128, np.uint8)
     codes, row_scale = quantize_rows(g, x)
     if g.quant == "quint8":
         q, col_scale = quantize_columns(w)
-        weights = g.weight(name, (q.astype(np.int16) + 128).astype(np.uint8))
-        acc = g.op("MatMulInteger", codes, weights, zero, zero)
+        weights, w_zero = g.weight(name, (q.astype(np.int16) + 128).astype(np.uint8)), zero
     else:
         q, col_scale = quantize_columns(w, 63)
-        acc = g.op("MatMulInteger", codes, g.weight(name, q), zero)
-    y = g.op("Mul", g.op("Cast", acc, to=TensorProto.FLOAT), row_scale)
-    return g.op("Mul", y, g.weight(f"{name}.scale", col_scale))
+        weights, w_zero = g.weight(name, q), g.const(0, np.int8)
+    y = g.op(
+        "MatMulIntegerToFloat",
+        codes,
+        weights,
+        g.const(1.0, np.float32),
+        g.weight(f"{name}.scale", col_scale),
+        zero,
+        w_zero,
+        domain=CONTRIB,
+    )
+    return g.op("Mul", y, row_scale)
 
 
 def embedding(g: Builder, table: np.ndarray, ids: str) -> str:
@@ -321,7 +339,7 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
     finally:
         g.close()
     graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=opset_imports())
     model.ir_version = 8  # readable by every onnxruntime that knows opset 17
     onnx.save_model(model, str(path))
     return path
