@@ -46,7 +46,7 @@ EXAMPLES = """
   cat lines.txt | jinaloc embed --task text-matching > vectors.jsonl
   jq -c '{id, text: .body}' notes.jsonl | jinaloc embed   [dim](ids are echoed back)[/]
   jinaloc embed --file a.md --file b.md --format npy > vectors.npy
-  jinaloc embed --type ubinary "bits for sqlite-vec"
+  jinaloc embed --type ubinary "sign bits, as api.jina.ai packs them"
   JINA_API_KEY=... jinaloc embed --backend api --api-url https://api.jina.ai/v1 "hi"
 """
 
@@ -73,7 +73,12 @@ def embed(
     ] = "document",
     dim: Annotated[int | None, typer.Option("--dim", help="Matryoshka dim (e.g. 256).")] = None,
     out_type: Annotated[
-        str, typer.Option("--type", help="float, binary (int8), ubinary (uint8) or base64.")
+        str,
+        typer.Option(
+            "--type",
+            help="float, binary (int8), ubinary (uint8) or base64; binary types are Jina's"
+            " (sign bits MSB-first, binary = ubinary - 128).",
+        ),
     ] = "float",
     out_format: Annotated[
         str, typer.Option("--format", help="jsonl (one object per input), json or npy.")

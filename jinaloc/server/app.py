@@ -196,19 +196,33 @@ def create_app(
         req = api.parse_rerank(await read_json(request), embedder, limits.max_inputs)
 
         def job(s: Served):
-            if req.reranker is not None:
-                cross = s.reranker(req.reranker)
-                scores = cross.score(req.query, req.documents)
-                order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-                ranked = [(i, float(scores[i])) for i in order[: req.top_n or len(order)]]
-                ids = cross.prompt_ids(req.query, req.documents)
-                return ranked, sum(map(len, ids))
+            from ..pipelines.rerank import cut_to_tokens
             from ..pipelines.rerank import rerank as by_embeddings
 
-            ranked = by_embeddings(s.embedder, req.query, req.documents, req.top_n)
-            tokens = sum(s.embedder.count_tokens([req.query], "query")) + sum(
-                s.embedder.count_tokens(req.documents, "document")
-            )
+            docs = req.documents
+            if req.reranker is not None:
+                cross = s.reranker(req.reranker)
+                if req.max_doc_length:
+                    docs = [
+                        cut_to_tokens(
+                            d, req.max_doc_length, lambda t: len(cross.backend.tokenize(t))
+                        )
+                        for d in docs
+                    ]
+                scores = cross.score(req.query, docs)
+                order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+                ranked = [(i, float(scores[i])) for i in order[: req.top_n or len(order)]]
+                ids = cross.prompt_ids(req.query, docs)
+                return ranked, sum(map(len, ids))
+            e = s.embedder
+            if req.max_doc_length:
+                bare = e.count_tokens([""])[0]  # the prompt's and special tokens
+                docs = [
+                    cut_to_tokens(d, req.max_doc_length, lambda t: e.count_tokens([t])[0] - bare)
+                    for d in docs
+                ]
+            ranked = by_embeddings(e, req.query, docs, req.top_n)
+            tokens = sum(e.count_tokens([req.query], "query")) + sum(e.count_tokens(docs))
             return ranked, tokens
 
         ranked, tokens = await run(job)
