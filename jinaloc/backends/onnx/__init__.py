@@ -30,7 +30,6 @@ from ..canonical import (
     weight_files,
 )
 from ..threads import default_threads
-from . import graph
 
 log = logging.getLogger("jinaloc")
 
@@ -51,6 +50,8 @@ def cache_path(folder: Path, task: str, quant: str) -> Path:
 
 def build(folder: Path, task: str, quant: str, config: dict, architecture: str, out: Path):
     """Write `out`/model.onnx (+ .data): the merged float32 graph, quantized unless fp32."""
+    from . import graph  # imports `onnx` (0.8 s): only a build needs it, never a cached run
+
     weights = merge_adapter(read_weights(folder), adapter_dir(folder, task))
     fp32 = out / "model.onnx" if quant == "fp32" else out / "fp32" / "model.onnx"
     fp32.parent.mkdir(parents=True, exist_ok=True)
