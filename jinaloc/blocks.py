@@ -354,12 +354,33 @@ def exact(
     return list(picked)
 
 
-def hamming(words: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Hamming distance (uint16) of each row of sign-bit words to `q`. Summing the per-word
-    counts along a row (12 words at 768 dims) is numpy's slow case, so the counts are
-    transposed first (a small uint8 copy) and summed word by word over all rows at once:
-    3-5x faster on 1M rows (docs/benchmarks.md)."""
-    counts = np.bitwise_count(words ^ q)
+def _xored(items: Iterator[Part], q: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """(ids, files, bit words XOR q) of the parts, joined into groups of about GROUP_BYTES
+    (as `_grouped`, for numpy's cost per call): the XOR writes each part into the group's
+    buffer, so joining costs no pass of its own over the bits. The buffer is reused."""
+    rows = max(1, GROUP_BYTES // (8 * len(q)))
+    buffer = np.empty((rows, len(q)), dtype=np.uint64)
+    ids: list[np.ndarray] = []
+    files: list[np.ndarray] = []
+    fill = 0
+    for part in itertools.chain(items, [None]):
+        if part is not None and len(part.ids) > rows:  # bigger than a group: alone
+            yield part.ids, part.files, part.array ^ q
+            continue
+        if fill and (part is None or fill + len(part.ids) > rows):
+            yield np.concatenate(ids), np.concatenate(files), buffer[:fill]
+            ids, files, fill = [], [], 0
+        if part is not None:
+            np.bitwise_xor(part.array, q, out=buffer[fill : fill + len(part.ids)])
+            ids.append(part.ids), files.append(part.files)
+            fill += len(part.ids)
+
+
+def bit_counts(words: np.ndarray) -> np.ndarray:
+    """Set bits per row (uint16). Summing the per-word counts along a row (12 words at 768
+    dims) is numpy's slow case, so the counts are transposed first (a small uint8 copy) and
+    summed word by word over all rows at once: 3x faster on 1M rows (docs/benchmarks.md)."""
+    counts = np.bitwise_count(words)
     return np.add.reduce(np.ascontiguousarray(counts.T), axis=0, dtype=np.uint16)
 
 
@@ -384,9 +405,9 @@ def coarse(
     seen = np.zeros(64 * len(q) + 1, dtype=np.int64)  # how many rows at each distance
     bound = len(seen) - 1
     ids, dists = [], []
-    for part in _grouped(parts(conn, "bits", dim, cache)):
-        dist, part_ids = hamming(part.array, q), part.ids
-        keep = allowed(part.files)
+    for part_ids, files, xored in _xored(parts(conn, "bits", dim, cache), q):
+        dist = bit_counts(xored)
+        keep = allowed(files)
         if not keep.all():
             dist, part_ids = dist[keep], part_ids[keep]
         seen += np.bincount(dist, minlength=len(seen))

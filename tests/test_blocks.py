@@ -115,19 +115,19 @@ def test_deleted_and_replaced_chunks_leave_the_scans(store):
     assert store.counts()["chunks"] == 5
 
 
-def test_hamming_equals_counting_the_differing_bits():
-    rng = np.random.default_rng(0)
-    words = rng.integers(0, 2**64, (37, 12), dtype=np.uint64, endpoint=False)
-    q = rng.integers(0, 2**64, 12, dtype=np.uint64, endpoint=False)
-    want = np.unpackbits((words ^ q).view(np.uint8), axis=1).sum(axis=1)
-    assert blocks.hamming(words, q).tolist() == want.tolist()
-    assert blocks.hamming(words[:0], q).tolist() == []
+def test_bit_counts_count_every_set_bit():
+    words = np.random.default_rng(0).integers(0, 2**64, (37, 12), dtype=np.uint64)
+    want = np.unpackbits(words.view(np.uint8), axis=1).sum(axis=1)
+    assert blocks.bit_counts(words).tolist() == want.tolist()
+    assert blocks.bit_counts(words[:0]).tolist() == []
 
 
-def test_the_coarse_bound_keeps_every_tie_across_groups(store, monkeypatch):
-    # Every block its own group, so the running bound falls part by part; 12 bits give many
-    # ties at the bound, which must resolve by chunk id as one selection over all would.
-    monkeypatch.setattr(blocks, "GROUP_BYTES", 1)
+@pytest.mark.parametrize("group_bytes", [1, 48, 1 << 20])
+def test_the_coarse_bound_keeps_every_tie_across_groups(store, monkeypatch, group_bytes):
+    # Groups of one part, of a block and a half (parts joined, some alone), and of everything:
+    # the running bound falls group by group; 12 bits give many ties at the bound, which must
+    # resolve by chunk id as one selection over all would.
+    monkeypatch.setattr(blocks, "GROUP_BYTES", group_bytes)
     a = add(store, "a.md", range(40))
     add(store, "b.md", range(40, 75))
     add(store, "c.md", range(75, 90))
