@@ -18,12 +18,12 @@ from conftest import model_dir  # noqa: E402
 EMBED = """
 import json, sys
 from pathlib import Path
-from jinaloc.backends.onnx import ONNXBackend
+from jinaloc.backends import open_backend
 from jinaloc.embedder import Embedder
 from jinaloc.registry import spec_from_folder
 folder = Path(sys.argv[1])
 spec = spec_from_folder(folder)
-embedder = Embedder(spec, ONNXBackend(folder, spec, "qint8"))
+embedder = Embedder(spec, open_backend(spec, "onnx", "qint8"))  # as the CLI opens it
 vector = embedder.embed(["a cold query"], "retrieval", "query")
 print(json.dumps({"onnx": "onnx" in sys.modules, "first": float(vector[0][0])}))
 """
