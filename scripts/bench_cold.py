@@ -321,7 +321,7 @@ def main() -> None:
         "machine": machine(),
         "model": model,
         "backend": args.backend,
-        "quant": quant,
+        "quant": quant if args.backend == "gguf" or args.quant else "the backend's default",
         "threads": args.threads,
         "chunks": chunks,
         "dim": dim,
