@@ -379,7 +379,7 @@ def _xored(items: Iterator[Part], q: np.ndarray) -> Iterator[tuple[np.ndarray, .
 def bit_counts(words: np.ndarray) -> np.ndarray:
     """Set bits per row (uint16). Summing the per-word counts along a row (12 words at 768
     dims) is numpy's slow case, so the counts are transposed first (a small uint8 copy) and
-    summed word by word over all rows at once: 3x faster on 1M rows (docs/benchmarks.md)."""
+    summed word by word over all rows at once (docs/benchmarks.md, section 3c)."""
     counts = np.bitwise_count(words)
     return np.add.reduce(np.ascontiguousarray(counts.T), axis=0, dtype=np.uint16)
 

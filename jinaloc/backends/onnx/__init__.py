@@ -83,9 +83,9 @@ def _quantize(fp32: Path, model: Path, quant: str) -> None:
 
 def _save_optimized(model: Path) -> None:
     """Replace `model` with the graph ONNX Runtime makes of it (fusions, constant folding),
-    so that a session of the cached model skips most of that work: measured on a full-size
-    nano int8, session creation 1.9 s -> 1.0 s (docs/benchmarks.md). The "extended" level
-    only: the "all" level's layout changes may be specific to this CPU."""
+    so that a session of the cached model skips most of that work: session creation 0.6-0.75x
+    on a full-size nano int8 (docs/benchmarks.md, section 8b). The "extended" level only: the
+    "all" level's layout changes may be specific to this CPU."""
     optimized = model.parent / "optimized"
     optimized.mkdir()
     options = ort.SessionOptions()
