@@ -279,18 +279,29 @@ def _grouped(items: Iterator[Part]) -> Iterator[Part]:
             pending, size = [], 0
 
 
+def _filter(only: Sequence[int] | None, excluded: Sequence[int]):
+    """A function from a part's file ids to the mask of its slots a search may return."""
+    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
+    skip = np.asarray(list(excluded), dtype=np.int64)
+
+    def allowed(files: np.ndarray) -> np.ndarray:
+        keep = files > 0
+        if only_ids is not None:
+            keep &= np.isin(files, only_ids)
+        if len(skip):
+            keep &= ~np.isin(files, skip)
+        return keep
+
+    return allowed
+
+
 def _scan(conn, cache, column, dim, score, only, excluded):
     """(chunk ids, file ids, scores) of every chunk of the allowed files, `score` applied to
     each block's (or group's) array, one selection at the end."""
-    only_ids = None if only is None else np.asarray(list(only), dtype=np.int64)
-    skip = np.asarray(list(excluded), dtype=np.int64)
+    allowed = _filter(only, excluded)
     ids, files, scores = [], [], []
     for part in _grouped(parts(conn, column, dim, cache)):
-        keep = part.files > 0
-        if only_ids is not None:
-            keep &= np.isin(part.files, only_ids)
-        if len(skip):
-            keep &= ~np.isin(part.files, skip)
+        keep = allowed(part.files)
         scored = score(part.array)  # all, then select: no copy of the array
         if keep.all():
             ids.append(part.ids), files.append(part.files), scores.append(scored)
@@ -343,6 +354,36 @@ def exact(
     return list(picked)
 
 
+def _xored(items: Iterator[Part], q: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """(ids, files, bit words XOR q) of the parts, joined into groups of about GROUP_BYTES
+    (as `_grouped`, for numpy's cost per call): the XOR writes each part into the group's
+    buffer, so joining costs no pass of its own over the bits. The buffer is reused."""
+    rows = max(1, GROUP_BYTES // (8 * len(q)))
+    buffer = np.empty((rows, len(q)), dtype=np.uint64)
+    ids: list[np.ndarray] = []
+    files: list[np.ndarray] = []
+    fill = 0
+    for part in itertools.chain(items, [None]):
+        if part is not None and len(part.ids) > rows:  # bigger than a group: alone
+            yield part.ids, part.files, part.array ^ q
+            continue
+        if fill and (part is None or fill + len(part.ids) > rows):
+            yield np.concatenate(ids), np.concatenate(files), buffer[:fill]
+            ids, files, fill = [], [], 0
+        if part is not None:
+            np.bitwise_xor(part.array, q, out=buffer[fill : fill + len(part.ids)])
+            ids.append(part.ids), files.append(part.files)
+            fill += len(part.ids)
+
+
+def bit_counts(words: np.ndarray) -> np.ndarray:
+    """Set bits per row (uint16). Summing the per-word counts along a row (12 words at 768
+    dims) is numpy's slow case, so the counts are transposed first (a small uint8 copy) and
+    summed word by word over all rows at once (docs/benchmarks.md, section 3c)."""
+    counts = np.bitwise_count(words)
+    return np.add.reduce(np.ascontiguousarray(counts.T), axis=0, dtype=np.uint16)
+
+
 def coarse(
     conn,
     cache: BlockCache,
@@ -353,11 +394,29 @@ def coarse(
     excluded: Sequence[int],
 ) -> list[int]:
     """Chunk ids of the `wanted` nearest sign-bit vectors by Hamming distance (a popcount
-    scan of the packed bits), nearest first; ties by lower chunk id."""
+    scan of the packed bits), nearest first; ties by lower chunk id.
+
+    Each group keeps only the rows within the running bound: the `wanted`-th smallest
+    distance seen so far, known from a histogram of the distances (they are small integers).
+    The bound only falls, so every row of the final top (ties included) was kept when read,
+    and the final selection runs on a few thousand rows, not on every chunk."""
     q = bit_words(np.asarray(query, dtype=np.float32)[None, :])[0]
-
-    def closeness(words: np.ndarray) -> np.ndarray:
-        return -np.bitwise_count(words ^ q).sum(axis=1, dtype=np.int32)
-
-    ids, files, scores = _scan(conn, cache, "bits", dim, closeness, only, excluded)
-    return ids[_best(ids, files, scores, wanted, False)].tolist()
+    allowed = _filter(only, excluded)
+    seen = np.zeros(64 * len(q) + 1, dtype=np.int64)  # how many rows at each distance
+    bound = len(seen) - 1
+    ids, dists = [], []
+    for part_ids, files, xored in _xored(parts(conn, "bits", dim, cache), q):
+        dist = bit_counts(xored)
+        keep = allowed(files)
+        if not keep.all():
+            dist, part_ids = dist[keep], part_ids[keep]
+        seen += np.bincount(dist, minlength=len(seen))
+        bound = min(bound, int(np.searchsorted(np.cumsum(seen), wanted)))
+        near = np.flatnonzero(dist <= bound)
+        ids.append(part_ids[near]), dists.append(dist[near])
+    if not ids:
+        return []
+    ids, dists = np.concatenate(ids), np.concatenate(dists)
+    near = dists <= bound
+    ids, dists = ids[near], dists[near]
+    return ids[np.lexsort((ids, dists))[:wanted]].tolist()

@@ -17,7 +17,8 @@ The trees are this checkout and, with --before REV, that git revision (`git arch
 change is measured side by side with what it replaces. Outputs of all trees must be equal.
 
     python scripts/bench_cold.py [--before REV] [--chunks 100000] [--dim 768] [--rounds 10]
-                                 [--model DIR] [--quant Q8_0] [--threads 1] [--json PATH]
+                                 [--model DIR] [--backend gguf|onnx] [--quant Q8_0]
+                                 [--threads 1] [--json PATH]
 
 Default model: the full-size random-weight nano from make_bench_models.py when present (GGUF),
 else the tiny fixture.
@@ -55,6 +56,8 @@ MODULES = (
     "jinaloc.search",
     "jinaloc.embedder",
     "llama_cpp",
+    "onnxruntime",
+    "onnx",
 )
 PHASES = ("startup", "open", "model_load", "query_embed", "search", "output", "close_exit")
 
@@ -231,6 +234,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--model")
     p.add_argument("--quant")
+    p.add_argument("--backend", default="gguf", choices=["gguf", "onnx"])
     p.add_argument("--threads", type=int, default=1, help="JINALOC_THREADS (busy machine: 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -248,7 +252,9 @@ def main() -> None:
         state = tmp / "state"
         env = env_for(state, args.threads)
         envs = {name: {**env, "PYTHONPATH": str(tree)} for name, tree in trees.items()}
-        model_args = ["--model", model, "--backend", "gguf", "--quant", quant]
+        model_args = ["--model", model, "--backend", args.backend]
+        if args.backend == "gguf" or args.quant:  # ONNX: its own default quant
+            model_args += ["--quant", quant]
         dim_args = ["--dim", str(args.dim)] if args.dim else []
         # Each tree its own index of the same notes, in its own schema.
         notes = tmp / "notes"
@@ -314,8 +320,8 @@ def main() -> None:
         "load_avg_at_start": load_at_start,
         "machine": machine(),
         "model": model,
-        "backend": "gguf",
-        "quant": quant,
+        "backend": args.backend,
+        "quant": quant if args.backend == "gguf" or args.quant else "the backend's default",
         "threads": args.threads,
         "chunks": chunks,
         "dim": dim,

@@ -115,6 +115,33 @@ def test_deleted_and_replaced_chunks_leave_the_scans(store):
     assert store.counts()["chunks"] == 5
 
 
+def test_bit_counts_count_every_set_bit():
+    words = np.random.default_rng(0).integers(0, 2**64, (37, 12), dtype=np.uint64)
+    want = np.unpackbits(words.view(np.uint8), axis=1).sum(axis=1)
+    assert blocks.bit_counts(words).tolist() == want.tolist()
+    assert blocks.bit_counts(words[:0]).tolist() == []
+
+
+@pytest.mark.parametrize("group_bytes", [1, 48, 1 << 20])
+def test_the_coarse_bound_keeps_every_tie_across_groups(store, monkeypatch, group_bytes):
+    # Groups of one part, of a block and a half (parts joined, some alone), and of everything:
+    # the running bound falls group by group; 12 bits give many ties at the bound, which must
+    # resolve by chunk id as one selection over all would.
+    monkeypatch.setattr(blocks, "GROUP_BYTES", group_bytes)
+    a = add(store, "a.md", range(40))
+    add(store, "b.md", range(40, 75))
+    add(store, "c.md", range(75, 90))
+    store.remove_file(a)
+    add(store, "d.md", range(90, 101))
+    n = store.counts()["chunks"]
+    files = [r[0] for r in store.conn.execute("SELECT id FROM files")]
+    for s in range(8):
+        q = l2_normalize(full(2000 + s)[: store.dim])
+        for k in (1, 2, 5, 17, n, n + 3):
+            assert store.knn_bits(q, k) == brute_coarse(store, q, k)
+            assert store.knn_bits(q, k, files[:1]) == brute_coarse(store, q, k, files[:1])
+
+
 def test_the_cache_serves_later_scans_and_never_a_deleted_chunk(store):
     store.cache.budget = 1 << 20
     for i in range(5):

@@ -96,10 +96,14 @@ def open_backend(
         opened.quant = pick_gguf_quant(spec, task or "retrieval", quant)
         return opened
     if backend == "onnx":
+        import importlib.util
+
         try:
-            import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
+            onnxruntime = None
+        # `onnx` only builds graphs (0.8 s to import): found is enough, a cached one runs without.
+        if onnxruntime is None or importlib.util.find_spec("onnx") is None:
             raise JinalocError(
                 "the ONNX backend is not installed: pip install 'jinaloc[onnx]'"
                 " (or use --backend gguf)"

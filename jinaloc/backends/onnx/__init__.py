@@ -29,11 +29,11 @@ from ..canonical import (
     weight_files,
 )
 from ..threads import default_threads
-from . import graph
 
 log = logging.getLogger("jinaloc")
 
-CACHE_FORMAT = 3  # bump when the graph or the quantization settings change (3: per-row int8)
+CACHE_FORMAT = 4  # bump when the graph or the quantization settings change (3: per-row int8;
+# 4: saved as ONNX Runtime optimizes it)
 # Attention scores of one forward pass (batch x heads x seq^2 floats) are kept under this by
 # splitting the batch; a single sequence longer than it allows still runs, alone.
 SCORE_BYTES = 256 << 20
@@ -49,9 +49,38 @@ def cache_path(folder: Path, task: str, quant: str) -> Path:
 
 
 def build(folder: Path, task: str, quant: str, config: dict, architecture: str, out: Path):
-    """Write `out`/model.onnx (+ .data): the merged graph, float32 or int8 (graph.int8_matmul)."""
+    """Write `out`/model.onnx (+ .data): the merged graph, float32 or int8 (graph.int8_matmul),
+    saved as ONNX Runtime optimizes it."""
+    from . import graph  # imports `onnx` (0.8 s): only a build needs it, never a cached run
+
     weights = merge_adapter(read_weights(folder), adapter_dir(folder, task))
+    out.mkdir(parents=True, exist_ok=True)
     graph.build(config, architecture, weights, out / "model.onnx", quant)
+    del weights
+    _save_optimized(out / "model.onnx")
+
+
+def _save_optimized(model: Path) -> None:
+    """Replace `model` with the graph ONNX Runtime makes of it (fusions, constant folding),
+    so that a session of the cached model skips most of that work: session creation 0.6-0.75x
+    on a full-size nano int8 (docs/benchmarks.md, section 8b). The "extended" level only: the
+    "all" level's layout changes may be specific to this CPU."""
+    optimized = model.parent / "optimized"
+    optimized.mkdir()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(optimized / model.name)
+    options.log_severity_level = 3
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", model.name + ".data"
+    )
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    for f in model.parent.iterdir():
+        if f.is_file():
+            f.unlink()
+    for f in optimized.iterdir():
+        f.rename(model.parent / f.name)
+    optimized.rmdir()
 
 
 def cached_model(folder: Path, task: str, quant: str, config: dict, architecture: str) -> Path:
