@@ -282,7 +282,7 @@ def test_hostile_json_gets_400(server, raw, code):
     "path, payload",
     [
         ("/v1/embeddings", {"input": "a", "dimension": 32}),
-        ("/v1/rerank", {"query": "a", "documents": ["b"], "top_k": 1}),
+        ("/v1/rerank", {"query": "a", "documents": ["b"], "topn": 1}),
         ("/v1/tokenize", {"input": "a", "prompts": "query"}),
         ("/v1/search", {"query": "a", "limit": 3}),
     ],
