@@ -9,7 +9,7 @@ the tokenizer is the tiny fixture's (it only changes token ids), the vocab is pa
     python scripts/make_bench_models.py [--out DIR] [--families nano small] [--tasks retrieval]
 
 Needs the `bench` extra (torch, transformers) and llama-cpp-python for the K-quants. Never
-commit the output: it defaults to $JINALOC_BENCH_MODELS or /work/bench-models.
+commit the output: it defaults to $JINALOC_BENCH_MODELS or ../bench-models (beside the repo).
 """
 
 from __future__ import annotations

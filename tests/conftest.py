@@ -1,4 +1,4 @@
-"""Shared test fixtures: the tiny random-weight models in ../shared/fixtures."""
+"""Shared test fixtures: the tiny random-weight models in tests/fixtures (or $JINALOC_FIXTURES)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+IN_REPO = ROOT / "tests" / "fixtures"
 
 
 def _fixtures_dir() -> Path:
-    candidates = [
-        os.environ.get("JINALOC_FIXTURES"),
-        ROOT.parent / "shared" / "fixtures",
-        "/work/shared/fixtures",
-    ]
-    for c in candidates:
-        if c and (Path(c) / "tiny-v5-nano" / "golden.json").is_file():
-            return Path(c)
-    raise RuntimeError("test fixtures not found: set JINALOC_FIXTURES to ../shared/fixtures")
+    """$JINALOC_FIXTURES when set (another copy of the same fixtures), else the repo's own."""
+    chosen = Path(os.environ.get("JINALOC_FIXTURES") or IN_REPO)
+    if not (chosen / "tiny-v5-nano" / "golden.json").is_file():
+        raise RuntimeError(f"test fixtures not found in {chosen} (tests/fixtures/README.md)")
+    return chosen
 
 
 FIXTURES = _fixtures_dir()
