@@ -16,7 +16,7 @@ log = logging.getLogger("jinaloc")
 # Seconds to wait for a connection to the hub before saying it cannot be reached.
 REACH_TIMEOUT = 5.0
 
-# Only what the MLX backend reads: never the repo's Python files (no remote code).
+# Only what the MLX and ONNX backends read: never the repo's Python files (no remote code).
 MLX_PATTERNS = [
     "config.json",
     "model.safetensors",
@@ -28,7 +28,10 @@ MLX_PATTERNS = [
     "adapters/*/adapter_model.safetensors",
 ]
 MLX_REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"]
-FORMATS = ("mlx", "gguf")
+# safetensors: the canonical files above, which the MLX and ONNX backends read; gguf: the
+# per-task llama.cpp files. "mlx" is the old name of safetensors, still accepted.
+FORMATS = ("safetensors", "gguf")
+FORMAT_ALIASES = {"mlx": "safetensors"}
 
 
 def is_offline(offline: bool = False) -> bool:
@@ -77,12 +80,14 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
             raise ModelNotDownloaded(
-                spec.name, "mlx", " --format mlx", is_offline(offline)
+                spec.name, "safetensors", " --format safetensors", is_offline(offline)
             ) from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx", " --format mlx", is_offline(offline))
+            raise ModelNotDownloaded(
+                spec.name, "safetensors", " --format safetensors", is_offline(offline)
+            )
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 

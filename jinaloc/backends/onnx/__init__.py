@@ -58,12 +58,18 @@ def build(folder: Path, task: str, quant: str, config: dict, architecture: str, 
     del weights
     if quant == "fp32":
         return
+    quantize(fp32, out / "model.onnx", quant)
+    shutil.rmtree(fp32.parent)
+
+
+def quantize(fp32: Path, out: Path, quant: str) -> None:
+    """Write the int8 (qint8 or quint8 weights) version of the float32 model `fp32` to `out`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_root_logger():
         quantize_dynamic(
             fp32,
-            out / "model.onnx",
+            out,
             weight_type=QuantType.QInt8 if quant == "qint8" else QuantType.QUInt8,
             op_types_to_quantize=["MatMul", "Gather"],
             use_external_data_format=True,
@@ -72,7 +78,6 @@ def build(folder: Path, task: str, quant: str, config: dict, architecture: str, 
             per_channel=True,
             extra_options={"MatMulConstBOnly": True},
         )
-    shutil.rmtree(fp32.parent)
 
 
 @contextmanager
@@ -95,13 +100,22 @@ def cached_model(folder: Path, task: str, quant: str, config: dict, architecture
     temporary folder renamed into place, so a crash or a concurrent build never leaves a
     half-written model behind."""
     final = cache_path(folder, task, quant)
+    return build_once(
+        final,
+        lambda tmp: build(folder, task, quant, config, architecture, tmp),
+        f"{folder.name}/{task} ({quant})",
+    )
+
+
+def build_once(final: Path, make, what: str) -> Path:
+    """`final`/model.onnx, made by `make(folder)` into a temporary folder first."""
     if (final / "model.onnx").is_file():
         return final / "model.onnx"
     final.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the ONNX model for %s/%s (%s), once", folder.name, task, quant)
+    log.info("building the ONNX model for %s, once", what)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        build(folder, task, quant, config, architecture, tmp)
+        make(tmp)
         try:
             os.replace(tmp, final)
         except OSError:
