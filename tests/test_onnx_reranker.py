@@ -252,3 +252,55 @@ def test_missing_reranker_safetensors_offline_says_what_to_pull(tmp_path):
     assert r.returncode == 2
     assert "jinaloc models pull qwen3-reranker-0.6b --format safetensors" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_reranks_with_the_onnx_cross_encoder(tmp_path, cache):
+    """`jinaloc serve` on the ONNX backend, its /v1/rerank with a registry cross-encoder whose
+    files are the reranker's safetensors: no llama.cpp anywhere."""
+    for module in ("uvicorn", "starlette"):  # the serve extra
+        pytest.importorskip(module)
+    from server_helpers import ServeProcess, call
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "models.toml").write_text(
+        f'[models.tiny-rr]\npath = {json.dumps(str(FIXTURE))}\nkind = "reranker"\n'
+    )
+    nano = ROOT / "tests" / "fixtures" / "tiny-v5-nano"
+    server = ServeProcess(tmp_path / "state", "--model", str(nano), "--backend", "onnx")
+    try:
+        docs = ["cats purr", "stock prices", "a kitten sleeps", "tax forms"]
+        status, body = call(
+            server.url, "/v1/rerank", {"model": "tiny-rr", "query": "cats", "documents": docs}
+        )
+    finally:
+        server.stop()
+    assert status == 200 and body["model"] == "tiny-rr", body
+    reranker = load_reranker(str(FIXTURE), threads=1)  # the same default quant (int8)
+    try:
+        assert reranker.backend.mode == "onnx"
+        want = reranker.score("cats", docs)
+    finally:
+        reranker.close()
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    assert [r["index"] for r in body["results"]] == sorted(range(4), key=lambda i: -want[i])
+    assert all(abs(got[i] - want[i]) < 1e-5 for i in range(4))
+
+
+def test_search_rerank_on_the_onnx_backend(tmp_path, cache, monkeypatch):
+    from index_helpers import make_notes
+
+    monkeypatch.setenv("JINALOC_CACHE_DIR", str(cache))
+    make_notes(tmp_path / "notes", 6, paragraphs=2, words=10)
+    nano = ROOT / "tests" / "fixtures" / "tiny-v5-nano"
+    db = tmp_path / "i.db"
+    args = ["--db", str(db), "--model", str(nano), "--backend", "onnx", "--no-server"]
+    r = runner.invoke(app, ["index", str(tmp_path / "notes"), *args, "-q"])
+    assert r.exit_code == 0, r.stderr
+    search = ["search", "notes", *args, "--json", "-k", "3", "--rerank"]
+    r = runner.invoke(app, [*search, "--reranker", str(FIXTURE)])
+    assert r.exit_code == 0, r.stderr
+    hits = json.loads(r.stdout)
+    assert hits and all(0 < h["rerank"]["score"] < 1 for h in hits)
+    scores = [h["rerank"]["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
