@@ -176,7 +176,15 @@ def reranker_file(
             f"{spec.name} has no quant {quant!r}: choose {', '.join(spec.gguf_quants)}"
             " (or pass a .gguf file)"
         )
-    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, quant, f" --quant {quant}")
+    return _hub_gguf(
+        spec,
+        RERANK_TASK,
+        quant,
+        offline,
+        download,
+        f"gguf {quant}",
+        f" --format gguf --quant {quant}",
+    )
 
 
 def _cached(find):
