@@ -304,3 +304,17 @@ def test_search_rerank_on_the_onnx_backend(tmp_path, cache, monkeypatch):
     assert hits and all(0 < h["rerank"]["score"] < 1 for h in hits)
     scores = [h["rerank"]["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_models_add_registers_a_reranker_folder_as_a_reranker(cache, monkeypatch):
+    monkeypatch.setenv("JINALOC_CACHE_DIR", str(cache))
+    r = runner.invoke(app, ["models", "add", str(FIXTURE), "--name", "my-rr"])
+    assert r.exit_code == 0, r.stderr
+    assert "added my-rr (reranker)" in r.stderr
+    r = runner.invoke(
+        app,
+        ["rerank", "--cross", "--reranker", "my-rr", "--quant", "fp32", "--scores", "router"],
+        input="reset the router\nboil the pasta\n",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2

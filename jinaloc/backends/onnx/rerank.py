@@ -11,6 +11,7 @@ graphs (int8 by onnxruntime's dynamic quantizer).
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,9 +80,7 @@ def build(folder: Path, config: dict, ids: tuple[int, int], quant: str, out: Pat
     add_head(fp32, head)
     if quant != "fp32":
         quantize(fp32, out / "model.onnx", quant)
-        for f in fp32.parent.iterdir():
-            f.unlink()
-        fp32.parent.rmdir()
+        shutil.rmtree(fp32.parent)
 
 
 class ONNXReranker:
