@@ -225,7 +225,9 @@ ADD_EXAMPLES = """
 
 @models_app.command("add", epilog=ADD_EXAMPLES)
 def add(
-    path: Annotated[Path, typer.Argument(help="A model folder, or a reranker .gguf file.")],
+    path: Annotated[
+        Path, typer.Argument(help="A model folder (or a reranker's), or a reranker .gguf file.")
+    ],
     name: Annotated[
         str | None, typer.Option("--name", help="Its name (default: file name).")
     ] = None,
@@ -233,8 +235,9 @@ def add(
     """Register a model already on this machine, for machines that never reach a hub.
 
     A folder in the canonical layout (config.json, model.safetensors, tokenizer.json,
-    adapters/, and/or GGUF files in it or in gguf/), or a reranker's .gguf. The files stay
-    where they are; the entry goes to the user's models.toml."""
+    adapters/, and/or GGUF files in it or in gguf/), a reranker's folder (its config.json
+    names a ...ForCausalLM), or a reranker's .gguf. The files stay where they are; the entry
+    goes to the user's models.toml."""
     from ..registry import add_user_model
 
     spec = add_user_model(path, name)
