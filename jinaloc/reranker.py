@@ -117,7 +117,10 @@ def reranker_backend(spec: ModelSpec, backend: str, quant: str | None) -> str:
     """The runtime, onnx or gguf. auto: a local .gguf (or a folder of GGUFs only) runs on
     llama.cpp, a folder of safetensors on ONNX Runtime; a registry reranker on this machine's
     default backend (ONNX Runtime on x86_64 Linux and Windows; GGUF elsewhere, and for GGUF
-    quants)."""
+    quants), or on ONNX Runtime where llama.cpp is not installed but it is (Apple Silicon
+    with the onnx extra)."""
+    import importlib.util
+
     from .embedder import default_backend
 
     if backend in ("onnx", "gguf"):
@@ -129,7 +132,11 @@ def reranker_backend(spec: ModelSpec, backend: str, quant: str | None) -> str:
         if path.is_file() or not (path / "model.safetensors").is_file():
             return "gguf"
         return "onnx"
-    return "onnx" if default_backend(quant) == "onnx" else "gguf"
+    if default_backend(quant) == "onnx":
+        return "onnx"
+    if importlib.util.find_spec("llama_cpp") is None and importlib.util.find_spec("onnxruntime"):
+        return "onnx"
+    return "gguf"
 
 
 def load_reranker(

@@ -318,3 +318,24 @@ def test_models_add_registers_a_reranker_folder_as_a_reranker(cache, monkeypatch
     )
     assert r.exit_code == 0, r.stderr
     assert len(r.stdout.splitlines()) == 2
+
+
+def test_auto_off_onnx_platforms_is_llama_cpp_or_else_onnx(monkeypatch):
+    """Where GGUF or MLX is the default (ARM, Apple Silicon), a registry reranker runs on
+    llama.cpp when it is installed, else on ONNX Runtime when that is."""
+    import importlib.util
+
+    import jinaloc.embedder
+
+    spec, _ = resolve_reranker("qwen3-reranker-0.6b")
+    monkeypatch.setattr(jinaloc.embedder, "default_backend", lambda quant=None: "mlx")
+    real = importlib.util.find_spec
+    for have_llama, want in ((False, "onnx"), (True, "gguf")):
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a, h=have_llama: (
+                (object() if h else None) if name == "llama_cpp" else real(name, *a)
+            ),
+        )
+        assert reranker_backend(spec, "auto", None) == want

@@ -56,7 +56,8 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward p
 RerankerOpt = Annotated[
     str | None,
     typer.Option(
-        "--reranker", help="Cross-encoder: a registry reranker (`jinaloc models list`) or a .gguf."
+        "--reranker",
+        help="Cross-encoder: a registry reranker (`jinaloc models list`), a .gguf or a folder.",
     ),
 ]
 InstructionOpt = Annotated[
