@@ -3,12 +3,19 @@ imported ends the process quietly (exit 130), as it does once the CLI runs."""
 
 from __future__ import annotations
 
-import sys
+import os
+import signal
+
+
+def _quit(signum, frame) -> None:
+    # Nothing is open yet; a KeyboardInterrupt raised inside the import machinery can
+    # surface as "Exception ignored ... Traceback" however it is caught.
+    os._exit(130)
 
 
 def main() -> None:
-    try:
-        from .cli import main as run
-    except KeyboardInterrupt:
-        sys.exit(130)
+    previous = signal.signal(signal.SIGINT, _quit)
+    from .cli import main as run
+
+    signal.signal(signal.SIGINT, previous)
     run()

@@ -16,7 +16,7 @@ log = logging.getLogger("jinaloc")
 # Seconds to wait for a connection to the hub before saying it cannot be reached.
 REACH_TIMEOUT = 5.0
 
-# Only what the MLX backend reads: never the repo's Python files (no remote code).
+# Only what the MLX and ONNX backends read: never the repo's Python files (no remote code).
 MLX_PATTERNS = [
     "config.json",
     "model.safetensors",
@@ -31,7 +31,10 @@ MLX_REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"]
 # What `--backend api` reads here (chunking and batches by tokens): no weights.
 TOKENIZER_PATTERNS = [p for p in MLX_PATTERNS if p.endswith(".json") and "/" not in p]
 TOKENIZER_REQUIRED = ["config.json", "tokenizer.json"]
-FORMATS = ("mlx", "gguf")
+# safetensors: the canonical files above, which the MLX and ONNX backends read; gguf: the
+# per-task llama.cpp files. "mlx" is the old name of safetensors, still accepted.
+FORMATS = ("safetensors", "gguf")
+FORMAT_ALIASES = {"mlx": "safetensors"}
 
 
 def is_offline(offline: bool = False) -> bool:
@@ -80,12 +83,14 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
     except Exception as e:  # the hub raises many types; all mean "not available"
         if local_only:
             raise ModelNotDownloaded(
-                spec.name, "mlx", " --format mlx", is_offline(offline)
+                spec.name, "safetensors", " --format safetensors", is_offline(offline)
             ) from None
         raise JinalocError(f"could not download {spec.hf_repo}: {_short(e)}") from None
     if any(not (folder / f).is_file() for f in MLX_REQUIRED):
         if local_only:
-            raise ModelNotDownloaded(spec.name, "mlx", " --format mlx", is_offline(offline))
+            raise ModelNotDownloaded(
+                spec.name, "safetensors", " --format safetensors", is_offline(offline)
+            )
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
     return folder
 
@@ -217,7 +222,15 @@ def reranker_file(
             f"{spec.name} has no quant {quant!r}: choose {', '.join(spec.gguf_quants)}"
             " (or pass a .gguf file)"
         )
-    return _hub_gguf(spec, RERANK_TASK, quant, offline, download, quant, f" --quant {quant}")
+    return _hub_gguf(
+        spec,
+        RERANK_TASK,
+        quant,
+        offline,
+        download,
+        f"gguf {quant}",
+        f" --format gguf --quant {quant}",
+    )
 
 
 def _cached(find):

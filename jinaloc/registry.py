@@ -145,6 +145,12 @@ def add_user_model(path: Path, name: str | None = None, user_toml: Path | None =
         spec = spec_from_folder(path, name)
         if spec.architecture is None and not any(path.glob("**/*.gguf")):
             raise JinalocError(f"{path}: no config.json and no .gguf files: not a model folder")
+        if spec.architecture is not None:
+            architectures = json.loads((path / "config.json").read_text()).get("architectures")
+            # A causal LM with its head (Qwen3ForCausalLM) is a reranker's safetensors; the
+            # embedding models' backbones have none.
+            if any(str(a).endswith("ForCausalLM") for a in architectures or []):
+                spec = ModelSpec(name=spec.name, path=path, kind="reranker")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.name):
         raise JinalocError(f"invalid model name {spec.name!r}: use letters, digits, . _ -")
     if spec.name in load_registry(user_toml).models:

@@ -31,7 +31,8 @@ def content(query: str, document: str, instruction: str) -> str:
 
 
 class Reranker:
-    """One loaded reranker GGUF."""
+    """One loaded cross-encoder: `backend` is a GGUFReranker (llama.cpp) or an ONNXReranker
+    (ONNX Runtime); both tokenize, detokenize and score token sequences."""
 
     def __init__(self, spec: ModelSpec, backend, doc_tokens: int = DOC_TOKENS):
         self.spec = spec
@@ -87,7 +88,9 @@ class Reranker:
 
 
 def resolve_reranker(name_or_path: str | None = None) -> tuple[ModelSpec, Path | None]:
-    """A registry reranker (the default one for None) or a local .gguf file (its path)."""
+    """A registry reranker (the default one for None; path None), or a local .gguf file or
+    folder holding a reranker's safetensors (config.json, model.safetensors, tokenizer.json)
+    and its path."""
     registry = load_registry()
     if name_or_path is None:
         if not registry.default_reranker:
@@ -103,11 +106,39 @@ def resolve_reranker(name_or_path: str | None = None) -> tuple[ModelSpec, Path |
         if not path.is_file():
             raise JinalocError(f"reranker GGUF not found: {name_or_path}")
         return ModelSpec(name=path.stem, kind="reranker", path=path), path
+    if (path / "config.json").is_file():
+        return ModelSpec(name=path.name, kind="reranker", path=path.resolve()), path.resolve()
     known = [n for n, s in registry.models.items() if s.kind == "reranker"]
     raise JinalocError(
         f"unknown reranker {name_or_path!r}: known rerankers are {', '.join(known) or 'none'}"
-        " (or pass a .gguf file)"
+        " (or pass a .gguf file or a folder with its safetensors)"
     )
+
+
+def reranker_backend(spec: ModelSpec, backend: str, quant: str | None) -> str:
+    """The runtime, onnx or gguf. auto: a local .gguf (or a folder of GGUFs only) runs on
+    llama.cpp, a folder of safetensors on ONNX Runtime; a registry reranker on this machine's
+    default backend (ONNX Runtime on x86_64 Linux and Windows; GGUF elsewhere, and for GGUF
+    quants), or on ONNX Runtime where llama.cpp is not installed but it is (Apple Silicon
+    with the onnx extra)."""
+    import importlib.util
+
+    from .embedder import default_backend
+
+    if backend in ("onnx", "gguf"):
+        return backend
+    if backend not in ("auto", None):
+        raise JinalocError(f"no {backend} reranker: choose --backend onnx, gguf or auto")
+    path = spec.path
+    if path is not None:
+        if path.is_file() or not (path / "model.safetensors").is_file():
+            return "gguf"
+        return "onnx"
+    if default_backend(quant) == "onnx":
+        return "onnx"
+    if importlib.util.find_spec("llama_cpp") is None and importlib.util.find_spec("onnxruntime"):
+        return "onnx"
+    return "gguf"
 
 
 def load_reranker(
@@ -117,21 +148,46 @@ def load_reranker(
     threads: int | None = None,
     download: bool = True,
     doc_tokens: int = DOC_TOKENS,
+    backend: str = "auto",
 ) -> Reranker:
-    """Load a registry reranker (downloading its GGUF unless offline) or a local .gguf."""
+    """Load a registry reranker (downloading its files unless offline), a local .gguf or a
+    local folder of safetensors, on ONNX Runtime or llama.cpp (`backend`, reranker_backend)."""
     from . import hub
 
     spec, path = resolve_reranker(name_or_path)
-    if path is None:
-        path = hub.reranker_file(spec, quant, offline=offline, download=download)
-    elif quant:
-        raise JinalocError("--quant applies to registry rerankers, not to a .gguf file")
+    chosen = reranker_backend(spec, backend, quant)
+    if chosen == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise JinalocError(
+                "the ONNX reranker is not installed: pip install 'jinaloc[onnx]'"
+                " (or use --backend gguf)"
+            ) from None
+        if spec.path is not None and spec.path.is_file():
+            raise JinalocError(
+                f"{spec.path.name} is a GGUF file: the ONNX backend reads the reranker's"
+                " safetensors (use --backend gguf)"
+            )
+        folder = hub.mlx_dir(spec, offline=offline, download=download)
+        from .backends.onnx.rerank import ONNXReranker
+
+        return Reranker(
+            spec, ONNXReranker(folder, quant, threads=threads, cap=spec.max_tokens), doc_tokens
+        )
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         raise JinalocError(
-            "reranking needs llama-cpp-python: pip install 'jinaloc[gguf]'"
+            "the GGUF reranker needs llama-cpp-python: pip install 'jinaloc[gguf]'"
+            " (or use --backend onnx)"
         ) from None
+    if path is not None and path.is_file():
+        if quant:
+            raise JinalocError("--quant applies to registry rerankers, not to a .gguf file")
+    else:
+        path = hub.reranker_file(spec, quant, offline=offline, download=download)
     from .backends.rerank_gguf import GGUFReranker
 
     return Reranker(spec, GGUFReranker(path, threads=threads), doc_tokens)

@@ -17,7 +17,7 @@ document. Token ids are random: cost does not depend on them.
     python scripts/bench_rerank.py --quick        # the tiny fixture, seconds
 
 Needs the `bench` extra (torch, transformers) for --build only. Models go to
-$JINALOC_BENCH_MODELS or /work/bench-models, never into the repo.
+$JINALOC_BENCH_MODELS or ../bench-models (beside the repo), never into the repo.
 """
 
 from __future__ import annotations

@@ -43,13 +43,15 @@ def call_in_tree(tree: Path, module: str, function: str, *args):
 
 
 def bench_models_dir() -> Path:
-    """Where make_bench_models.py writes the full-size random-weight models (outside the repo)."""
-    return Path(os.environ.get("JINALOC_BENCH_MODELS") or "/work/bench-models").expanduser()
+    """Where make_bench_models.py writes the full-size random-weight models: outside the repo,
+    beside it unless $JINALOC_BENCH_MODELS says otherwise."""
+    default = ROOT.parent / "bench-models"
+    return Path(os.environ.get("JINALOC_BENCH_MODELS") or default).expanduser()
 
 
 def fixtures_dir() -> Path | None:
     """The tiny test fixtures (used by --quick runs), or None."""
-    for c in (os.environ.get("JINALOC_FIXTURES"), ROOT.parent / "shared" / "fixtures"):
+    for c in (os.environ.get("JINALOC_FIXTURES"), ROOT / "tests" / "fixtures"):
         if c and (Path(c) / "tiny-v5-nano" / "config.json").is_file():
             return Path(c)
     return None

@@ -11,7 +11,7 @@ the tokenizer is the tiny fixture's (it only changes token ids), the vocab is pa
 Needs the `bench` extra (torch, transformers) and llama-cpp-python for the K-quants; without
 torch, `--skip-gguf` still writes the canonical folders (float32 numpy weights, other random
 values), which the ONNX and MLX backends run. Never commit the output: it defaults to
-$JINALOC_BENCH_MODELS or /work/bench-models.
+$JINALOC_BENCH_MODELS or ../bench-models (beside the repo).
 """
 
 from __future__ import annotations

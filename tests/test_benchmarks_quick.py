@@ -30,6 +30,7 @@ def positive(*values) -> bool:
 
 
 def test_bench_embed_quick(tmp_path):
+    pytest.importorskip("llama_cpp")  # its quick run measures GGUF (the gguf extra)
     data = run_quick("bench_embed.py", tmp_path)
     assert positive(data["roof_gflops"]["peak"], data["roof_gflops"]["numpy_fp32"]["median"])
     rows = data["results"]
@@ -116,6 +117,7 @@ def test_bench_rerank_quick(tmp_path):
 
 
 def test_bench_serve_quick(tmp_path):
+    pytest.importorskip("llama_cpp")  # serves the GGUF fixture (the gguf extra)
     model = str(FIXTURES / "tiny-v5-nano")
     data = run_quick("bench_serve.py", tmp_path, "--model", model, "--quant", "F32")
     rows = {r["run"]: r for r in data["rows"]}

@@ -86,16 +86,21 @@ def test_list_info_path_from_cache(hf_cache, tmp_path):
     assert r.returncode == 0, r.stderr
     models = {m["name"]: m for m in json.loads(r.stdout)}
     nano = models["v5-nano"]["downloaded"]
-    assert nano["mlx"] is True and nano["gguf"] == {"retrieval": ["F32"]}
+    assert nano["safetensors"] is True and nano["gguf"] == {"retrieval": ["F32"]}
+    assert nano["mlx"] is True  # the old name, kept for scripts
     assert nano["size"] > 1_000_000
-    assert models["v5-small"]["downloaded"]["mlx"] is False
+    assert models["v5-small"]["downloaded"]["safetensors"] is False
     assert models["v5-nano"]["license"] == "CC BY-NC 4.0"
 
     r = jinaloc("models", "list", cache=hf_cache, tmp_path=tmp_path)
-    assert "v5-nano (default)" in r.stdout and "gguf F32 (1 tasks)" in r.stdout
+    assert "v5-nano (default)" in r.stdout and "safetensors; gguf F32 (1 tasks)" in r.stdout
 
-    r = jinaloc("models", "path", "v5-nano", "--format", "mlx", cache=hf_cache, tmp_path=tmp_path)
+    r = jinaloc("models", "path", "v5-nano", "--format", "safetensors", cache=hf_cache,
+                tmp_path=tmp_path)  # fmt: skip
     assert (Path(r.stdout.strip()) / "adapters" / "retrieval" / "adapter_config.json").is_file()
+    # "mlx", the old name of the format, still works.
+    old = jinaloc("models", "path", "v5-nano", "--format", "mlx", cache=hf_cache, tmp_path=tmp_path)
+    assert old.returncode == 0 and old.stdout == r.stdout
     r = jinaloc(
         "models", "path", "v5-nano", "--format", "gguf", "--quant", "F32",
         cache=hf_cache, tmp_path=tmp_path,
@@ -127,8 +132,8 @@ def test_offline_errors_say_what_to_run(hf_cache, tmp_path):
                 tmp_path=tmp_path)  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: v5-small (mlx) is not downloaded and offline mode is on: run "
-        "`jinaloc models pull v5-small --format mlx` while online"
+        "error: v5-small (safetensors) is not downloaded and offline mode is on: run "
+        "`jinaloc models pull v5-small --format safetensors` while online"
     ]
     r = jinaloc("models", "pull", "v5-nano", "--format", "gguf", cache=hf_cache, tmp_path=tmp_path)
     assert r.returncode == 2 and "offline" in r.stderr and "Traceback" not in r.stderr
@@ -158,4 +163,15 @@ def test_unknown_model_and_bad_format(hf_cache, tmp_path):
     r = jinaloc("models", "info", "v7", cache=hf_cache, tmp_path=tmp_path)
     assert r.returncode == 2 and "known models are v5-nano, v5-small" in r.stderr
     r = jinaloc("models", "pull", "v5-nano", "--format", "onnx", cache=hf_cache, tmp_path=tmp_path)
-    assert r.returncode == 2 and "unknown --format 'onnx'" in r.stderr
+    assert r.returncode == 2
+    assert "unknown --format 'onnx': choose one of safetensors, gguf" in r.stderr
+
+
+def test_the_onnx_user_is_told_to_pull_safetensors(hf_cache, tmp_path):
+    """ONNX reads the canonical safetensors: the offline error names them, by that name."""
+    pytest.importorskip("onnxruntime")
+    r = jinaloc("embed", "--model", "v5-small", "--backend", "onnx", "hi", cache=hf_cache,
+                tmp_path=tmp_path)  # fmt: skip
+    assert r.returncode == 2
+    assert "`jinaloc models pull v5-small --format safetensors`" in r.stderr
+    assert "mlx" not in r.stderr

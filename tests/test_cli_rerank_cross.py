@@ -163,7 +163,8 @@ def test_models_list_info_path_show_the_reranker(hf_cache, tmp_path):
     assert row.split("\t")[:5] == [
         "qwen3-reranker-0.6b (default)", "qwen3", "reranker", "32768", "gguf Q8_0"
     ]  # fmt: skip
-    r = jinaloc("models", "path", "qwen3-reranker-0.6b", cache=hf_cache, tmp_path=tmp_path)
+    r = jinaloc("models", "path", "qwen3-reranker-0.6b", "--format", "gguf", cache=hf_cache,
+                tmp_path=tmp_path)  # fmt: skip
     assert r.returncode == 0 and r.stdout.strip().endswith(FILE)
     r = jinaloc(
         "models", "info", "qwen3-reranker-0.6b", "--json", cache=hf_cache, tmp_path=tmp_path
@@ -177,9 +178,9 @@ def test_cross_with_the_registry_reranker_offline_from_the_cache(hf_cache, tmp_p
         s = api.score(QUERY, TEXTS)
     finally:
         api.close()
-    # No --reranker: the registry's default reranker, found in the cache.
-    r = jinaloc("rerank", "--cross", QUERY, "--scores", cache=hf_cache, tmp_path=tmp_path,
-                input=lines(TEXTS))  # fmt: skip
+    # No --reranker: the registry's default reranker, its GGUF found in the cache.
+    r = jinaloc("rerank", "--cross", QUERY, "--scores", "--backend", "gguf", cache=hf_cache,
+                tmp_path=tmp_path, input=lines(TEXTS))  # fmt: skip
     assert r.returncode == 0, r.stderr
     got = [float(line.split("\t")[0]) for line in r.stdout.splitlines()]
     np.testing.assert_allclose(got, np.sort(s)[::-1], atol=1e-4)  # printed with 4 decimals
@@ -192,12 +193,13 @@ def test_offline_pull_and_missing_reranker_are_one_line_errors(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "error: cannot download in offline mode (unset HF_HUB_OFFLINE / --offline)"
     ]
-    r = jinaloc("rerank", "--cross", "q", cache=empty, tmp_path=tmp_path, input="a\n")
+    r = jinaloc("rerank", "--cross", "q", "--backend", "gguf", cache=empty, tmp_path=tmp_path,
+                input="a\n")  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: qwen3-reranker-0.6b (Q8_0) is not downloaded and offline mode is on: run "
-        "`jinaloc models pull qwen3-reranker-0.6b --quant Q8_0` while online"
+        "error: qwen3-reranker-0.6b (gguf Q8_0) is not downloaded and offline mode is on: run "
+        "`jinaloc models pull qwen3-reranker-0.6b --format gguf --quant Q8_0` while online"
     ]
-    r = jinaloc("models", "pull", "qwen3-reranker-0.6b", "--format", "mlx", cache=empty,
+    r = jinaloc("models", "pull", "qwen3-reranker-0.6b", "--task", "retrieval", cache=empty,
                 tmp_path=tmp_path, offline=False)  # fmt: skip
-    assert r.returncode == 2 and "is a reranker" in r.stderr
+    assert r.returncode == 2 and "is a reranker: it has no tasks" in r.stderr

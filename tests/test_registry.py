@@ -67,7 +67,7 @@ default_quant = "Q4_K_M"
     assert reg.get("v5-small").hf_repo == "jinaai/jina-embeddings-v5-text-small"
     assert reg.get("v5-small").path is None
     spec = resolve("tiny", reg)
-    # Resolved on both sides: ../shared may be a symlink.
+    # Resolved on both sides: $JINALOC_FIXTURES may be a symlink.
     assert spec.path == model_dir("nano").resolve() and spec.architecture == "eurobert"
     assert spec.license == "test-only" and spec.dims == 64
 

@@ -196,14 +196,14 @@ def test_bad_reranker_names_and_files_are_one_line_errors(tmp_path):
 
 def test_registry_reranker_offline_and_not_downloaded_is_a_one_line_error():
     with pytest.raises(JinalocError) as e:
-        load_reranker("qwen3-reranker-0.6b", offline=True)
+        load_reranker("qwen3-reranker-0.6b", offline=True, backend="gguf")
     # The library names what is missing; the CLI's line names the command.
     from jinaloc.cli.errors import error_line
 
     msg = error_line(e.value)
     assert "\n" not in msg
     assert "not downloaded and offline mode is on" in msg
-    assert "jinaloc models pull qwen3-reranker-0.6b --quant Q8_0" in msg
+    assert "jinaloc models pull qwen3-reranker-0.6b --format gguf --quant Q8_0" in msg
     with pytest.raises(JinalocError, match="has no quant 'Q2_K'"):
         load_reranker("qwen3-reranker-0.6b", quant="Q2_K", offline=True)
 

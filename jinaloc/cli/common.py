@@ -59,7 +59,8 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward p
 RerankerOpt = Annotated[
     str | None,
     typer.Option(
-        "--reranker", help="Cross-encoder: a registry reranker (`jinaloc models list`) or a .gguf."
+        "--reranker",
+        help="Cross-encoder: a registry reranker (`jinaloc models list`), a .gguf or a folder.",
     ),
 ]
 InstructionOpt = Annotated[
@@ -192,12 +193,14 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     return here()
 
 
-def load_reranker(reranker, quant, offline, doc_tokens=None):
-    """Load a cross-encoder with a spinner on stderr when it is a terminal."""
+def load_reranker(reranker, quant, offline, doc_tokens=None, backend="auto"):
+    """Load a cross-encoder with a spinner on stderr when it is a terminal. `backend`: onnx,
+    gguf or auto; an embedding backend (mlx) leaves the choice to auto."""
     from ..reranker import DOC_TOKENS
     from ..reranker import load_reranker as load
 
-    args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens or DOC_TOKENS)
+    backend = backend if backend in ("onnx", "gguf") else "auto"
+    args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens or DOC_TOKENS, backend=backend)
     if err_console.is_terminal:
         with err_console.status(f"loading {reranker or 'default reranker'}…"):
             return load(reranker, **args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -53,6 +54,9 @@ class JinalocGroup(TyperGroup):
 
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.NoArgsIsHelpError:
+            # `jinaloc` or a group alone: the help is printed already; exit 2 as Typer does.
+            sys.exit(2)
         except click.UsageError as e:
             hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
             err_console.print(f"error: {escape(e.format_message())}{hint}", soft_wrap=True)
@@ -114,8 +118,23 @@ def _setup_logging() -> None:
         logger.propagate = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"jinaloc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     _setup_logging()
     common.use_server = True  # until a command's --no-server says otherwise
     common.api_options.clear()  # until a command's --api-* options say otherwise

@@ -106,7 +106,7 @@ def eval_command(
                     " own or two chunks)",
                     "pass --queries FILE",
                 )
-        cross = load_reranker(reranker, None, offline) if rerank else None
+        cross = load_reranker(reranker, None, offline, backend=backend) if rerank else None
         score = (lambda query, texts: cross.score(query, texts)) if cross else None
         try:
             with _ProgressBar(quiet) as progress:

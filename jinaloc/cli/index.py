@@ -543,7 +543,7 @@ def search(
     except ValueError as e:
         raise JinalocError(str(e)) from None
     with _open_index(db, model, backend, quant, offline) as idx:
-        cross = load_reranker(reranker, None, offline) if rerank else None
+        cross = load_reranker(reranker, None, offline, backend=backend) if rerank else None
         try:
             todo = (rerank_top or k) if rerank else 0
             with embed_progress(todo, "reranking") as progress:

@@ -25,7 +25,8 @@ FormatOpt = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="mlx (canonical files, also for onnx) or gguf (default: this machine's backend).",
+        help="safetensors (the canonical files, for the onnx and mlx backends; alias mlx) or"
+        " gguf (default: what this machine's backend reads).",
     ),
 ]
 TasksOpt = Annotated[
@@ -43,9 +44,13 @@ def _human(size: int) -> str:
 
 
 def _status(spec: "ModelSpec", cached: "dict[str, CachedRepo]") -> dict:
-    """What is on disk for a model: the MLX repo and the GGUF quants per task."""
+    """What is on disk for a model: the safetensors repo and the GGUF quants per task
+    ("mlx": the old name of "safetensors", kept for scripts)."""
     if spec.path is not None:
-        return {"local_path": str(spec.path), "mlx": None, "gguf": {}, "size": None}
+        return {
+            "local_path": str(spec.path), "safetensors": None, "mlx": None, "gguf": {},
+            "size": None,
+        }  # fmt: skip
     mlx = cached.get(spec.hf_repo) if spec.hf_repo else None
     gguf: dict[str, list[str]] = {}
     size = mlx.size if mlx else 0
@@ -59,8 +64,8 @@ def _status(spec: "ModelSpec", cached: "dict[str, CachedRepo]") -> dict:
                 suffix = f"-{task}-"
                 quants = [f.split(suffix, 1)[1][:-5] for f in repo.files if f.endswith(".gguf")]
             gguf[task] = sorted(q for q in quants if q)
-    has_mlx = bool(mlx and "model.safetensors" in mlx.files) if spec.kind == "embedding" else None
-    return {"local_path": None, "mlx": has_mlx, "gguf": gguf, "size": size}
+    has = bool(mlx and "model.safetensors" in mlx.files) if spec.hf_repo else None
+    return {"local_path": None, "safetensors": has, "mlx": has, "gguf": gguf, "size": size}
 
 
 def _info(spec: "ModelSpec", registry: "Registry", cached) -> dict:
@@ -106,7 +111,7 @@ def list_models(as_json: JsonOpt = False) -> None:
         if d["local_path"]:
             have = f"local: {d['local_path']}"
         else:
-            parts = ["mlx"] if d["mlx"] else []
+            parts = ["safetensors"] if d["safetensors"] else []
             quants = sorted({q for qs in d["gguf"].values() for q in qs})
             if quants and info["kind"] == "reranker":
                 parts.append(f"gguf {','.join(quants)}")
@@ -149,9 +154,10 @@ def _format(fmt: str | None) -> str:
     from .. import hub
     from ..embedder import default_backend
 
-    # The ONNX backend builds its model from the canonical files, the ones MLX reads.
-    default = {"onnx": "mlx"}.get(default_backend(), default_backend())
-    return check_choice("--format", fmt or default, hub.FORMATS)
+    # The ONNX and MLX backends read the canonical safetensors; GGUF its own files.
+    default = "gguf" if default_backend() == "gguf" else "safetensors"
+    fmt = hub.FORMAT_ALIASES.get(fmt, fmt) if fmt else default
+    return check_choice("--format", fmt, hub.FORMATS)
 
 
 def _tasks(spec: "ModelSpec", tasks: list[str] | None) -> list[str]:
@@ -164,9 +170,10 @@ PULL_EXAMPLES = """
 [b]Examples[/b]
 
   jinaloc models pull v5-nano                          [dim]# this machine's default format[/]
-  jinaloc models pull v5-small --format mlx
+  jinaloc models pull v5-small --format safetensors    [dim]# for --backend onnx or mlx[/]
   jinaloc models pull v5-nano --format gguf --task retrieval --quant Q4_K_M
-  jinaloc models pull qwen3-reranker-0.6b              [dim]# the cross-encoder (GGUF)[/]
+  jinaloc models pull qwen3-reranker-0.6b              [dim]# the cross-encoder[/]
+  jinaloc models pull qwen3-reranker-0.6b --format gguf
 """
 
 
@@ -178,24 +185,28 @@ def pull(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Download only the files a format needs (MLX: base + adapters; GGUF: per task/quant)."""
+    """Download only the files a format needs (safetensors: base + adapters, which the ONNX
+    and MLX backends read; GGUF: per task/quant)."""
     from .. import hub
     from ..registry import load_registry
 
     spec = load_registry().get(name)
-    fmt = _format(fmt if fmt or spec.kind == "embedding" else "gguf")
+    fmt = _format(fmt)
     if spec.path is not None:
         raise JinalocError(f"{name} is a local folder ({spec.path}): nothing to download")
     if hub.is_offline(offline):
         raise JinalocError("cannot download in offline mode (unset HF_HUB_OFFLINE / --offline)")
-    if spec.kind == "reranker":
-        if fmt != "gguf" or task:
-            raise JinalocError(f"{name} is a reranker: one GGUF file (choose it with --quant)")
-        paths = [hub.reranker_file(spec, quant)]
-    elif fmt == "mlx":
+    if spec.kind == "reranker" and task:
+        raise JinalocError(f"{name} is a reranker: it has no tasks")
+    if fmt == "safetensors":
         if task or quant:
-            raise JinalocError("--task/--quant apply to GGUF; MLX gets all adapters (small)")
+            raise JinalocError(
+                "--task/--quant apply to GGUF; safetensors get all adapters (small), and the"
+                " ONNX int8 model is built from them on this machine"
+            )
         paths = [hub.mlx_dir(spec)]
+    elif spec.kind == "reranker":
+        paths = [hub.reranker_file(spec, quant)]
     else:
         q = quant or spec.default_quant
         paths = [hub.gguf_file(spec, t, q) for t in _tasks(spec, task)]
@@ -214,7 +225,9 @@ ADD_EXAMPLES = """
 
 @models_app.command("add", epilog=ADD_EXAMPLES)
 def add(
-    path: Annotated[Path, typer.Argument(help="A model folder, or a reranker .gguf file.")],
+    path: Annotated[
+        Path, typer.Argument(help="A model folder (or a reranker's), or a reranker .gguf file.")
+    ],
     name: Annotated[
         str | None, typer.Option("--name", help="Its name (default: file name).")
     ] = None,
@@ -222,8 +235,9 @@ def add(
     """Register a model already on this machine, for machines that never reach a hub.
 
     A folder in the canonical layout (config.json, model.safetensors, tokenizer.json,
-    adapters/, and/or GGUF files in it or in gguf/), or a reranker's .gguf. The files stay
-    where they are; the entry goes to the user's models.toml."""
+    adapters/, and/or GGUF files in it or in gguf/), a reranker's folder (its config.json
+    names a ...ForCausalLM), or a reranker's .gguf. The files stay where they are; the entry
+    goes to the user's models.toml."""
     from ..registry import add_user_model
 
     spec = add_user_model(path, name)
@@ -243,12 +257,13 @@ def path(
     from ..registry import load_registry
 
     spec = load_registry().get(name)
-    if spec.kind == "reranker":
-        print(hub.reranker_file(spec, quant, download=False))
-        return
     fmt = _format(fmt)
-    if fmt == "mlx":
+    if spec.kind == "reranker" and spec.path is not None and spec.path.is_file():
+        print(spec.path)  # a local .gguf: its one file, whatever the format
+    elif fmt == "safetensors":
         print(hub.mlx_dir(spec, download=False))
+    elif spec.kind == "reranker":
+        print(hub.reranker_file(spec, quant, download=False))
     else:
         from ..backends import pick_gguf_quant
         from ..embedder import check_task

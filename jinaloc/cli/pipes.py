@@ -115,10 +115,12 @@ RERANK_EXAMPLES = (
   grep -rl "tax" notes/ | jinaloc rerank --cross --read-files "2024 tax deadline" -k 5
 """
     + f"""
-[b]--cross[/b] scores each line with a cross-encoder (Qwen3-Reranker, [cyan]--reranker[/] NAME
-or a .gguf file) that reads query and line together: slower than embeddings, usually better
-ordered; the score is its P("yes"), each line cut to its first {DOC_TOKENS} tokens
-([cyan]--doc-tokens[/]). On a CPU it costs about 1 s per short line: keep the input small.
+[b]--cross[/b] scores each line with a cross-encoder (Qwen3-Reranker, [cyan]--reranker[/] NAME,
+a .gguf file or a folder of its safetensors) that reads query and line together: slower than
+embeddings, usually better ordered; the score is its P("yes"), each line cut to its first
+{DOC_TOKENS} tokens ([cyan]--doc-tokens[/]). It runs on ONNX Runtime where that is the
+default backend ([cyan]--quant[/] int8 or fp32), else on llama.cpp ([cyan]--backend[/] gguf).
+On a CPU it costs about 1 s per short line: keep the input small.
 """
     + INPUT_HELP
 )
@@ -177,13 +179,13 @@ def rerank(
     fmt = output_format(as_json, as_jsonl)
     if not cross and (reranker or instruction or doc_tokens != DOC_TOKENS):
         raise JinalocError("--reranker, --instruction and --doc-tokens need --cross")
-    if cross and (model or backend != "auto"):
-        raise JinalocError(
-            "--model/--backend choose an embedding model: with --cross use --reranker"
-        )
+    if cross and model:
+        raise JinalocError("--model chooses an embedding model: with --cross use --reranker")
+    if cross and backend not in ("auto", "onnx", "gguf"):
+        raise JinalocError(f"no {backend} reranker: with --cross choose --backend onnx or gguf")
     items, total = _inputs(None, read_files, input_format, no_prefix)
     if cross:
-        cross_encoder = load_reranker(reranker, quant, offline, doc_tokens)
+        cross_encoder = load_reranker(reranker, quant, offline, doc_tokens, backend)
 
         def score(texts, progress):
             return cross_encoder.score(query, texts, instruction, progress)

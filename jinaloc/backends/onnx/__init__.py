@@ -88,13 +88,22 @@ def cached_model(folder: Path, task: str, quant: str, config: dict, architecture
     temporary folder renamed into place, so a crash or a concurrent build never leaves a
     half-written model behind."""
     final = cache_path(folder, task, quant)
+    return build_once(
+        final,
+        lambda tmp: build(folder, task, quant, config, architecture, tmp),
+        f"{folder.name}/{task} ({quant})",
+    )
+
+
+def build_once(final: Path, make, what: str) -> Path:
+    """`final`/model.onnx, made by `make(folder)` into a temporary folder first."""
     if (final / "model.onnx").is_file():
         return final / "model.onnx"
     final.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the ONNX model for %s/%s (%s), once", folder.name, task, quant)
+    log.info("building the ONNX model for %s, once", what)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        build(folder, task, quant, config, architecture, tmp)
+        make(tmp)
         try:
             os.replace(tmp, final)
         except OSError:
