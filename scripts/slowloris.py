@@ -12,7 +12,7 @@ Only loopback: the attack never leaves this machine, and is bounded (N <= 2000,
 --seconds <= 300). `--token`: the server listens on 0.0.0.0 with a token (attacked and
 called on 127.0.0.1), as `serve --host ... --token` runs.
 
-    python scripts/slowloris.py [--trees /work/main .] [--connections 300] [--seconds 20]
+    python scripts/slowloris.py [--trees ../before .] [--connections 300] [--seconds 20]
                                 [--interval 1] [--warmup 5] [--token] [--json PATH]
 """
 
