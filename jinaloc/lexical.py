@@ -119,8 +119,20 @@ def _bigrams(match: re.Match) -> str:
     return " " + " ".join([*grams, run[-1]]) + " "
 
 
+# A name ending in `+`, `++` or `#` (C++, C#, F#, g++): the tokenizer drops the symbols, so
+# such a name also gets a token of its own (`cplusplus`, `csharp`) and ranks its notes above
+# ones that only hold the bare letter.
+_SYMBOL_NAME = re.compile(r"(?<![\w+#])([^\W\d_]\w{0,9})(\+\+|\+|#)(?![\w+#])")
+_SYMBOL_WORDS = {"++": "plusplus", "+": "plus", "#": "sharp"}
+
+
+def _symbol_name(match: re.Match) -> str:
+    return f"{match.group()} {match.group(1)}{_SYMBOL_WORDS[match.group(2)]}"
+
+
 def _normalize(text: str) -> str:
-    return _VOWEL_MARKS.sub("", unicodedata.normalize("NFKC", text))
+    text = _VOWEL_MARKS.sub("", unicodedata.normalize("NFKC", text))
+    return _SYMBOL_NAME.sub(_symbol_name, text) if "+" in text or "#" in text else text
 
 
 def fold(text: str) -> str:

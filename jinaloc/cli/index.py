@@ -523,6 +523,7 @@ def search(
                     "no lexical results: each word of the query is in most indexed chunks,"
                     " too common to rank by; add a rarer word",
                     highlight=False,
+                    soft_wrap=True,
                 )
         finally:
             if cross is not None:
