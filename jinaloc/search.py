@@ -45,6 +45,8 @@ WEIGHTS = {"semantic": 1.0, "lexical": 1.0}
 # vector list brings what its coarse stage rescored anyway.
 FUSION_DEPTH = 4
 FUSION_MIN = 40
+# Chunk rows read per ranked file to find each file's best chunk (lexical, per file).
+FILE_CHUNKS = 16
 
 
 @dataclass
@@ -272,10 +274,12 @@ def _file_hits(store: Store, text: str, files: list[tuple[int, float]]) -> list[
     (its first chunk when no single chunk holds a query word)."""
     if not files:
         return []
-    ids = [f for f, _ in files]
+    ids = {f for f, _ in files}
     best: dict[int, int] = {}
-    for c, f, _ in store.lexical(text, 16 * len(ids), ids):
-        best.setdefault(f, c)
+    # Unfiltered: FTS5 runs a query filtered by a rowid list once per rowid (~15x slower).
+    for c, f, _ in store.lexical(text, FILE_CHUNKS * len(ids)):
+        if f in ids:
+            best.setdefault(f, c)
     missing = [f for f in ids if f not in best]
     if missing:
         best.update(store.first_chunks(missing))
