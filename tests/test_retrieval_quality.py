@@ -167,8 +167,16 @@ def test_a_note_split_into_chunks_is_ranked_on_all_its_words(tmp_path):
     assert any(w in shown for w in ("kyoto", "shrine", "matcha"))
     assert rows[0]["text"] in (notes / "long.md").read_text()
     chunks = json.loads(
-        cli("search", "--db", db, "--json", "--mode", "lexical", "--all-chunks",
-            "kyoto shrine matcha").stdout  # fmt: skip
+        cli(
+            "search",
+            "--db",
+            db,
+            "--json",
+            "--mode",
+            "lexical",
+            "--all-chunks",
+            "kyoto shrine matcha",
+        ).stdout  # fmt: skip
     )
     assert Path(chunks[0]["path"]).name == "rival.md"  # chunk by chunk, the rival wins
 
