@@ -45,8 +45,6 @@ WEIGHTS = {"semantic": 1.0, "lexical": 1.0}
 # vector list brings what its coarse stage rescored anyway.
 FUSION_DEPTH = 4
 FUSION_MIN = 40
-# Chunk rows read per ranked file to find each file's best chunk (lexical, per file).
-FILE_CHUNKS = 16
 
 
 @dataclass
@@ -257,7 +255,7 @@ def search(
         return _fuse(store, query, vector[:depth], lexical, files, k, min_score)
     if per_file:
         files = _lexical_files(store, text, k, file_ids, excluded)
-        return _ranked(store, _file_hits(store, text, files), "lexical", min_score)
+        return _ranked(store, _file_hits(store, text, files, depth), "lexical", min_score)
     lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
     return _ranked(store, _top(lexical, k, False, excluded), "lexical", min_score)
 
@@ -269,15 +267,15 @@ def _lexical_files(store, text, k, file_ids, excluded, side=False) -> list[tuple
     return [(f, s) for f, s in rows if f not in excluded][:k]
 
 
-def _file_hits(store: Store, text: str, files: list[tuple[int, float]]) -> list[Row]:
-    """(chunk, file, file score) for ranked files: each file shown at its best lexical chunk
-    (its first chunk when no single chunk holds a query word)."""
+def _file_hits(store: Store, text: str, files: list[tuple[int, float]], depth: int) -> list[Row]:
+    """(chunk, file, file score) for ranked files: each file shown at its best chunk among the
+    top `depth` lexical chunks (its first chunk when none of them is in it)."""
     if not files:
         return []
     ids = {f for f, _ in files}
     best: dict[int, int] = {}
     # Unfiltered: FTS5 runs a query filtered by a rowid list once per rowid (~15x slower).
-    for c, f, _ in store.lexical(text, FILE_CHUNKS * len(ids)):
+    for c, f, _ in store.lexical(text, depth):
         if f in ids:
             best.setdefault(f, c)
     missing = [f for f in ids if f not in best]
