@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Embedder": "embedder",
     "load_embedder": "embedder",
+    "APISettings": "backends.api",
     "Index": "index",
     "IndexMeta": "index",
     "WalkOptions": "planner",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "IndexEmpty": "errors",
     "IndexMismatch": "errors",
     "ModelNotDownloaded": "errors",
+    "EmbedFailed": "errors",
     "SchemaTooNew": "errors",
 }
 __all__ = ["__version__", *_EXPORTS]

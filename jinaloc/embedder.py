@@ -7,18 +7,25 @@ import logging
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backends.base import Backend
 from .errors import JinalocError, check_choice
 from .registry import TASKS, ModelSpec, resolve
+from .textsafe import clean
 from .vectors import check_dim, matryoshka
+
+if TYPE_CHECKING:
+    from .backends.api import APISettings
 
 log = logging.getLogger("jinaloc")
 
-BACKENDS = ("auto", "mlx", "gguf", "onnx")
+# "api": an embeddings server (backends/api.py); never chosen by "auto".
+BACKENDS = ("auto", "mlx", "gguf", "onnx", "api")
 PROMPTS = ("query", "document")
 # Padded tokens per forward pass: bounds memory for long inputs.
 MAX_BATCH_TOKENS = 16384
@@ -54,6 +61,10 @@ class Embedding:
 class Embedder:
     """One loaded model. Switching task or dim does not reload the base weights."""
 
+    # Embed calls that may run at once: a local model runs one forward pass at a time; a
+    # server backend keeps several requests in flight.
+    in_flight = 1
+
     def __init__(self, spec: ModelSpec, backend: Backend):
         self.spec = spec
         self.backend = backend
@@ -87,7 +98,8 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str], prompt: str = "document"):
         prefix = self.prefix(prompt)
-        return self.backend.tokenize([prefix + t for t in texts])
+        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
+        return self.backend.tokenize([prefix + clean(t) for t in texts])
 
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         """Tokens each text would use, prompt and special tokens included, before truncation."""
@@ -124,6 +136,23 @@ class Embedder:
             raise JinalocError("batch size must be at least 1")
         pooled, counts = self.embed_raw(texts, task, prompt, batch_size, progress, truncated)
         return Embedding(matryoshka(pooled, dim), counts)
+
+    def embed_later(
+        self,
+        texts: Sequence[str],
+        task: str = "retrieval",
+        prompt: str = "document",
+        dim: int | None = None,
+        truncated: list[tuple[int, int]] | None = None,
+    ) -> Future[Embedding]:
+        """`embed_with_counts` as a future: a local model has finished when this returns;
+        a server backend returns at once and embeds meanwhile (`in_flight` calls at most)."""
+        future: Future[Embedding] = Future()
+        try:
+            future.set_result(self.embed_with_counts(texts, task, prompt, dim, truncated=truncated))
+        except Exception as e:
+            future.set_exception(e)
+        return future
 
     def embed_raw(
         self,
@@ -205,12 +234,15 @@ def load_embedder(
     download: bool = True,
     dim: int | None = None,
     task: str | None = None,
+    api: APISettings | None = None,
 ) -> Embedder:
     """Load a registry model or local folder on the chosen backend.
 
     `offline` never touches the network; `download=False` also refuses to fetch. A `dim`
     is checked against the registry before anything is loaded or downloaded. `task`, the
-    adapter used first, saves fetching another task's GGUF just for its tokenizer."""
+    adapter used first, saves fetching another task's GGUF just for its tokenizer.
+    backend "api" embeds through the server `api` names (default: JINALOC_API_* variables),
+    with only the model's tokenizer here; `offline` then still lets texts go to it."""
     from .backends import open_backend
 
     check_choice("backend", backend, BACKENDS)
@@ -226,5 +258,9 @@ def load_embedder(
         backend = default_backend(quant)
     if task is not None:
         check_task(task, spec.tasks)
+    if backend == "api":
+        from .backends.api import open_api
+
+        return open_api(spec, api, offline=offline)
     opened = open_backend(spec, backend, quant, offline=offline, download=download, task=task)
     return Embedder(spec, opened)

@@ -47,10 +47,23 @@ class IndexBusy(JinalocError):
 class IndexCorrupt(JinalocError):
     """SQLite found the index file damaged."""
 
-    def __init__(self, path: Path, detail: str):
+    def __init__(self, path: Path | None, detail: str):
         detail = " ".join(detail.replace("*", "").split())[:160]  # SQLite's, on one line
-        super().__init__(f"{path} is damaged ({detail})", "check and repair it")
+        super().__init__(f"{path or 'the index'} is damaged ({detail})", "check and repair it")
         self.path = path
+
+
+class IndexUnrepairable(JinalocError):
+    """A damaged index whose record of what its vectors mean (meta) cannot be read: its
+    rows cannot be trusted to any model, so the repair replaced nothing."""
+
+    def __init__(self, path: Path, missing):
+        super().__init__(
+            f"cannot repair {path}: what its vectors mean (meta: {', '.join(missing)}) is"
+            " unreadable, so nothing was changed",
+            "rebuild it with the model it was built with",
+        )
+        self.path, self.missing = path, list(missing)
 
 
 class SchemaTooNew(JinalocError):
@@ -88,6 +101,16 @@ class ModelNotDownloaded(JinalocError):
         why = " and offline mode is on" if offline else ""
         super().__init__(f"{model} ({what}) is not downloaded{why}", "download it")
         self.model, self.what, self.pull_args, self.offline = model, what, pull_args, offline
+
+
+class EmbedFailed(JinalocError):
+    """Texts an embeddings server did not embed, after its retries. `transient`: the server
+    was unreachable or kept failing (429, 5xx, timeouts), so later requests would fail too;
+    otherwise it refused these inputs (a 4xx) and others may still go through."""
+
+    def __init__(self, message: str, failed: int, total: int, transient: bool):
+        super().__init__(message, "run again to retry")
+        self.failed, self.total, self.transient = failed, total, transient
 
 
 def check_choice(what: str, value: str, choices) -> str:

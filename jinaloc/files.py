@@ -7,7 +7,14 @@ globs, the files they match whatever their type; else note and document formats 
 code when asked), the rest come back as a `LeftOut` with their type, so the caller can count
 them (README "What gets indexed").
 Files that are candidates but cannot be indexed (binary, not UTF-8, empty, unreadable, too
-large, symlink loop, a PDF without text) come back as a `Skipped` with the reason."""
+large, symlink loop, a PDF without text) come back as a `Skipped` with the reason.
+
+Confinement: a symlink whose real path leaves the folder being walked (`ln -s /etc/passwd
+notes/x.md`, or a linked folder elsewhere) is skipped with the reason unless the walk
+follows outside links (`follow_outside`, `index --follow-outside`); named pipes, sockets and
+devices are skipped too, and never opened: reading one could block forever or have effects.
+File names are taken as the OS gives them: bytes that are not UTF-8 stay in the str as
+surrogate escapes (Python's `os.fsdecode`), which the store keeps byte for byte."""
 
 from __future__ import annotations
 
@@ -84,6 +91,42 @@ class LeftOut:
     kind: str
 
 
+def special_kind(mode: int) -> str | None:
+    """What a file that is neither a regular file nor a folder is, for a skip reason."""
+    for test, name in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "special file"
+
+
+def inside(real: str, root: str) -> bool:
+    """Whether the real path `real` is the real folder `root` or lies under it."""
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_root(path: Path) -> None:
+    """A folder or file to index, or a one-line error: gone, or a FIFO, socket or device
+    (never opened)."""
+    try:
+        st = Path(path).expanduser().stat()
+    except FileNotFoundError:
+        raise JinalocError(f"{path}: no such file or folder") from None
+    except OSError as e:
+        raise JinalocError(f"{path}: {e.strerror or e}") from None
+    kind = special_kind(st.st_mode)
+    if kind:
+        raise JinalocError(f"{path}: a {kind}, not a file or folder: refused")
+
+
+def outside_reason(target: str) -> str:
+    return f"symlink to {target}, outside the indexed folder (--follow-outside indexes it)"
+
+
 class Unreadable(Exception):
     """A candidate that cannot be indexed; the message is the reason."""
 
@@ -150,10 +193,11 @@ class _Rules:
     def enter(self, folder: Path, rel: str) -> _Rules:
         lines: list[str] = []
         for name in IGNORE_FILES:
-            try:
-                lines += (folder / name).read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError:
+            try:  # read as any file is: a FIFO named .gitignore must not block the walk
+                data = read_bytes(folder / name)
+            except Unreadable:
                 continue
+            lines += data.decode("utf-8", errors="replace").splitlines()
         spec = _spec(lines)
         return _Rules((*self.specs, (rel, spec))) if spec else self
 
@@ -178,6 +222,7 @@ class Walker:
         exclude: Sequence[str] = (),
         max_size: int = DEFAULT_MAX_SIZE,
         types: str = "notes",
+        follow_outside: bool = False,
     ):
         if types not in TYPES:
             raise JinalocError(f"unknown file types {types!r}: use one of {', '.join(TYPES)}")
@@ -185,6 +230,7 @@ class Walker:
         self.exclude = _spec(exclude)
         self.max_size = max_size
         self.types = types
+        self.follow_outside = follow_outside
 
     def walk(
         self, root: Path, only: Sequence[str] | None = None
@@ -200,6 +246,7 @@ class Walker:
         except OSError as e:
             raise JinalocError(f"{root}: {e.strerror or e}") from None
         root = root.resolve()
+        self._real_root = str(root)  # what a symlink met on the walk must stay inside
         if stat.S_ISDIR(st.st_mode) and only is not None and "" not in only:
             yield from self._walk_only(root, only, _Rules().enter(root, ""), {_key(st)})
         elif stat.S_ISDIR(st.st_mode):
@@ -230,7 +277,7 @@ class Walker:
                     continue
                 yield Skipped(path, _reason(e, path.is_symlink()))
                 continue
-            yield from self._visit(root, path, rel, st, rules, ancestors)
+            yield from self._visit(root, path, rel, st, rules, ancestors, path.is_symlink())
 
     def _enter_parents(self, root: Path, rel: str, entered: dict) -> tuple[_Rules, set] | None:
         """The rules and ancestor keys in folder `rel`, or None when a full walk would not
@@ -252,6 +299,7 @@ class Walker:
                 and stat.S_ISDIR(st.st_mode)
                 and not self._excluded(rules, rel, True)
                 and _key(st) not in ancestors
+                and not (path.is_symlink() and self._escapes(path))
             ):
                 result = (rules.enter(path, rel), ancestors | {_key(st)})
         entered[rel] = result
@@ -277,12 +325,26 @@ class Walker:
                     continue
                 yield Skipped(path, _reason(e, entry.is_symlink()))
                 continue
-            yield from self._visit(root, path, rel, st, rules, ancestors)
+            yield from self._visit(root, path, rel, st, rules, ancestors, entry.is_symlink())
 
     def _visit(
-        self, root: Path, path: Path, rel: str, st: os.stat_result, rules: _Rules, ancestors: set
+        self,
+        root: Path,
+        path: Path,
+        rel: str,
+        st: os.stat_result,
+        rules: _Rules,
+        ancestors: set,
+        link: bool = False,
     ) -> Iterator[Candidate | Skipped | LeftOut]:
-        """What one folder entry gives (its stat done): a folder walked, a file classified."""
+        """What one folder entry gives (its stat done): a folder walked, a file classified.
+        `link`: the entry is a symlink. Folders walked are inside the root, so only a
+        symlink can lead out of it."""
+        if link and not self._excluded(rules, rel, stat.S_ISDIR(st.st_mode)):
+            target = self._escapes(path)
+            if target:
+                yield Skipped(path, outside_reason(target))
+                return
         if stat.S_ISDIR(st.st_mode):
             if self._excluded(rules, rel, True):
                 return
@@ -302,6 +364,16 @@ class Walker:
                 yield LeftOut(path, kind_of(path.name))
                 return
             yield self._file(path, root, rel, st)
+        elif not self._excluded(rules, rel, False):
+            yield Skipped(path, f"{special_kind(st.st_mode)}: not read")
+
+    def _escapes(self, path: Path) -> str | None:
+        """The real path of a symlink that leads outside the walked root (None: it stays
+        inside, or outside links are followed)."""
+        if self.follow_outside:
+            return None
+        real = os.path.realpath(path)
+        return None if inside(real, self._real_root) else real
 
     def _excluded(self, rules: _Rules, rel: str, is_dir: bool) -> bool:
         if not is_dir and _EDITOR.fullmatch(rel.rpartition("/")[2]):
@@ -311,6 +383,9 @@ class Walker:
         return rules.ignored(rel, is_dir)
 
     def _file(self, path: Path, root: Path, rel: str, st: os.stat_result) -> Candidate | Skipped:
+        kind = special_kind(st.st_mode)
+        if kind:  # a FIFO or device named as a root
+            return Skipped(path, f"{kind}: not read")
         # The same file reached twice (a symlinked folder inside the root): indexed once.
         first = self._seen.setdefault(_key(st), path)
         if first != path:
@@ -362,13 +437,26 @@ def decode_text(data: bytes) -> str:
     return text
 
 
+# Opening never waits (a FIFO without a writer) nor takes a terminal; regular files ignore
+# O_NONBLOCK.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
 def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """A candidate's bytes, with the size limit checked again (files grow)."""
+    """A candidate's bytes, with the size limit checked again (files grow). Only a regular
+    file is read: a FIFO, socket or device (a file swapped for one since it was walked) is
+    Unreadable, checked before opening and again on the open file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(max_size + 1)
+        kind = special_kind(os.stat(path).st_mode)
+        if kind is None:
+            fd = os.open(path, _OPEN_FLAGS)
+            with open(fd, "rb") as f:
+                kind = special_kind(os.fstat(fd).st_mode)
+                data = b"" if kind else f.read(max_size + 1)
     except OSError as e:
         raise Unreadable(_reason(e)) from None
+    if kind:
+        raise Unreadable(f"{kind}, not a file")
     if len(data) > max_size:
         raise Unreadable(f"too large (> {max_size} bytes)")
     return data

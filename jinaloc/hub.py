@@ -28,6 +28,9 @@ MLX_PATTERNS = [
     "adapters/*/adapter_model.safetensors",
 ]
 MLX_REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"]
+# What `--backend api` reads here (chunking and batches by tokens): no weights.
+TOKENIZER_PATTERNS = [p for p in MLX_PATTERNS if p.endswith(".json") and "/" not in p]
+TOKENIZER_REQUIRED = ["config.json", "tokenizer.json"]
 FORMATS = ("mlx", "gguf")
 
 
@@ -84,6 +87,49 @@ def mlx_dir(spec: ModelSpec, offline: bool = False, download: bool = True) -> Pa
         if local_only:
             raise ModelNotDownloaded(spec.name, "mlx", " --format mlx", is_offline(offline))
         raise JinalocError(f"{spec.hf_repo} is missing required files {MLX_REQUIRED}")
+    return folder
+
+
+def tokenizer_dir(spec: ModelSpec, offline: bool = False) -> Path:
+    """A folder with the model's config and tokenizer (a few MB, no weights): the model's
+    own folder, else the canonical repo's JSON files from the HF cache or the hub."""
+    if spec.path is not None:
+        missing = [f for f in TOKENIZER_REQUIRED if not (spec.path / f).is_file()]
+        if missing:
+            raise JinalocError(
+                f"{spec.path} has no {' or '.join(missing)}: --backend api needs them"
+            )
+        return spec.path
+    if not spec.hf_repo:
+        raise JinalocError(f"model {spec.name!r} has no hf_repo or path in models.toml")
+
+    def complete(folder: Path | None) -> bool:
+        return folder is not None and all((folder / f).is_file() for f in TOKENIZER_REQUIRED)
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        def get(local: bool) -> Path:
+            return Path(
+                snapshot_download(
+                    spec.hf_repo, allow_patterns=TOKENIZER_PATTERNS, local_files_only=local
+                )
+            )
+
+        folder = _cached(lambda: get(True))
+        if not complete(folder):
+            if is_offline(offline):
+                raise LookupError
+            _reachable()
+            folder = get(False)
+    except JinalocError:
+        raise
+    except Exception as e:
+        if is_offline(offline):
+            raise ModelNotDownloaded(spec.name, "tokenizer", "", True) from None
+        raise JinalocError(f"could not download {spec.hf_repo}'s tokenizer: {_short(e)}") from None
+    if not complete(folder):
+        raise JinalocError(f"{spec.hf_repo} is missing {TOKENIZER_REQUIRED}")
     return folder
 
 

@@ -7,20 +7,18 @@ loads on first use, so planning, status and stored-vector reads never need one."
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IndexBusy, IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
-from .files import read_input
+from .errors import IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
+from .files import inside, read_input
 from .paths import default_db
 from .planner import Plan, Roots, Scope, WalkOptions, plan_update
-from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store
+from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     from .embedder import Embedder
     from .indexer import Progress, Report
     from .search import Hit
-
-log = logging.getLogger("jinaloc")
 
 TASK = "retrieval"
 # Index dim when none is given (clamped to the model's width); see README "Defaults".
@@ -291,10 +287,32 @@ class Index:
         self.meta = replace(m, dim=dim)
         return written
 
-    def reset(self) -> None:
-        """Drop every file, vector, root and the meta (for a re-index with another model)."""
-        self.store.clear()
-        self.meta = None
+    def rebuild(
+        self, roots: Roots | Sequence[str | Path], *, wait: bool = True, **options
+    ) -> Report:
+        """Index `roots` afresh with the chosen model (`use_model`) into a file beside this
+        one (FILE.reindex), then copy it over this one in one SQLite transaction under the
+        writer lock: searches read the old index until that commits, and an interrupted or
+        killed rebuild leaves it whole. `options` as `update`'s."""
+        beside = self.path.with_name(self.path.name + ".reindex")
+        leftovers = [Path(f"{beside}{s}") for s in ("", "-wal", "-shm", ".lock")]
+        for p in leftovers:  # of a rebuild that was killed
+            p.unlink(missing_ok=True)
+        # Same page size as the file it is copied into: SQLite copies WAL files page for page.
+        size = self.store.conn.execute("PRAGMA page_size").fetchone()[0]
+        new_file(beside, size)
+        try:
+            with Index(Store.open(beside), self._loader) as new:
+                new._choice = self._choice
+                report = new.update(roots, wait=wait, **options)
+                with self.writing(wait):
+                    new.store.conn.backup(self.store.conn)
+        finally:
+            for p in leftovers:
+                p.unlink(missing_ok=True)
+        self.store.cache.writes += 1  # this connection wrote it: cached blocks are stale
+        self.meta = IndexMeta.from_store(self.store.meta())
+        return report
 
     # updating
 
@@ -305,6 +323,11 @@ class Index:
             for root, options in self.store.roots().items()
             if Path(root).exists()
         ]
+
+    def root_options(self, path: Path | str) -> WalkOptions:
+        """The walk options a folder was indexed with (the defaults for a new one)."""
+        known = self.store.roots().get(str(Path(path).expanduser().resolve()))
+        return WalkOptions(**known) if known is not None else WalkOptions()
 
     def plan(self, roots: Roots | None = None) -> Plan:
         """What an update would do (no model needed)."""
@@ -347,24 +370,10 @@ class Index:
         with self.writing(wait):
             return Writer(self, dim, chunk_tokens, progress, report).run(roots, scope)
 
-    @contextmanager
     def writing(self, wait: bool = True):
         """Hold the index's writer lock: one update at a time (searches go on meanwhile).
         `wait=False` refuses at once when another process holds it."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(f"{self.path}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if not wait:
-                raise IndexBusy(self.path) from None
-            log.warning("%s is being updated by another process: waiting for it", self.path)
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
+        return writer_lock(self.path, wait, self.store.identity)
 
     def verify(self) -> None:
         """Raise IndexCorrupt when SQLite's quick check finds the file damaged: the whole
@@ -428,8 +437,11 @@ class Index:
         meta = self.require_built()
         check_choice("mode", mode, MODES)
         vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
+        keep = self._servable()
         if reranker is None:
-            return _present(lambda n: search(self.store, query, vector, n, mode=mode, **options), k)
+            return _present(
+                lambda n: search(self.store, query, vector, n, mode=mode, **options), k, keep
+            )
         if rerank_top is not None and rerank_top < 1:
             raise JinalocError("the number of candidates to rerank must be at least 1")
         per_file = not options.pop("all_chunks", False)
@@ -437,6 +449,7 @@ class Index:
             lambda n: search(self.store, query, vector, n, mode=mode, all_chunks=True, **options),
             rerank_top or k,
             k if per_file else 0,
+            keep,
         )
         return rerank_hits(candidates, reranker, query, k, per_file, instruction, rerank_progress)
 
@@ -453,7 +466,9 @@ class Index:
         else:
             vector, exclude = self.embed_file(path), []
         return _present(
-            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options), k
+            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options),
+            k,
+            self._servable(),
         )
 
     def embed_file(self, path: Path) -> np.ndarray:
@@ -468,6 +483,32 @@ class Index:
             raise JinalocError(f"{path}: no text to index")
         vectors = self.embedder.embed(doc.embed_texts(), TASK, "document", meta.dim)
         return note_vectors(vectors, [len(vectors)])[0]
+
+    def servable(self, path: str, root: str | None = None) -> bool:
+        """Whether a file may be shown or served: it exists and, unless its root was indexed
+        with `follow_outside`, its real path lies inside its root's (a note swapped for a
+        symlink to /etc/passwd since it was indexed is not). `root`: the folder it was
+        indexed from (`Hit.root`); by default the indexed root holding `path`. Search and
+        `similar` apply it to every hit; servers apply it to a path they are asked for."""
+        return self._servable()(path, root)
+
+    def _servable(self) -> Callable[[str, str | None], bool]:
+        """`servable` with the roots read once (a search checks many hits)."""
+        roots = self.store.roots()
+
+        def keep(path: str, root: str | None) -> bool:
+            if root is None:
+                root = max((r for r in roots if inside(path, r)), key=len, default=None)
+                if root is None:
+                    return False
+            options = roots.get(root) or roots.get(path) or {}
+            if not os.path.exists(path):
+                return False
+            return bool(options.get("follow_outside")) or inside(
+                os.path.realpath(path), os.path.realpath(root)
+            )
+
+        return keep
 
     def documents(self, paths: Sequence[str] | None = None) -> Iterator[IndexedDocument]:
         return self.store.iter_documents(paths)
@@ -515,12 +556,14 @@ class Index:
         }
 
 
-def _rerank_candidates(run: Callable[[int], list[Hit]], top: int, files: int) -> list[Hit]:
+def _rerank_candidates(
+    run: Callable[[int], list[Hit]], top: int, files: int, keep: Callable[[str, str], bool]
+) -> list[Hit]:
     """The first stage's best `top` chunks, and more while they hold fewer than `files`
     distinct files (and the index has more), so a per-file rerank can return k files."""
     n = top
     while True:
-        hits = _present(run, n)
+        hits = _present(run, n, keep)
         seen: set[int] = set()
         for i, hit in enumerate(hits):
             seen.add(hit.file_id)
@@ -531,13 +574,14 @@ def _rerank_candidates(run: Callable[[int], list[Hit]], top: int, files: int) ->
         n *= 2
 
 
-def _present(run: Callable[[int], list[Hit]], k: int) -> list[Hit]:
-    """The top k hits whose files still exist: a deleted note (or a folder gone since the
-    last update) is never shown; asks for more while some were dropped."""
+def _present(run: Callable[[int], list[Hit]], k: int, keep: Callable[[str, str], bool]):
+    """The top k hits whose files `keep` allows: a deleted note (or a folder gone since the
+    last update), or one now leading outside its folder, is never shown; asks for more
+    while some were dropped."""
     n = k
     for _ in range(4):
         hits = run(n)
-        kept = [h for h in hits if os.path.exists(h.path)]
+        kept = [h for h in hits if keep(h.path, h.root)]
         if len(kept) >= k or len(hits) < n:
             return kept[:k]
         n *= 4

@@ -8,8 +8,11 @@ sections of an edited file) reuse the stored vector."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .chunking import Document, chunk_text, meta_of
+from .errors import EmbedFailed
 from .files import Candidate, Unreadable, extract_text, read_bytes
 from .planner import Roots, Scope, Work, plan_update, sha256
 from .store import FileRecord, NewChunk, NoteMeta
@@ -26,8 +30,17 @@ if TYPE_CHECKING:
     from .index import Index
 
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
-# interrupted run loses at most one forward pass of work.
+# interrupted run loses at most one forward pass of work (a server backend: one request per
+# step in flight).
 STEP_CHUNKS = 32
+# A run that wrote at least CROWD_MIN_FILES files names its biggest files (the top
+# CROWD_FILES of them, at least one) when they hold CROWD_SHARE of its chunks or more:
+# tables and link lists (translation tables, lists of hundreds of links) that would fill
+# results, for the user to keep out with .jinalocignore. In notes, chunk counts follow note
+# length; 1% of the files holding a quarter of the chunks means files ~30x the others.
+CROWD_MIN_FILES = 50
+CROWD_FILES = 0.01
+CROWD_SHARE = 0.25
 
 
 @dataclass
@@ -52,6 +65,21 @@ class Report:
     interrupted: bool = False
     # A re-dim done first: {"from", "to", "blocks", "seconds"} (no model, nothing embedded).
     redim: dict | None = None
+    # Files not written because the embeddings server failed them: (path, why). The next
+    # run embeds them again.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    # Chunks written per file (by path), for crowding().
+    file_chunks: dict[str, int] = field(default_factory=dict)
+
+    def crowding(self) -> list[tuple[str, int]]:
+        """The few files holding a large share of the chunks this run wrote, biggest first
+        (see CROWD_SHARE); none when the run wrote fewer than CROWD_MIN_FILES files."""
+        if len(self.file_chunks) < CROWD_MIN_FILES:
+            return []
+        top = sorted(self.file_chunks.items(), key=lambda item: -item[1])
+        top = top[: math.ceil(len(top) * CROWD_FILES)]
+        total = sum(self.file_chunks.values())
+        return top if sum(n for _, n in top) >= CROWD_SHARE * total else []
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +105,9 @@ class Report:
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "redim": self.redim,
+            "failed": len(self.failed),
+            "failed_files": [{"path": p, "reason": r} for p, r in self.failed],
+            "crowding_files": [{"path": p, "chunks": n} for p, n in self.crowding()],
         }
 
 
@@ -113,19 +144,7 @@ class DocumentChunker:
 
     def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
         """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
-        budget = self.budget
-        while True:
-            doc = chunk_text(text, name, self.count, budget, room=self.room, breaks=breaks)
-            # Counts of pieces need not add up to the count of their join: check what will be
-            # embedded, and pack tighter in the rare case one is over. Both models' tokenizers
-            # are byte-level BPE (a token holds at least one byte), so only a text of more
-            # bytes than the room can be over it: with 512-token chunks and an 8k model,
-            # none is counted again.
-            near = [t for t in doc.embed_texts() if len(t.encode()) > self.room]
-            over = max(self.count(near), default=0) - self.room
-            if over <= 0 or budget <= 8:
-                return doc
-            budget = max(8, min(budget, max(c.tokens for c in doc.chunks)) - over)
+        return chunk_text(text, name, self.count, self.budget, room=self.room, breaks=breaks)
 
 
 class Writer:
@@ -148,6 +167,8 @@ class Writer:
         self.progress = progress or Progress()
         self.report = report or Report()
         self._chunker: DocumentChunker | None = None
+        # Hashes of texts a step in flight embeds: a later step waits for its vectors.
+        self._claimed: set[str] = set()
 
     def chunker(self) -> DocumentChunker:
         if self._chunker is None:
@@ -197,20 +218,44 @@ class Writer:
             self.store.set_root(str(Path(root).expanduser().resolve()), options.__dict__)
 
     def _embed_all(self, todo: list[Work]) -> None:
+        """Read, embed and write `todo` a step at a time; with a server backend, up to its
+        `in_flight` steps are embedded while the next files are read and finished ones
+        written (in order). A server that keeps failing stops the run: the files not written
+        are reported in `report.failed`."""
         if not todo:
             return
         self.progress.start(len(todo))
+        steps: deque[_Step] = deque()
         pending: list[tuple[Work, Document]] = []
-        for work in todo:
+        stopped = None
+        for n, work in enumerate(todo):
+            if stopped is None and steps and steps[0].future.done():
+                stopped = self._finish(steps.popleft())
+            if stopped is not None:
+                left = [w for w, _ in pending] + todo[n:]
+                self.report.failed += [(str(w.candidate.path), stopped) for w in left]
+                break
             doc = self._read(work)
             if doc is None:
                 self.progress.file_done(0)
                 continue
             pending.append((work, doc))
             if sum(len(d.chunks) for _, d in pending) >= STEP_CHUNKS:
-                self._write(pending)
+                steps.append(self._start(pending))
                 pending = []
-        self._write(pending)
+                while len(steps) >= self._depth() and stopped is None:
+                    stopped = self._finish(steps.popleft())
+        else:
+            if pending:
+                steps.append(self._start(pending))
+        while steps:
+            self._finish(steps.popleft())
+
+    def _depth(self) -> int:
+        """Steps outstanding at most: one for a local model (written as soon as embedded);
+        for a server, twice its requests in flight, so that none waits for the next."""
+        n = self.index.embedder.in_flight
+        return 1 if n == 1 else 2 * n
 
     def _read(self, work: Work) -> Document | None:
         """Chunk a file as it is now (it may have changed since planning)."""
@@ -246,38 +291,59 @@ class Writer:
         )
         self.report.reread += 1
 
-    def _write(self, pending: list[tuple[Work, Document]]) -> None:
-        if not pending:
-            return
-        texts = {}
-        owner = {}  # which file a text is from, to report truncation
+    def _start(self, pending: list[tuple[Work, Document]]) -> _Step:
+        """The step's texts not in the index (nor embedded by a step in flight), sent."""
+        step = _Step(pending)
         for work, doc in pending:
             for text in doc.embed_texts():
                 h = sha256(text.encode())
-                texts[h] = text
-                owner.setdefault(h, str(work.candidate.path))
-        vectors = self.store.vectors_for_hashes(texts)
-        missing = [h for h in texts if h not in vectors]
-        self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(missing)
-        if missing:
-            truncated: list[tuple[int, int]] = []
-            result = self.index.embedder.embed_with_counts(
-                [texts[h] for h in missing],
-                task="retrieval",
-                prompt="document",
-                dim=self.embed_dim,
-                progress=self.progress.embedded,
-                truncated=truncated,
-            )
-            self.report.truncated += [(owner[missing[i]], n) for i, n in truncated]
-            self.report.token_limit = self.index.embedder.max_tokens
-            vectors.update(zip(missing, result.vectors, strict=True))
-            self.report.chunks_embedded += len(missing)
-            self.report.tokens += sum(result.token_counts)
-        for work, doc in pending:
+                step.texts[h] = text
+                step.owner.setdefault(h, str(work.candidate.path))
+        step.vectors = self.store.vectors_for_hashes(step.texts)
+        step.missing = [h for h in step.texts if h not in step.vectors and h not in self._claimed]
+        self._claimed.update(step.missing)
+        self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(step.missing)
+        step.future = self.index.embedder.embed_later(
+            [step.texts[h] for h in step.missing],
+            task="retrieval",
+            prompt="document",
+            dim=self.embed_dim,
+            truncated=step.truncated,
+        )
+        return step
+
+    def _finish(self, step: _Step) -> str | None:
+        """Write the step's files once its vectors are in; on failure, report its files and
+        return why when the server failed for good (None: go on)."""
+        self._claimed.difference_update(step.missing)
+        try:
+            result = step.future.result()
+        except EmbedFailed as e:
+            why = e.message
+            self.report.failed += [(str(w.candidate.path), why) for w, _ in step.pending]
+            for _ in step.pending:
+                self.progress.file_done(0)
+            return why if e.transient else None
+        self.report.truncated += [(step.owner[step.missing[i]], n) for i, n in step.truncated]
+        self.report.token_limit = self.index.embedder.max_tokens
+        vectors = step.vectors
+        vectors.update(zip(step.missing, result.vectors, strict=True))
+        self.report.chunks_embedded += len(step.missing)
+        self.report.tokens += sum(result.token_counts)
+        if step.missing:
+            self.progress.embedded(len(step.missing), sum(result.token_counts))
+        # Texts an earlier step embedded are in the index now (or that step failed).
+        rest = [h for h in step.texts if h not in vectors]
+        if rest:
+            vectors.update(self.store.vectors_for_hashes({h: step.texts[h] for h in rest}))
+        for work, doc in step.pending:
+            hashes = [sha256(text.encode()) for text in doc.embed_texts()]
+            if any(h not in vectors for h in hashes):
+                self.report.failed.append((str(work.candidate.path), "a text it shares failed"))
+                self.progress.file_done(0)
+                continue
             chunks = []
-            for c, text in zip(doc.chunks, doc.embed_texts(), strict=True):
-                h = sha256(text.encode())
+            for c, h in zip(doc.chunks, hashes, strict=True):
                 vector = np.asarray(vectors[h], dtype=np.float32)
                 chunks.append(
                     NewChunk(
@@ -296,8 +362,23 @@ class Writer:
                 chunks,
                 NoteMeta(doc.tags, doc.aliases, doc.date),
             )
+            self.report.file_chunks[str(cand.path)] = len(chunks)
             if work.record is None:
                 self.report.added += 1
             else:
                 self.report.updated += 1
             self.progress.file_done(len(chunks))
+        return None
+
+
+@dataclass
+class _Step:
+    """Files whose texts are embedded together, then written."""
+
+    pending: list[tuple[Work, Document]]
+    texts: dict[str, str] = field(default_factory=dict)  # sha256 -> embedded text
+    owner: dict[str, str] = field(default_factory=dict)  # sha256 -> path (for truncation)
+    vectors: dict = field(default_factory=dict)  # already in the index
+    missing: list[str] = field(default_factory=list)  # sent to the embedder
+    truncated: list[tuple[int, int]] = field(default_factory=list)
+    future: Future | None = None

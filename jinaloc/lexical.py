@@ -34,6 +34,8 @@ from functools import cache
 
 import Stemmer
 
+from .textsafe import clean
+
 TABLE = "chunks_fts"
 # One row per file (rowid = files.id): its title and whole text, so a file is ranked by bm25
 # over all its words, not by its best chunk's (docs/quality.md).
@@ -162,6 +164,14 @@ _WORD = re.compile(r"[^\W\d_]{3,}")
 _ANY_WORD = re.compile(r"[^\W\d_]+")
 
 
+def _clear(conn, table: str) -> None:
+    sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
+    if "content=''" in sql:  # a DELETE of every row leaves bm25's totals wrong in these
+        conn.execute(f"INSERT INTO {table}({table}) VALUES ('delete-all')")
+    else:
+        conn.execute(f"DELETE FROM {table}")
+
+
 @cache
 def _stemmer(language: str):
     return Stemmer.Stemmer(language)
@@ -201,8 +211,8 @@ def file_fields(title: str, texts: Sequence[str]) -> tuple[str, str, str]:
 def rebuild(conn, files: bool = True) -> int:
     """Fill chunks_fts (and files_fts unless not `files`) afresh from the stored chunks and
     file titles (for the migration that adds them, or after a VERSION change): no model,
-    nothing re-embedded. Returns the chunk rows."""
-    conn.execute(f"DELETE FROM {TABLE}")
+    nothing re-embedded, or a repair. Returns the chunk rows."""
+    _clear(conn, TABLE)
     rows = conn.execute(
         "SELECT c.id, f.title, c.heading, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
     ).fetchall()
@@ -210,7 +220,7 @@ def rebuild(conn, files: bool = True) -> int:
         INSERT_SQL, [(i, *index_fields(title, json.loads(h), text)) for i, title, h, text in rows]
     )
     if files:
-        conn.execute(f"DELETE FROM {FILES_TABLE}")
+        _clear(conn, FILES_TABLE)
         texts = conn.execute(
             "SELECT f.id, f.title, json_group_array(c.text) FROM files f"
             " JOIN (SELECT file_id, text FROM chunks ORDER BY file_id, seq) c ON c.file_id = f.id"
@@ -283,6 +293,7 @@ def _phrases(user_query: str) -> list[tuple[str, bool]]:
     """(phrase, is a lone unquoted word) for each distinct term of a user query, in order. An
     unquoted term of more than SHORT_RUN Han, kana or Hangul characters gives each of its
     bigrams (and its other words) as a phrase of its own."""
+    user_query = clean(user_query)  # a lone surrogate is no word, and SQLite refuses it
     phrases: list[tuple[str, bool]] = []
 
     def add(phrase: str, lone: bool) -> None:

@@ -4,7 +4,7 @@ Front matter: YAML between `---` lines (or TOML between `+++` lines) at the very
 with yaml.safe_load / tomllib: `title`, `aliases` (`alias`), `tags` (`tag`) and a date
 (`date`, else `created`, else `updated`). A block that does not parse gives no metadata (a
 `title:` line still gives the title) and is still left out of the body. Inline `#tags`
-outside code are tags too.
+are tags too, as Obsidian reads them (inline_tags).
 
 For embedding only (the stored text stays as written), Obsidian syntax is reduced to its
 visible text: `[[Note|label]]` -> label, `[[Note#Part]]` -> Note > Part, `![[Other note]]`
@@ -29,11 +29,22 @@ FRONT_MATTER_LINES = 200
 DATE_KEYS = ("date", "created", "updated")
 _FENCES = {"---": ("---", "..."), "+++": ("+++",)}
 _TITLE_LINE = re.compile(r"""^title[ \t]*[:=][ \t]*["']?(.*?)["']?[ \t]*$""", re.IGNORECASE)
-# Obsidian: `#` then letters, digits, _ - /, at least one not a digit; not inside a word,
-# an URL fragment (`/#x`) or an HTML entity (`&#39;`).
-_TAG = re.compile(r"(?<![\w#&/])#([\w/-]*[^\W\d][\w/-]*)")
-_CODE_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_INLINE_CODE = re.compile(r"(`+).+?\1")
+# Obsidian (help.obsidian.md/tags): `#` then letters, digits, emoji, _ - /, at least one
+# not a digit, at the start of a line or after a blank: so never inside a word, an URL
+# (`play?#code`, `/#x`), an anchor (`](#x)`, `[[#x]]`) or an HTML entity (`&#39;`).
+_TAG_CHAR = r"[\w/\-\u2600-\u27bf\U0001f300-\U0001faff\ufe0f\u200d]"
+_TAG = re.compile(
+    rf"(?<!\S)#({_TAG_CHAR}*(?:[^\W\d]|[\u2600-\u27bf\U0001f300-\U0001faff]){_TAG_CHAR}*)"
+)
+# Text where a `#` is not a tag: inline code, wikilinks and embeds, Markdown links and
+# images (text and target), autolinks and bare URLs, HTML tags, comments.
+_NOT_TAGS = re.compile(
+    r"(`+)[^\n]+?\1|!?\[\[[^\n]*?\]\]|!?\[[^\]\n]*\]\([^)\n]*\)|<[^>\n]+>"
+    r"|\b[a-zA-Z][\w+.-]*://\S+|\bwww\.\S+|<!--.*?-->|%%.*?%%",
+    re.DOTALL,
+)
+# A code fence, in a callout or list too.
+_CODE_FENCE = re.compile(r"^[ \t>]*(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _CALLOUT = re.compile(r"^([ \t]*(?:>[ \t]*)+)\[!([\w-]+)\][+-]?[ \t]*(.*)$", re.MULTILINE)
 _COMMENT = re.compile(r"<!--.*?-->|%%.*?%%", re.DOTALL)
@@ -156,8 +167,8 @@ def date_arg(text: str, today: dt.date | None = None) -> str:
 
 
 def inline_tags(lines: list[str]) -> list[str]:
-    """`#tags` in the body, outside fenced and inline code."""
-    tags: list[str] = []
+    """`#tags` in the body, as Obsidian reads them: not in code, links, URLs or comments."""
+    kept: list[str] = []
     fence: str | None = None
     for line in lines:
         m = _CODE_FENCE.match(line)
@@ -168,8 +179,11 @@ def inline_tags(lines: list[str]) -> list[str]:
         if m:
             fence = m.group(1)[:3]
             continue
-        if "#" in line:
-            tags += _TAG.findall(_INLINE_CODE.sub("", line))
+        kept.append(line)
+    text = "\n".join(kept)
+    if "#" not in text:
+        return []
+    tags = _TAG.findall(_NOT_TAGS.sub(" ", text))
     return unique(t.rstrip("/") for t in tags)
 
 

@@ -34,9 +34,11 @@ class WalkOptions:
     exclude: list[str] = field(default_factory=list)
     max_size: int = DEFAULT_MAX_SIZE
     types: str = "notes"  # files.TYPES: "code" adds source code to notes and documents
+    # Index files reached by symlinks whose real path leaves the root (default: skipped).
+    follow_outside: bool = False
 
     def walker(self) -> Walker:
-        return Walker(self.include, self.exclude, self.max_size, self.types)
+        return Walker(self.include, self.exclude, self.max_size, self.types, self.follow_outside)
 
 
 Roots = Sequence[tuple[Path, WalkOptions]]

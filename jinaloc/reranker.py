@@ -12,6 +12,7 @@ from .defaults import DOC_TOKENS
 from .embedder import ProgressFn
 from .errors import JinalocError
 from .registry import ModelSpec, load_registry
+from .textsafe import clean
 
 # The model card's prompt (Qwen/Qwen3-Reranker-0.6B), token for token.
 PREFIX = (
@@ -61,8 +62,9 @@ class Reranker:
         room = b.max_tokens - len(prefix) - len(suffix)
         if instruction is None:
             instruction = DEFAULT_INSTRUCTION
+        query, instruction = clean(query), clean(instruction)  # as the embedder does
         return [
-            prefix + b.tokenize(content(query, self.trim(d), instruction))[:room] + suffix
+            prefix + b.tokenize(content(query, self.trim(clean(d)), instruction))[:room] + suffix
             for d in documents
         ]
 

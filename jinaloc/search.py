@@ -80,6 +80,7 @@ class Hit:
     tags: list[str] = field(default_factory=list)
     first_stage: Part | None = None  # with a reranker: the score and rank it reordered
     rerank: Part | None = None  # the cross-encoder's relevance (0-1) and rank
+    root: str = ""  # the folder it was indexed from (files.root)
 
     def display_path(self) -> str:
         return display_path(self.path)
@@ -129,13 +130,17 @@ class Hit:
 
 
 def matching_files(store: Store, glob: str) -> list[int]:
-    """Ids of files whose root-relative or displayed path matches a gitignore-style glob."""
+    """Ids of files whose root-relative path (with or without the root's own name in
+    front: `git/*` and `til/git/*` for a root `til`) or displayed path matches a
+    gitignore-style glob."""
     spec = pathspec.GitIgnoreSpec.from_lines([glob])
     cwd = Path.cwd()
     ids = []
     for file_id, path, rel in store.file_paths():
         shown = os.path.relpath(path) if Path(path).is_relative_to(cwd) else path.lstrip("/")
-        if spec.match_file(rel) or spec.match_file(shown):
+        root = path[: -len(rel)] if rel and path.endswith(rel) else ""
+        named = f"{Path(root).name}/{rel}" if Path(root).name else rel
+        if spec.match_file(rel) or spec.match_file(named) or spec.match_file(shown):
             ids.append(file_id)
     return ids
 

@@ -13,11 +13,20 @@ the blocks. Before schema 5 the sign bits were in a sqlite-vec vec0 table; sqlit
 loaded so such files can be upgraded.
 
 Every change to one file is one transaction, so an interrupted run (even kill -9) leaves
-the index as it was after the last finished file."""
+the index as it was after the last finished file.
+
+Paths are kept as the OS gives them. A name that is valid UTF-8 (every name an index held
+before) is stored as that text; one with other bytes (`bad\xffname.md`, legal on Linux) is
+stored as TEXT holding exactly its bytes (`db_text`: bound as bytes, `CAST(? AS TEXT)`), and
+every connection reads TEXT back with `surrogateescape` (`_text`), so Python sees the
+same str `os.fsdecode` gives and `os.fsencode` returns the exact bytes. No migration: no
+stored value changes meaning. Texts (titles, chunks) are Unicode: a lone surrogate in one
+becomes U+FFFD (`textsafe.clean`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,8 +38,11 @@ from urllib.parse import quote
 import numpy as np
 
 from . import blocks, lexical
-from .errors import IndexNotFound, JinalocError, SchemaTooNew
+from .errors import IndexBusy, IndexNotFound, JinalocError, SchemaTooNew
 from .notes import mtime_date
+from .textsafe import clean
+
+log = logging.getLogger("jinaloc")
 
 
 def _add_lexical(conn) -> None:
@@ -150,6 +162,8 @@ MIGRATIONS: list[str | Callable] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.
 MAX_K = 4096
+# How long a statement waits for another connection's write lock before "locked".
+BUSY_MS = 30000
 # How much of an index file SQLite maps into memory (SQLite caps it at its own maximum).
 MMAP_BYTES = 1 << 34
 
@@ -168,16 +182,153 @@ def _make_parent(path: Path) -> None:
         raise JinalocError(f"cannot create the index {path}: {e.strerror or e}") from None
 
 
-def open_error(path: Path, e: Exception) -> JinalocError:
-    """One line for SQLite's ways of refusing a file."""
+def open_error(path: Path | None, e: Exception) -> JinalocError:
+    """One line for SQLite's ways of refusing a file, advising what fits the cause: wait
+    (locked), free space (full), make it writable (read-only, immutable), and a repair only
+    when SQLite found the file damaged."""
     text = str(e)
-    if "malformed" in text:
+    lower = text.lower()
+    where = f"the index {path}" if path else "the index"
+    if "malformed" in lower:
         from .errors import IndexCorrupt
 
         return IndexCorrupt(path, text)
-    if "readonly" in text or "unable to open" in text:
-        return JinalocError(f"cannot write the index {path}: {text}")
-    return JinalocError(f"cannot open index {path}: {text}")
+    if "locked" in lower or "busy" in lower:
+        return JinalocError(
+            f"{where} is locked by another process ({text})",
+            "wait for it to finish, then run the command again",
+        )
+    if "full" in lower or "no space" in lower:
+        return JinalocError(
+            f"cannot write {where}: the disk is full ({text})",
+            "free some space, then run the command again (nothing written before is lost)",
+        )
+    if any(w in lower for w in ("readonly", "read-only", "permission", "unable to open")):
+        return JinalocError(
+            f"cannot write {where} ({text})",
+            "make it and its folder writable (chmod u+w; chattr -i for an immutable file)",
+        )
+    if "i/o error" in lower:
+        return JinalocError(
+            f"cannot read or write {where}: {text}",
+            "check the disk (free space, errors in the system log), then run `jinaloc check`",
+        )
+    return JinalocError(
+        f"cannot open {'index ' + str(path) if path else 'the index'}: {text}",
+        "`jinaloc check` says whether it is a damaged index",
+    )
+
+
+@contextmanager
+def writer_lock(path: Path, wait: bool = True, identity: tuple | None = None):
+    """Hold the writer lock of the index at `path` (FILE.lock): one process at a time
+    updates, repairs or replaces the file (searches go on meanwhile). `wait=False` refuses
+    at once when another process holds it. `identity`: the file this process opened, which
+    must still be the one at `path` (not removed or replaced meanwhile)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise IndexBusy(path) from None
+        log.warning("%s is being updated by another process: waiting for it", path)
+        lock.acquire()
+    try:
+        if identity is not None and file_identity(path) != identity:
+            raise JinalocError(
+                f"{path} was removed or replaced while this run had it open",
+                "run the command again",
+            )
+        yield
+    finally:
+        lock.release()
+
+
+def file_identity(path: Path) -> tuple | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def claim_new(path: Path) -> tuple | None:
+    """Create an empty index file at `path` if none is there: its identity when this
+    process made it, None when it was there already (or cannot be made here: opening it
+    then says why)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError:
+        return None
+    return file_identity(path)
+
+
+def new_file(path: Path, page_size: int) -> None:
+    """An empty WAL-mode database file at `path` with this page size (fixed from then on)."""
+    conn = _connect(str(path))
+    try:
+        conn.execute(f"PRAGMA page_size = {page_size}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("VACUUM")  # writes the header: the page size is the file's now
+    finally:
+        conn.close()
+
+
+# SQLite's lock bytes in every database file (the unix VFS's PENDING, RESERVED and SHARED
+# bytes): a process with the file open holds a read lock on them.
+_LOCK_BYTES = (0x40000000, 512)
+
+
+def remove_if_unused(path: Path, identity: tuple) -> bool:
+    """Remove the index file at `path` (and its -wal and -shm) if it is still the file of
+    `identity`, holds nothing (no meta, root, file or skip) and no other process has it
+    open: under the writer lock (refused at once when held), with SQLite's lock bytes held
+    so that none can start reading it meanwhile. This process must not have it open. The
+    .lock stays: another process may be waiting on it. Returns whether it was removed."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: an open file cannot be removed there anyway
+        return False
+    try:
+        with writer_lock(path, wait=False):
+            if file_identity(path) != identity or not _unused(path):
+                return False
+            fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LOCK_BYTES[1], _LOCK_BYTES[0])
+            except OSError:
+                os.close(fd)
+                return False  # another process has it open
+            try:
+                for suffix in ("-wal", "-shm", ""):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            return True
+    except (JinalocError, OSError):
+        return False
+
+
+def _unused(path: Path) -> bool:
+    try:
+        conn = _reader(path)
+    except Exception:
+        return False
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+        return all(
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0
+            for t in ("meta", "roots", "files", "skips")
+            if t in tables
+        )
+    except Exception:
+        return False
+    finally:
+        conn.close()
 
 
 def _reader(path: Path):
@@ -193,6 +344,21 @@ def _reader(path: Path):
         conn.close()
         conn = _connect(uri + "&immutable=1", uri=True)
     return conn
+
+
+def db_text(path: str) -> str | bytes:
+    """A path (or any OS name) as a parameter for `CAST(? AS TEXT)`: itself, or its exact
+    bytes when it holds undecodable bytes (surrogate escapes SQLite's binding refuses)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path
+
+
+def _text(value: bytes) -> str:
+    """TEXT as Python reads it here: UTF-8, other bytes (a stored OS name) as surrogates."""
+    return value.decode("utf-8", "surrogateescape")
 
 
 def _connect(path: str, uri: bool = False):
@@ -218,6 +384,7 @@ def _connect(path: str, uri: bool = False):
         except (AttributeError, module.OperationalError):
             conn.close()
             continue
+        conn.text_factory = _text
         # Block scans read the file through the page cache mapped, not copied into
         # SQLite's own (measured: 28 ms instead of 41 for 100k x 768 float vectors).
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
@@ -288,6 +455,8 @@ class Store:
         self.path = path
         self.conn = conn
         self._side = None  # a second connection, opened on first use
+        # The file opened (device, inode): writes check it is still the one at `path`.
+        self.identity = file_identity(path)
         # Blocks kept in memory between scans; a long-lived session raises the budget.
         self.cache = blocks.BlockCache()
 
@@ -298,6 +467,20 @@ class Store:
         path = Path(path).expanduser()
         if not create and not path.is_file():
             raise IndexNotFound(path)
+        # SQLite waits BUSY_MS for most locks, not for all of a connection's first steps
+        # (another process removing a new, empty file holds them for a moment).
+        deadline = time.monotonic() + BUSY_MS / 1000
+        while True:
+            try:
+                return cls._open(path, create, readonly)
+            except JinalocError as e:
+                if "locked" not in e.message or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    @classmethod
+    def _open(cls, path: Path, create: bool, readonly: bool) -> Store:
+        conn = None
         try:
             if readonly:
                 store = cls._open_readonly(path)
@@ -306,7 +489,7 @@ class Store:
             if create:
                 _make_parent(path)
             conn = _connect(str(path))
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             # Rows hold a 1-3 KB float vector: at the default 4 KB pages only one fits per
             # page (about half the file wasted); 16 KB pages waste a few percent. A new file
             # takes it; an existing one keeps its own.
@@ -318,9 +501,12 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             store = cls(path, conn)
             store._migrate()
-        except JinalocError:
-            raise
+            store.identity = file_identity(path)
         except Exception as e:  # sqlite3 and pysqlite3 have distinct exception classes
+            if conn is not None:
+                conn.close()
+            if isinstance(e, JinalocError):
+                raise
             raise open_error(path, e) from None
         return store
 
@@ -341,7 +527,7 @@ class Store:
                     "open it once where it can be written",
                 )
             return None
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return cls(path, conn)
 
     def close(self) -> None:
@@ -352,7 +538,7 @@ class Store:
     def _side_conn(self):
         if self._side is None:
             self._side = _reader(self.path)
-            self._side.execute("PRAGMA busy_timeout = 30000")
+            self._side.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return self._side
 
     def __enter__(self) -> Store:
@@ -427,24 +613,15 @@ class Store:
             self._write_meta({"dim": dim})
         return written
 
-    def clear(self) -> None:
-        """Drop every file, vector and root, and the meta record (for a full re-index)."""
-        with self.transaction():
-            tables = ("vec_blocks", "vec_live", lexical.TABLE, lexical.FILES_TABLE, "chunks")
-            for table in (*tables, "file_tags"):
-                self.conn.execute(f"DELETE FROM {table}")
-            for table in ("files", "roots", "meta"):
-                self.conn.execute(f"DELETE FROM {table}")
-
     # roots
 
     def set_root(self, path: str, options: dict) -> None:
         with self.transaction():
             self.conn.execute(
-                "INSERT INTO roots(path, options, indexed_at) VALUES (?, ?, ?)"
+                "INSERT INTO roots(path, options, indexed_at) VALUES (CAST(? AS TEXT), ?, ?)"
                 " ON CONFLICT(path) DO UPDATE SET options = excluded.options,"
                 " indexed_at = excluded.indexed_at",
-                (path, json.dumps(options), time.time()),
+                (db_text(path), json.dumps(options), time.time()),
             )
 
     def skips(self) -> dict[str, tuple[int, int, str]]:
@@ -456,14 +633,17 @@ class Store:
         """Remember newly unreadable files; forget those readable or gone now."""
         with self.transaction():
             self.conn.executemany(
-                "INSERT OR REPLACE INTO skips(path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
-                found,
+                "INSERT OR REPLACE INTO skips(path, size, mtime_ns, reason)"
+                " VALUES (CAST(? AS TEXT), ?, ?, ?)",
+                [(db_text(p), size, mtime, clean(why)) for p, size, mtime, why in found],
             )
-            self.conn.executemany("DELETE FROM skips WHERE path = ?", [(p,) for p in gone])
+            self.conn.executemany(
+                "DELETE FROM skips WHERE path = CAST(? AS TEXT)", [(db_text(p),) for p in gone]
+            )
 
     def remove_root(self, path: str) -> None:
         with self.transaction():
-            self.conn.execute("DELETE FROM roots WHERE path = ?", (path,))
+            self.conn.execute("DELETE FROM roots WHERE path = CAST(? AS TEXT)", (db_text(path),))
 
     def roots(self) -> dict[str, dict]:
         rows = self.conn.execute("SELECT path, options FROM roots ORDER BY path")
@@ -472,18 +652,19 @@ class Store:
     # files
 
     def files_under(self, root: str) -> dict[str, FileRecord]:
-        """Indexed files inside `root` (by path prefix, so nested roots overlap correctly)."""
-        prefix = root.rstrip("/") + "/"
+        """Indexed files inside `root` (by path prefix, so nested roots overlap correctly;
+        compared as bytes, as the OS names them)."""
+        prefix = (root.rstrip("/") + "/").encode("utf-8", "surrogateescape")
         rows = self.conn.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE substr(path, 1, ?) = ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE substr(CAST(path AS BLOB), 1, ?) = ?",
             (len(prefix), prefix),
         )
         return {r[1]: FileRecord(*r) for r in rows}
 
     def file(self, path: str) -> FileRecord | None:
         row = self.conn.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",
-            (path,),
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = CAST(? AS TEXT)",
+            (db_text(path),),
         ).fetchone()
         return FileRecord(*row) if row else None
 
@@ -500,9 +681,9 @@ class Store:
         """A renamed or moved file keeps its chunks and vectors."""
         with self.transaction():
             self.conn.execute(
-                "UPDATE files SET path = ?, root = ?, rel = ?, size = ?, mtime_ns = ?,"
-                f" {_DATE} WHERE id = ?",
-                (path, root, rel, size, mtime_ns, mtime_date(mtime_ns), file_id),
+                "UPDATE files SET path = CAST(? AS TEXT), root = CAST(? AS TEXT),"
+                f" rel = CAST(? AS TEXT), size = ?, mtime_ns = ?, {_DATE} WHERE id = ?",
+                (*map(db_text, (path, root, rel)), size, mtime_ns, mtime_date(mtime_ns), file_id),
             )
 
     def remove_file(self, file_id: int) -> None:
@@ -533,24 +714,30 @@ class Store:
         for c in chunks:
             if np.shape(c.vector) != (full,):
                 raise ValueError(f"vector of shape {np.shape(c.vector)}: this index keeps {full}")
+        title = clean(title)  # from a file name, it may hold undecodable bytes
+        path, root, rel = map(db_text, (path, root, rel))
         with self.transaction():
-            row = self.conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+            row = self.conn.execute(
+                "SELECT id FROM files WHERE path = CAST(? AS TEXT)", (path,)
+            ).fetchone()
             values = (root, rel, hash, size, mtime_ns, title, sum(c.tokens for c in chunks))
             if row:
                 file_id = row[0]
                 self._delete_chunks(file_id)
                 self.conn.execute(
-                    "UPDATE files SET root = ?, rel = ?, hash = ?, size = ?, mtime_ns = ?,"
-                    " title = ?, tokens = ?, indexed_at = ? WHERE id = ?",
+                    "UPDATE files SET root = CAST(? AS TEXT), rel = CAST(? AS TEXT), hash = ?,"
+                    " size = ?, mtime_ns = ?, title = ?, tokens = ?, indexed_at = ? WHERE id = ?",
                     (*values, time.time(), file_id),
                 )
             else:
                 file_id = self.conn.execute(
                     "INSERT INTO files(path, root, rel, hash, size, mtime_ns, title, tokens,"
-                    " indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " indexed_at) VALUES (CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT),"
+                    " ?, ?, ?, ?, ?, ?)",
                     (path, *values, time.time()),
                 ).lastrowid
             for seq, c in enumerate(chunks):
+                heading, text = [clean(h) for h in c.heading], clean(c.text)
                 chunk_id = self.conn.execute(
                     "INSERT INTO chunks(file_id, seq, start_line, end_line, heading, text, tokens,"
                     " hash, full, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -559,8 +746,8 @@ class Store:
                         seq,
                         c.start_line,
                         c.end_line,
-                        json.dumps(list(c.heading), ensure_ascii=False),
-                        c.text,
+                        json.dumps(heading, ensure_ascii=False),
+                        text,
                         c.tokens,
                         c.hash,
                         blocks.full_blob(c.vector),
@@ -568,7 +755,7 @@ class Store:
                     ),
                 ).lastrowid
                 self.conn.execute(
-                    lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, c.heading, c.text))
+                    lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, heading, text))
                 )
             if chunks:
                 fields = lexical.file_fields(title, [c.text for c in chunks])
@@ -585,12 +772,12 @@ class Store:
     def _set_meta(self, file_id: int, meta: NoteMeta, mtime_ns: int) -> None:
         self.conn.execute(
             "UPDATE files SET meta = ?, date = ? WHERE id = ?",
-            (meta.to_json(), meta.date or mtime_date(mtime_ns), file_id),
+            (clean(meta.to_json()), meta.date or mtime_date(mtime_ns), file_id),
         )
         self.conn.execute("DELETE FROM file_tags WHERE file_id = ?", (file_id,))
         self.conn.executemany(
             "INSERT OR IGNORE INTO file_tags(file_id, tag) VALUES (?, ?)",
-            [(file_id, tag.lower()) for tag in meta.tags],
+            [(file_id, clean(tag.lower())) for tag in meta.tags],
         )
 
     def files_matching(
@@ -706,14 +893,14 @@ class Store:
         )
 
     def chunk_details(self, chunk_ids: Sequence[int]) -> dict[int, dict]:
-        """Path, title, line range, heading path and text of chunks, by id."""
+        """Path, root, title, line range, heading path and text of chunks, by id."""
         rows = self.conn.execute(
-            "SELECT c.id, f.path, f.rel, f.title, c.start_line, c.end_line, c.heading, c.text,"
-            " c.page, f.date, f.meta FROM chunks c JOIN files f ON f.id = c.file_id"
+            "SELECT c.id, f.path, f.rel, f.root, f.title, c.start_line, c.end_line, c.heading,"
+            " c.text, c.page, f.date, f.meta FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE c.id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(chunk_ids)),),
         )
-        keys = ("path", "rel", "title", "start_line", "end_line", "heading", "text", "page")
+        keys = ("path", "rel", "root", "title", "start_line", "end_line", "heading", "text", "page")
         out = {}
         for chunk_id, *values, date, meta in rows:
             detail = dict(zip(keys, values, strict=True))
@@ -733,13 +920,12 @@ class Store:
     def iter_documents(self, paths: Iterable[str] | None = None) -> Iterator[IndexedDocument]:
         """Every indexed file (or those at `paths`, absolute) with its chunk texts and
         stored vectors, ordered by path. Reads one file at a time."""
-        sql = "SELECT id, path, title, meta FROM files"
-        args: tuple = ()
-        if paths is not None:
-            sql += " WHERE path IN (SELECT value FROM json_each(?))"
-            args = (json.dumps(list(paths)),)
         dim = self.dim or 0
-        files = self.conn.execute(sql + " ORDER BY path", args).fetchall()
+        files = self.conn.execute("SELECT id, path, title, meta FROM files ORDER BY path")
+        files = files.fetchall()
+        if paths is not None:  # compared here: a JSON list cannot hold undecodable names
+            wanted = set(paths)
+            files = [f for f in files if f[1] in wanted]
         for file_id, path, title, meta in files:
             rows = self.conn.execute(
                 "SELECT text, heading, full FROM chunks WHERE file_id = ? ORDER BY seq",

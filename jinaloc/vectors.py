@@ -9,8 +9,11 @@ import numpy as np
 from .errors import JinalocError, check_choice
 
 # sqlite-vec's vec_quantize_binary and bit[N] columns pack bit i of byte j as element
-# 8*j + i (LSB-first); numpy's default and sentence-transformers are MSB-first.
+# 8*j + i (LSB-first): the index's order. Jina's API (and numpy's default, and
+# sentence-transformers) pack MSB-first: element 8*j is the high bit of byte j. Vectors on
+# the wire (`serve`, `jinaloc embed --type`) use Jina's order, so they mix with api.jina.ai's.
 BIT_ORDER = "little"
+WIRE_BIT_ORDER = "big"
 OUTPUT_TYPES = ("float", "binary", "ubinary", "base64")
 
 
@@ -51,21 +54,23 @@ def matryoshka(pooled: np.ndarray, dim: int | None = None) -> np.ndarray:
     return l2_normalize(pooled)
 
 
-def pack_bits(x: np.ndarray) -> np.ndarray:
-    """Sign bits (x > 0) packed LSB-first: byte-compatible with sqlite-vec's bit[N]."""
-    return np.packbits(np.asarray(x) > 0, axis=-1, bitorder=BIT_ORDER)
+def pack_bits(x: np.ndarray, bitorder: str = BIT_ORDER) -> np.ndarray:
+    """Sign bits (x > 0) packed; by default LSB-first, byte-compatible with sqlite-vec's
+    bit[N]."""
+    return np.packbits(np.asarray(x) > 0, axis=-1, bitorder=bitorder)
 
 
-def unpack_bits(packed: np.ndarray, dim: int) -> np.ndarray:
-    return np.unpackbits(packed, axis=-1, count=dim, bitorder=BIT_ORDER).astype(bool)
+def unpack_bits(packed: np.ndarray, dim: int, bitorder: str = BIT_ORDER) -> np.ndarray:
+    return np.unpackbits(packed, axis=-1, count=dim, bitorder=bitorder).astype(bool)
 
 
 def quantize(x: np.ndarray, kind: str) -> np.ndarray:
-    """Arrays in Jina's API types: float32, ubinary (packed uint8), binary (packed - 128, int8)."""
+    """Arrays in Jina's API types: float32, ubinary (sign bits packed MSB-first, uint8),
+    binary (ubinary - 128, int8), bit for bit what api.jina.ai returns."""
     check_choice("output type", kind, OUTPUT_TYPES[:3])
     if kind == "float":
         return np.asarray(x, dtype=np.float32)
-    packed = pack_bits(x)
+    packed = pack_bits(x, WIRE_BIT_ORDER)
     if kind == "ubinary":
         return packed
     return (packed.astype(np.int16) - 128).astype(np.int8)

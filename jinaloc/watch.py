@@ -19,10 +19,16 @@ index (its own connection, the same model):
     stop.set(); thread.join(); session.close()
 
 While it runs, a small JSON record in the state dir says so (`read_record`, shown by
-`status`)."""
+`status`).
+
+The event source may fail (watchfiles gives up on a name that is not UTF-8, a folder it
+cannot watch...): the watch is then started anew after a pause, with a catch-up that
+applies what it missed, and the failure is logged, counted and kept in the record and in
+`health()` (what a server's /health reports)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +60,13 @@ MAX_WAIT_MS = 10_000
 CHECK_MS = 5_000
 # More touched paths than this in one root: one walk of the root is cheaper.
 MAX_SCOPED = 2_000
+# Pause before a new watch after the event source failed: doubling from the first, up to
+# the last while it keeps failing (each new watch catches up, so nothing is missed).
+RESTART_S = (0.5, 30.0)
+
+
+class _SourceFailed(Exception):
+    """The file event source (watchfiles) raised; the watch is started anew."""
 
 
 class _Stopped(Exception):
@@ -146,19 +159,19 @@ class Watcher:
         self._watched: dict[str, tuple[int, int] | None] = {}
         self._gone: set[str] = set()  # roots missing (and said so)
         self._number = 0
+        self.running = False
+        self.restarts = 0  # new watches after the event source failed
+        self.last_error: str | None = None  # the event source's last failure
+        self.error: str | None = None  # why `run` ended, when it failed
 
     def _resolve(self, roots) -> list[tuple[Path, WalkOptions]]:
-        saved = self.index.store.roots()
         out = []
         for item in roots:
             path, options = (item, None) if isinstance(item, (str, Path)) else item
             path = Path(path).expanduser().resolve()
             if not path.exists():
                 raise JinalocError(f"{path}: no such file or folder")
-            if options is None:
-                known = saved.get(str(path))
-                options = WalkOptions(**known) if known is not None else WalkOptions()
-            out.append((path, options))
+            out.append((path, options or self.index.root_options(path)))
         return out
 
     # the roots
@@ -192,6 +205,8 @@ class Watcher:
         stop = stop or threading.Event()
         progress = _StopBetweenFiles(stop)
         self._claim_record()
+        self.running, self.error = True, None
+        self._failures = 0  # of the event source in a row
         try:
             while not stop.is_set():
                 self._roots = self._all_roots()
@@ -205,21 +220,54 @@ class Watcher:
                     stop.wait(self.check_ms / 1000)
                     continue
                 # Watching starts before the catch-up, so nothing falls between the two.
-                with RustNotify(_outermost(present), False, False, 300, True, True) as notify:
-                    self._apply(None, 0, progress)
-                    self._listen(notify, stop, progress)
+                try:
+                    with _Source(RustNotify, _outermost(present)) as notify:
+                        self._apply(None, 0, progress)
+                        self._listen(notify, stop, progress)
+                except _SourceFailed as e:
+                    self._source_failed(e, stop)
         except _Stopped:
             pass
+        except Exception as e:  # Ctrl-C is a stop, not a failure
+            self.error = f"{type(e).__name__}: {e}"
+            raise
         finally:
+            self.running = False
             self._drop_record()
 
+    def _source_failed(self, e: _SourceFailed, stop: threading.Event) -> None:
+        cause = e.__cause__ or e
+        self.restarts += 1
+        self.last_error = f"{type(cause).__name__}: {cause}"
+        pause = min(RESTART_S[0] * 2**self._failures, RESTART_S[1])
+        self._failures += 1
+        log.warning("the file watch failed (%s); watching again in %.1f s", self.last_error, pause)
+        self._write_record()
+        stop.wait(pause)
+
+    def health(self) -> dict:
+        """Whether the watcher runs, how often its event source failed and was restarted,
+        its last failure, and why it stopped (`error`, when it died)."""
+        return {
+            "running": self.running,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "error": self.error,
+            "batches": self.batches,
+        }
+
     def _listen(self, notify, stop: threading.Event, progress: Progress) -> None:
-        """Apply event groups until `stop`, or until the roots need a new watch."""
+        """Apply event groups until `stop`, or until the roots need a new watch (or raise
+        _SourceFailed)."""
         wake = _Wake(stop, self._roots_changed, self.check_ms)
         while not stop.is_set():
             # No timeout: watchfiles drops what arrives while it returns one. Its stop
             # event (asked every step) wakes it instead, and a new watch catches up in full.
-            changes = notify.watch(MAX_WAIT_MS, self.debounce_ms, 0, wake)
+            try:
+                changes = notify.watch(MAX_WAIT_MS, self.debounce_ms, 0, wake)
+            except Exception as e:  # anything the Rust side raises (a non-UTF-8 name...)
+                raise _SourceFailed from e
+            self._failures = 0
             if changes == "signal":
                 raise KeyboardInterrupt
             if changes == "stop":
@@ -318,6 +366,8 @@ class Watcher:
             "started": _iso(self.started),
             "last_applied": _iso(self.last_applied) if self.last_applied else None,
             "batches": self.batches,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
@@ -326,6 +376,23 @@ class Watcher:
     def _drop_record(self) -> None:
         if self.record:
             record_path(self.index.path).unlink(missing_ok=True)
+
+
+class _Source:
+    """A RustNotify on `paths` whose own failures (starting, stopping) are _SourceFailed."""
+
+    def __init__(self, notify_class, paths: list[str]):
+        try:
+            self.notify = notify_class(paths, False, False, 300, True, True)
+        except Exception as e:
+            raise _SourceFailed from e
+
+    def __enter__(self):
+        return self.notify
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):  # closing a failed watch: nothing to save
+            self.notify.close()
 
 
 def _planned(rel: str) -> str | None:

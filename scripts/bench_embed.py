@@ -14,6 +14,13 @@ runtime's vectors against PyTorch fp32's.
     python scripts/bench_embed.py --quick         # the tiny test fixtures, seconds
     python scripts/bench_embed.py --shapes 1x16 32x128 4x512 --threads 1 2 --rss  # issue 13
 
+    python scripts/bench_embed.py --invariance [--families nano small]   # issue 24
+
+`--invariance` compares ONNX int8 before (onnxruntime's quantize_dynamic: one activation scale
+per batch) and after (per-row activation scales in the graph), with fp32 as the reference:
+each text alone vs batched with short, long and many neighbours (cosine, bit-identical), the
+cosine to fp32, and tokens/s at 1x16, 32x128 and 4x512 in interleaved rounds.
+
 `--shapes NxT` replaces the workloads by batches of N texts of about T tokens in one call;
 `--threads` runs GGUF (and ONNX int8) at each count; `--rss` measures each runtime's peak RSS
 in a child process of its own (load + one call of each shape), since all runtimes share the
@@ -490,6 +497,138 @@ def targets_for(rows: list[dict], cos_rows: list[dict]) -> list[dict]:
     return out
 
 
+# --- batch invariance (issue 24) ---
+
+
+def dynamic_int8_runtime(folder: Path, threads: int | None) -> Runtime:
+    """The int8 model as jinaloc built it before issue 24: the fp32 graph through
+    onnxruntime's quantize_dynamic (per-channel int8 weights, one activation scale per
+    MatMul over the whole batch), run by the same backend code."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with thread_env(threads):
+        emb = load_embedder(str(folder), backend="onnx", quant="fp32", offline=True)
+        emb.embed(["warm up"], task=TASK)
+    out = Path(tempfile.mkdtemp(prefix="dyn-int8-")) / "model.onnx"
+    quantize_dynamic(
+        emb.backend.model_file,
+        out,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        use_external_data_format=True,
+        per_channel=True,
+        extra_options={"MatMulConstBOnly": True},
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = emb.backend.threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    emb.backend.session = ort.InferenceSession(
+        str(out), options, providers=["CPUExecutionProvider"]
+    )
+
+    def embed(texts, prompt, batch_size):
+        return emb.embed(texts, task=TASK, prompt=prompt, batch_size=batch_size)
+
+    return Runtime("onnx-int8-dynamic (before)", embed, count=emb.count_tokens, close=emb.close)
+
+
+def invariance_family(family: str, folder: Path, args) -> tuple[list[dict], list[dict]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    threads = (args.threads or [None])[-1]
+    runtimes = [jinaloc_runtime("onnx-fp32", folder, "onnx", "fp32", threads)]
+    runtimes.append(dynamic_int8_runtime(folder, threads))
+    for q in ("qint8", "quint8"):
+        runtimes.append(jinaloc_runtime(f"onnx-{q} (after)", folder, "onnx", q, threads))
+    fp32 = runtimes[0]
+    targets = make_texts(tokenizer, "Document: ", 24, 3, 1) + make_texts(
+        tokenizer, "Document: ", 200, 2, 2
+    )
+    short = make_texts(tokenizer, "Document: ", 8, 4, 3)
+    long = make_texts(tokenizer, "Document: ", 512, 2, 4)
+    many = make_texts(tokenizer, "Document: ", 128, 31, 5)
+    batches = {"short neighbours": short, "long neighbours": long, "31 neighbours": many}
+    inv_rows = []
+    ref = fp32.embed(targets, "document", 1)
+    for rt in [] if args.speed_only else runtimes:
+        alone = rt.embed(targets, "document", 1)  # one text per call: nothing else in its batch
+        row = {"family": family, "runtime": rt.name}
+        row["cos_to_fp32"] = float((alone * ref).sum(1).min())
+        worst, identical = 1.0, True
+        for name, neighbours in batches.items():
+            for i, text in enumerate(targets):
+                got = rt.embed([text, *neighbours], "document", 64)[0]
+                worst = min(worst, float(alone[i] @ got))
+                identical &= bool(np.array_equal(alone[i], got))
+                row[f"min_cos {name}"] = min(row.get(f"min_cos {name}", 1.0), float(alone[i] @ got))
+        row["min_cos_alone_vs_batched"] = worst
+        row["bit_identical"] = identical
+        inv_rows.append(row)
+        log(f"{family} {rt.name}: {row}")
+    speed_rows = []
+    for shape in args.shapes or ("1x16", "32x128", "4x512"):
+        n, _, t = shape.partition("x")
+        prompt = "query" if int(t) <= 32 else "document"
+        units = [
+            make_texts(
+                tokenizer, "Query: " if prompt == "query" else "Document: ", int(t), int(n), s
+            )
+            for s in range(args.max_rounds)
+        ]
+        tokens = [sum(runtimes[0].count(u, prompt)) for u in units]
+        samples = interleaved(runtimes, units, prompt, int(n), args.budget, args.rounds, Roof(True))
+        base = {r: s for r, s in samples["onnx-int8-dynamic (before)"]}
+        for rt in runtimes:
+            rates = [tokens[r % len(units)] / s for r, s in samples[rt.name]]
+            ratios = [base[r] / s for r, s in samples[rt.name] if r in base]
+            speed_rows.append(
+                {
+                    "family": family,
+                    "runtime": rt.name,
+                    "shape": shape,
+                    "rounds": len(rates),
+                    "tok_per_s": median(rates),
+                    "vs_before": median(ratios),
+                }
+            )
+        log(f"{family} {shape}: done")
+    for rt in runtimes:
+        if rt.close:
+            rt.close()
+    return inv_rows, speed_rows
+
+
+def invariance(args, folders: dict) -> None:
+    inv, speed = [], []
+    load = os.getloadavg()
+    for family, folder in folders.items():
+        a, b = invariance_family(family, folder, args)
+        inv += a
+        speed += b
+    print(
+        table(
+            inv, ["family", "runtime", "cos_to_fp32", "min_cos_alone_vs_batched", "bit_identical"]
+        )
+    )
+    print(table(speed, ["family", "runtime", "shape", "rounds", "tok_per_s", "vs_before"]))
+    print(f"load average before/after: {load} / {os.getloadavg()}")
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "args": vars(args),
+            "load_before_after": [load, os.getloadavg()],
+            "invariance": inv,
+            "speed": speed,
+        },
+    )
+
+
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
@@ -507,6 +646,8 @@ def main() -> None:
     p.add_argument("--shapes", nargs="*", help="NxT: N texts of ~T tokens per call (e.g. 32x128)")
     p.add_argument("--threads", nargs="*", type=int, help="thread counts for GGUF and ONNX int8")
     p.add_argument("--rss", action="store_true", help="peak RSS per runtime, in child processes")
+    p.add_argument("--invariance", action="store_true", help="ONNX int8 batch invariance")
+    p.add_argument("--speed-only", action="store_true", help="--invariance: tokens/s only")
     p.add_argument("--probe", help=argparse.SUPPRESS)
     p.add_argument("--probe-folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -524,6 +665,8 @@ def main() -> None:
         missing = [str(d) for d in folders.values() if not (d / "config.json").is_file()]
         if missing:
             raise SystemExit(f"missing {missing}: run scripts/make_bench_models.py first")
+    if args.invariance:
+        return invariance(args, folders)
     roof = Roof(args.quick)
     roof.sample()
     log(f"matmul roof now: {roof.summary()}")

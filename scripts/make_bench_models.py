@@ -8,8 +8,10 @@ the tokenizer is the tiny fixture's (it only changes token ids), the vocab is pa
 
     python scripts/make_bench_models.py [--out DIR] [--families nano small] [--tasks retrieval]
 
-Needs the `bench` extra (torch, transformers) and llama-cpp-python for the K-quants. Never
-commit the output: it defaults to $JINALOC_BENCH_MODELS or /work/bench-models.
+Needs the `bench` extra (torch, transformers) and llama-cpp-python for the K-quants; without
+torch, `--skip-gguf` still writes the canonical folders (float32 numpy weights, other random
+values), which the ONNX and MLX backends run. Never commit the output: it defaults to
+$JINALOC_BENCH_MODELS or /work/bench-models.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import bench_models_dir, fixtures_dir, log  # noqa: E402
@@ -97,40 +101,55 @@ def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
     }
 
 
-def random_weights(config: dict, seed: int, dtype) -> dict:
+def _tensors(seed: int, dtype):
+    """(randn(*shape, std), ones(n)) in torch, or in numpy (float32) when dtype is None: the
+    canonical folders need no torch (the ONNX and MLX backends read them as they are)."""
+    if dtype is None:
+        rng = np.random.default_rng(seed)
+        return (
+            lambda *shape, std=0.02: rng.standard_normal(shape, np.float32) * std,
+            lambda n: np.ones(n, np.float32),
+        )
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    h, std = config["hidden_size"], 0.02
+    return (
+        lambda *shape, std=0.02: (torch.randn(*shape, generator=g) * std).to(dtype),
+        lambda n: torch.ones(n, dtype=dtype),
+    )
 
-    def randn(*shape):
-        return (torch.randn(*shape, generator=g) * std).to(dtype)
 
+def random_weights(config: dict, seed: int, dtype) -> dict:
+    randn, ones = _tensors(seed, dtype)
+    h = config["hidden_size"]
     sd = {"embed_tokens.weight": randn(config["vocab_size"], h)}
     qk_norm = "head_dim" in config  # Qwen3 has per-head q/k RMSNorm
     for i in range(config["num_hidden_layers"]):
         p = f"layers.{i}."
         for name, shape in linear_shapes(config).items():
             sd[p + name + ".weight"] = randn(*shape)
-        sd[p + "input_layernorm.weight"] = torch.ones(h, dtype=dtype)
-        sd[p + "post_attention_layernorm.weight"] = torch.ones(h, dtype=dtype)
+        sd[p + "input_layernorm.weight"] = ones(h)
+        sd[p + "post_attention_layernorm.weight"] = ones(h)
         if qk_norm:
-            sd[p + "self_attn.q_norm.weight"] = torch.ones(config["head_dim"], dtype=dtype)
-            sd[p + "self_attn.k_norm.weight"] = torch.ones(config["head_dim"], dtype=dtype)
-    sd["norm.weight"] = torch.ones(h, dtype=dtype)
+            sd[p + "self_attn.q_norm.weight"] = ones(config["head_dim"])
+            sd[p + "self_attn.k_norm.weight"] = ones(config["head_dim"])
+    sd["norm.weight"] = ones(h)
     return sd
 
 
-def random_adapter(config: dict, seed: int, r: int) -> dict:
-    import torch
+def random_adapter(config: dict, seed: int, r: int, numpy_only: bool = False) -> dict:
+    if numpy_only:
+        randn, _ = _tensors(seed, None)
+    else:
+        import torch
 
-    g = torch.Generator().manual_seed(seed)
+        randn, _ = _tensors(seed, torch.float32)
     sd = {}
     for i in range(config["num_hidden_layers"]):
         for name, (out, inp) in linear_shapes(config).items():
             key = f"base_model.model.layers.{i}.{name}"
-            sd[key + ".lora_A.weight"] = torch.randn(r, inp, generator=g) * 0.02
-            sd[key + ".lora_B.weight"] = torch.randn(out, r, generator=g) * 0.02
+            sd[key + ".lora_A.weight"] = randn(r, inp)
+            sd[key + ".lora_B.weight"] = randn(out, r)
     return sd
 
 
@@ -178,10 +197,17 @@ def torch_model(folder: Path, task: str = "retrieval"):
 
 
 def write_canonical(family: str, out: Path, template: Path, seed: int, dtype_name: str) -> Path:
-    import torch
-    from safetensors.torch import save_file
+    try:
+        import torch
+        from safetensors.torch import save_file
 
-    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[dtype_name]
+        dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[dtype_name]
+    except ImportError:  # numpy float32 weights: enough for the ONNX and MLX backends
+        if dtype_name != "f32":
+            raise SystemExit("--dtype bf16 needs torch (the bench extra)") from None
+        from safetensors.numpy import save_file
+
+        dtype = None
     folder = out / f"bench-v5-{family}"
     folder.mkdir(parents=True, exist_ok=True)
     config = bench_config(family, template)
@@ -193,14 +219,15 @@ def write_canonical(family: str, out: Path, template: Path, seed: int, dtype_nam
     log(f"{family}: random weights")
     sd = random_weights(config, seed, dtype)
     save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
-    n_params = sum(v.numel() for v in sd.values())
+    n_params = sum(int(np.prod(v.shape)) for v in sd.values())
     del sd
     for i, task in enumerate(TASKS):
         adir = folder / "adapters" / task
         adir.mkdir(parents=True, exist_ok=True)
         cfg = adapter_config(template, r=32, alpha=32, base=f"bench-v5-{family}")
         (adir / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        save_file(random_adapter(config, seed + 1 + i, r=32), adir / "adapter_model.safetensors")
+        adapter = random_adapter(config, seed + 1 + i, r=32, numpy_only=dtype is None)
+        save_file(adapter, adir / "adapter_model.safetensors")
     log(f"{family}: {n_params / 1e6:.0f}M base params in {folder}")
     return folder
 

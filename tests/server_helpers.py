@@ -38,14 +38,15 @@ def subprocess_env(state: Path) -> dict:
 class ServeProcess:
     """`python -m jinaloc serve --port 0 ...`; `record` is what it wrote to the state dir."""
 
-    def __init__(self, state: Path, *args: str):
+    def __init__(self, state: Path, *args: str, cwd: Path | None = None, port: int = 0):
         self.state = state
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jinaloc", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "jinaloc", "serve", "--port", str(port), *args],
             env=subprocess_env(state),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            cwd=cwd,
         )
         deadline = time.monotonic() + 120
         while True:
@@ -70,22 +71,22 @@ class ServeProcess:
 
 
 class ThreadServer:
-    """The app for `worker` on uvicorn in a thread (the model loads in the worker's)."""
+    """The app for `worker` on uvicorn in a thread (the model loads in the worker's), with
+    `jinaloc serve`'s settings (`connections`: guard.ConnectionLimits)."""
 
-    def __init__(self, worker, limits=None, token=None):
+    def __init__(self, worker, limits=None, token=None, connections=None):
         import uvicorn
 
-        from jinaloc.server import bind
+        from jinaloc.server import bind, uvicorn_config
         from jinaloc.server.app import Limits, create_app
 
         worker.start()
         self.worker = worker
         self.sock = bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            create_app(worker, limits or Limits(), token), log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(worker, limits or Limits(), token)
+        self.server = uvicorn.Server(uvicorn_config(app, connections))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

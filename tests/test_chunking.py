@@ -85,7 +85,8 @@ def test_a_heading_is_never_left_alone_at_the_end_of_a_chunk():
 
 def test_oversized_paragraph_is_split_with_overlap():
     text = "# T\n\n" + " ".join(f"w{i}" for i in range(100)) + "\n"
-    doc = chunk_text(text, "t.md", words, budget=20, overlap=4)
+    # Cut between words, a word and its space are counted as 2 tokens: 8 tokens, 4 words.
+    doc = chunk_text(text, "t.md", words, budget=20, overlap=8)
     pieces = [c.text.replace("# T\n\n", "").split() for c in doc.chunks]
     assert pieces[0][0] == "w0" and pieces[-1][-1] == "w99"
     for a, b in zip(pieces, pieces[1:], strict=False):

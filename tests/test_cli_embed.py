@@ -102,7 +102,9 @@ def test_npy_and_binary_types():
     assert floats.shape == (2, 64) and floats.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(floats, axis=1), 1, rtol=1e-5)
     ub = np.load(io.BytesIO(run(*args, "--format", "npy", "--type", "ubinary").stdout_bytes))
-    np.testing.assert_array_equal(ub, pack_bits(floats))
+    # Jina's wire order (MSB-first), not the index's.
+    np.testing.assert_array_equal(ub, np.packbits(floats > 0, axis=1))
+    assert not np.array_equal(ub, pack_bits(floats))
     rows = [json.loads(x)["embedding"] for x in run(*args, "--type", "binary").stdout.splitlines()]
     np.testing.assert_array_equal(np.array(rows) + 128, ub)
 

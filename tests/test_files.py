@@ -14,6 +14,7 @@ from jinaloc.files import (
     Unreadable,
     Walker,
     decode_text,
+    outside_reason,
     parse_size,
     read_bytes,
 )
@@ -152,14 +153,17 @@ def test_symlink_loops_and_broken_links(tmp_path):
     os.symlink("self", tmp_path / "notes" / "self")  # a link to itself
     os.symlink(tmp_path / "missing", tmp_path / "notes" / "dangling")
     write(tmp_path, "other/b.md")
-    os.symlink(tmp_path / "other", tmp_path / "notes" / "linked")  # followed, not a loop
+    os.symlink(tmp_path / "other", tmp_path / "notes" / "linked")  # outside: not followed
     found, skipped = walk(tmp_path / "notes")
-    assert found == ["a.md", "linked/b.md"]
+    assert found == ["a.md"]
     assert skipped == {
         "again": "symlink loop",
         "self": "symlink loop",
         "dangling": "broken symlink",
+        "linked": outside_reason(str((tmp_path / "other").resolve())),
     }
+    found, skipped = walk(tmp_path / "notes", follow_outside=True)  # followed, not a loop
+    assert found == ["a.md", "linked/b.md"] and "linked" not in skipped
 
 
 def test_a_file_root_is_indexed_even_if_ignored(tmp_path):
@@ -215,11 +219,12 @@ def test_read_bytes_reasons(tmp_path):
 
 
 def test_read_bytes_permission_denied(tmp_path, monkeypatch):
-    # chmod 000 does not stop root, so the reason path is tested through open() itself.
+    # chmod 000 does not stop root, so the reason path is tested through the open itself.
     def deny(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("builtins.open", deny)
+    write(tmp_path, "x")
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(Unreadable, match="permission denied"):
         read_bytes(tmp_path / "x")
 

@@ -11,6 +11,7 @@ from index_helpers import have_gguf, make_notes
 from server_helpers import MODEL_ARGS, subprocess_env
 from typer.testing import CliRunner
 
+from jinaloc import __version__
 from jinaloc.cli import app
 from jinaloc.errors import JinalocError
 from jinaloc.server.mcp_app import inside_roots
@@ -36,24 +37,35 @@ def indexed(tmp_path):
     return notes, db
 
 
-def session_run(db, tmp_path, calls):
+def session_run(db, tmp_path, calls, *extra):
     """Start `jinaloc mcp` with the SDK's stdio client, list the tools, make `calls`."""
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "jinaloc", "mcp", "--db", str(db), "--backend", "gguf", "--quant", "F32"],
+        args=[
+            "-m",
+            "jinaloc",
+            "mcp",
+            "--db",
+            str(db),
+            "--backend",
+            "gguf",
+            "--quant",
+            "F32",
+            *extra,
+        ],
         env=subprocess_env(tmp_path / "state"),
         cwd=str(tmp_path),
     )
 
     async def main():
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            tools = {t.name for t in (await session.list_tools()).tools}
+            init = await session.initialize()
+            tools = {t.name: t for t in (await session.list_tools()).tools}
             results = [await session.call_tool(name, args) for name, args in calls]
-            return tools, results
+            return tools, results, init
 
     return anyio.run(main)
 
@@ -68,7 +80,7 @@ def payload(result):
 
 def test_mcp_tools_through_the_sdk_client(indexed, tmp_path, monkeypatch):
     notes, db = indexed
-    monkeypatch.chdir(tmp_path)  # where the MCP server runs: paths show relative to it
+    monkeypatch.chdir(tmp_path)  # where the MCP server runs: paths still show absolute
     target = sorted((notes / "garden").glob("*.md"))[0]
     calls = [
         ("search", {"query": "tomato compost", "k": 3}),
@@ -88,18 +100,26 @@ def test_mcp_tools_through_the_sdk_client(indexed, tmp_path, monkeypatch):
     calls += [("search", {"query": "pruning roses", "k": 2, "mode": "lexical"})]
     # What the CLI finds before the session's update (which changes the lexical statistics).
     expected = cli("search", "tomato compost", "-k", 3, "--db", db, "--json", "--no-server")
-    tools, results = session_run(db, tmp_path, calls)
-    assert tools == {"search", "get", "status", "update"}
+    calls += [
+        ("search", {"query": "tomato compost", "k": 3, "path": "notes/coding/*"}),
+        ("search", {"query": "tomato compost", "path": "nowhere/*"}),
+    ]
+    tools, results, init = session_run(db, tmp_path, calls)
+    assert set(tools) == {"search", "get", "status", "update"}
+    assert init.server_info.name == "jinaloc" and init.server_info.version == __version__
+    assert "relative to its indexed folder" in tools["search"].description
     hits = payload(results[0])
-    assert hits == json.loads(expected.stdout)
-    assert all(h["path"].startswith("notes/coding/") for h in payload(results[1]))
+    shown = [{**h, "path": str(tmp_path / h["path"])} for h in json.loads(expected.stdout)]
+    assert hits == shown  # the CLI's, with absolute paths
+    coding = payload(results[1])
+    assert coding and all(h["path"].startswith(f"{notes}/coding/") for h in coding)
     part = payload(results[2])
     assert part["text"] == "\n".join(target.read_text().splitlines()[:2])
     assert part["start_line"] == 1 and part["end_line"] == 2
     assert payload(results[3])["text"] == target.read_text().rstrip("\n")
     status = payload(results[4])
-    # 12 notes and link.md, which the walker followed (its target is outside the root).
-    assert status["files"] == 13 and status["model"] == "tiny-v5-nano"
+    # 12 notes; link.md leads outside the root: skipped, never indexed (nor served).
+    assert status["files"] == 12 and status["model"] == "tiny-v5-nano"
     for refused in results[5:10]:
         assert refused.is_error, refused
     assert "outside the indexed folders" in results[5].content[0].text
@@ -112,6 +132,12 @@ def test_mcp_tools_through_the_sdk_client(indexed, tmp_path, monkeypatch):
     assert payload(results[11])[0]["path"].endswith("new-note.md")
     lexical = payload(results[12])
     assert lexical and all(h["mode"] == "lexical" and h["lexical"]["rank"] for h in lexical)
+    # The glob may name the indexed folder too; the index changed since results[1].
+    assert {h["path"] for h in payload(results[13])} <= {str(p) for p in notes.rglob("*.md")}
+    assert all("/coding/" in h["path"] for h in payload(results[13])) and payload(results[13])
+    empty = results[14]
+    assert not empty.is_error and empty.structured_content == {"result": []}
+    assert empty.content[0].text == "no results for 'tomato compost' in files matching 'nowhere/*'"
 
 
 def test_inside_roots_resolves_before_checking(tmp_path):
@@ -140,8 +166,58 @@ def test_mcp_embeds_through_a_running_server(indexed, tmp_path):
     server = ServeProcess(tmp_path / "state", *MODEL_ARGS)
     try:
         before = call(server.url, "/health")[1]["served"]
-        _, results = session_run(db, tmp_path, [("search", {"query": "tomato compost"})])
+        _, results, _ = session_run(db, tmp_path, [("search", {"query": "tomato compost"})])
         assert payload(results[0])
         assert call(server.url, "/health")[1]["served"] > before
     finally:
         server.stop()
+
+
+def test_mcp_paths_relative_to_a_folder(indexed, tmp_path):
+    notes, db = indexed
+    target = sorted((notes / "garden").glob("*.md"))[0]
+    calls = [
+        ("search", {"query": "tomato compost", "k": 3}),
+        ("get", {"path": str(target.relative_to(notes)), "end_line": 1}),
+    ]
+    _, results, _ = session_run(db, tmp_path, calls, "--relative-to", str(notes))
+    hits = payload(results[0])
+    assert hits and all(
+        not h["path"].startswith("/") and (notes / h["path"]).is_file() for h in hits
+    )
+    assert payload(results[1])["path"] == str(target.relative_to(notes))
+
+
+def test_mcp_client_that_stops_reading(indexed, tmp_path):
+    """The client closes its end of stdout mid-session: the server stops with one line,
+    not a traceback, and not killed by SIGPIPE."""
+    import subprocess
+
+    _, db = indexed
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jinaloc", "mcp", "--db", str(db), *MODEL_ARGS[2:]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(tmp_path / "state"),
+    )
+
+    def send(message: dict) -> None:
+        proc.stdin.write((json.dumps({"jsonrpc": "2.0", **message}) + "\n").encode())
+        proc.stdin.flush()
+
+    info = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
+    send({"id": 1, "method": "initialize", "params": info})
+    assert b'"result"' in proc.stdout.readline()
+    send({"method": "notifications/initialized"})
+    proc.stdout.close()
+    for i in range(3):
+        search = {"name": "search", "arguments": {"query": "tomato"}}
+        send({"id": 2 + i, "method": "tools/call", "params": search})
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert proc.stderr.read().decode().strip() == "warning: the MCP client closed its end: stopping"

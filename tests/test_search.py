@@ -100,6 +100,10 @@ def test_path_filter_min_score_and_exclude(index):
         search_vector(store, travel, 5, path_glob="travel/*", exact=True)
     )
     assert search_vector(store, q, 5, path_glob="nothing/*") == []
+    # With the indexed folder's own name in front, as an agent sees the tree.
+    named = search_vector(store, q, 5, path_glob="notes/travel/*")
+    assert key(named) == key(hits)
+    assert search_vector(store, q, 5, path_glob="other/travel/*") == []
     best = search_vector(store, q, 3)
     assert search_vector(store, q, 3, min_score=best[0].score + 1e-6) == []
     assert len(search_vector(store, q, 3, min_score=best[2].score)) == 3

@@ -624,3 +624,45 @@ def test_serve_watch_keeps_the_served_index_fresh(tmp_path):
     finally:
         proc.stop()
     assert proc.proc.returncode == 0
+
+
+# --- names that are not UTF-8, a dead watcher ---------------------------------------------
+
+
+def test_search_answers_a_path_with_undecodable_bytes(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    bad = os.path.join(os.fsencode(notes), b"zeppelin\xffhangar.md")
+    with open(bad, "wb") as f:
+        f.write(b"# Hangar\n\nThe zeppelin hangar is huge.\n")
+    db = tmp_path / "index.db"
+    cli("index", notes, "--db", db, *MODEL_ARGS, "--no-server", "-q")
+    proc = ServeProcess(tmp_path / "state", "--db", str(db))
+    try:
+        status, body = call(
+            proc.url, "/v1/search", {"query": "zeppelin", "k": 1, "mode": "lexical"}
+        )
+    finally:
+        proc.stop()
+    assert status == 200, body
+    assert os.fsencode(body[0]["path"]) == bad
+
+
+def test_health_reports_a_dead_watcher(worker, notes_db):
+    from jinaloc.index import Index
+    from jinaloc.watch import Watcher
+
+    served = ThreadServer(worker())
+    try:
+        status, body = call(served.url, "/health")
+        assert status == 200 and body["status"] == "ok" and body["watcher"] is None
+        with Index.open(notes_db[1]) as idx:
+            watcher = served.worker.served.watcher = Watcher(idx)
+            status, body = call(served.url, "/health")
+            assert body["status"] == "ok" and body["watcher"]["error"] is None
+            watcher.error = "OSError: [Errno 28] No space left on device"  # as run() records it
+            status, body = call(served.url, "/health")
+    finally:
+        served.stop()
+    assert status == 200 and body["status"] == "degraded"
+    assert body["watcher"]["error"].startswith("OSError")

@@ -33,6 +33,22 @@ def test_pack_bits_is_lsb_first():
     assert unpack_bits(pack_bits(v), 16)[0].nonzero()[0].tolist() == [0, 9]
 
 
+def test_wire_types_are_jinas_msb_first():
+    """api.jina.ai packs the sign bits MSB-first (numpy's default order) and sends binary as
+    ubinary - 128: measured against the hosted API, ubinary [50, 193, 128, 255] is binary
+    [-78, 65, 0, 127]. The index keeps sqlite-vec's LSB-first order."""
+    ubinary = np.array([50, 193, 128, 255], np.uint8)
+    x = np.where(np.unpackbits(ubinary), 0.5, -0.5).astype(np.float32)[None]
+    assert quantize(x, "ubinary").tolist() == [[50, 193, 128, 255]]
+    assert quantize(x, "binary").tolist() == [[-78, 65, 0, 127]]
+    assert encode(x, "binary") == [[-78, 65, 0, 127]]
+    v = np.zeros((1, 16), np.float32)
+    v[0, 0] = v[0, 9] = 1.0  # element 0 -> the high bit of byte 0, element 9 -> 0x40 of byte 1
+    assert quantize(v, "ubinary").tolist() == [[128, 64]]
+    assert pack_bits(v).tolist() == [[1, 2]]  # the index's order
+    assert unpack_bits(quantize(v, "ubinary"), 16, "big")[0].nonzero()[0].tolist() == [0, 9]
+
+
 def test_encodings_round_trip():
     rng = np.random.default_rng(0)
     x = matryoshka(rng.standard_normal((3, 64)))

@@ -26,7 +26,10 @@ ModelOpt = Annotated[
 BackendOpt = Annotated[
     str,
     typer.Option(
-        "--backend", "-b", help="mlx, gguf, onnx or auto (MLX on Apple Silicon, else GGUF)."
+        "--backend",
+        "-b",
+        help="mlx, gguf, onnx or auto (MLX on Apple Silicon, ONNX on x86, else GGUF);"
+        " api: through an embeddings server (--api-url), never chosen by auto.",
     ),
 ]
 QuantOpt = Annotated[
@@ -102,23 +105,91 @@ NoServerOpt = Annotated[
 ]
 
 
+# --backend api's settings given on the command line (backends/api.APISettings fields); the
+# environment's JINALOC_API_* fill in the rest. Reset by every command (the callbacks run
+# for defaults too).
+api_options: dict = {}
+
+
+def _api_option(name: str):
+    def store(value):
+        api_options[name] = value or None
+        return value
+
+    return store
+
+
+ApiUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-url",
+        help="With --backend api: the embeddings server, e.g. http://gpu:8000/v1"
+        " (JINALOC_API_URL); texts are sent there. Key: JINALOC_API_KEY.",
+        callback=_api_option("url"),
+        expose_value=False,
+    ),
+]
+ApiKindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-kind",
+        help="jina (task field) or openai (prefixes added here); default: auto (JINALOC_API_KIND).",
+        callback=_api_option("kind"),
+        expose_value=False,
+    ),
+]
+ApiModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-model",
+        help="Served model name, or TASK=NAME for one adapter (repeatable; JINALOC_API_MODEL).",
+        callback=_api_option("models"),
+        expose_value=False,
+    ),
+]
+ApiJobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--api-jobs",
+        help="Requests in flight to the server (default 4; JINALOC_API_JOBS).",
+        min=1,
+        callback=_api_option("jobs"),
+        expose_value=False,
+    ),
+]
+
+
 def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=True):
-    """The model: on a running `jinaloc serve` that loaded the same one (unless --no-server),
-    else loaded here, with a spinner on stderr when it is a terminal."""
+    """The model: through an embeddings server with --backend api; else on a running
+    `jinaloc serve` that loaded the same one (unless --no-server), else loaded here, with a
+    spinner on stderr when it is a terminal."""
     from ..embedder import load_embedder as load
 
-    if use_server:
+    args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
+
+    def here():
+        if spinner and err_console.is_terminal:
+            with err_console.status(f"loading {model or 'default model'}…"):
+                return load(model, **args)
+        return load(model, **args)
+
+    given = {k: v for k, v in api_options.items() if v is not None}
+    if backend == "api":
+        from ..backends.api import APISettings
+
+        args["api"] = APISettings.from_env(**given)
+    elif given:
+        raise JinalocError(
+            f"--api-{next(iter(given)).replace('models', 'model')} goes with --backend api"
+        )
+    elif use_server:
         from ..server.client import find_server
 
-        remote = find_server(model, backend, quant, task)
+        # Loaded here after all when the server stays busy.
+        remote = find_server(model, backend, quant, task, fallback=here)
         if remote is not None:
             return remote
-
-    args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
-    if spinner and err_console.is_terminal:
-        with err_console.status(f"loading {model or 'default model'}…"):
-            return load(model, **args)
-    return load(model, **args)
+    return here()
 
 
 def load_reranker(reranker, quant, offline, doc_tokens=None):

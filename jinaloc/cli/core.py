@@ -33,10 +33,12 @@ class JinalocGroup(TyperGroup):
         except Exception as e:
             if type(e).__module__.split(".")[0] not in ("sqlite3", "pysqlite3"):
                 raise
-            # A damaged index shows up as soon as a damaged page is read.
+            from ..store import open_error
+
+            # Seen as soon as a damaged page is read, or a write finds the disk full.
             err_console.print(
-                f"[red]error:[/] the index could not be read ({escape(str(e))}):"
-                " run `jinaloc check` (and `jinaloc check --repair`)",
+                f"[red]error:[/] {escape(error_line(open_error(None, e)))}",
+                highlight=False,
                 soft_wrap=True,
             )
             raise typer.Exit(2) from None
@@ -116,3 +118,4 @@ def _setup_logging() -> None:
 def _root() -> None:
     _setup_logging()
     common.use_server = True  # until a command's --no-server says otherwise
+    common.api_options.clear()  # until a command's --api-* options say otherwise

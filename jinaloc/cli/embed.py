@@ -10,6 +10,10 @@ import typer
 from ..errors import JinalocError, check_choice
 from ..output import write_json, write_jsonl
 from .common import (
+    ApiJobsOpt,
+    ApiKindOpt,
+    ApiModelOpt,
+    ApiUrlOpt,
     BackendOpt,
     BatchOpt,
     InputOpt,
@@ -42,7 +46,8 @@ EXAMPLES = """
   cat lines.txt | jinaloc embed --task text-matching > vectors.jsonl
   jq -c '{id, text: .body}' notes.jsonl | jinaloc embed   [dim](ids are echoed back)[/]
   jinaloc embed --file a.md --file b.md --format npy > vectors.npy
-  jinaloc embed --type ubinary "bits for sqlite-vec"
+  jinaloc embed --type ubinary "sign bits, as api.jina.ai packs them"
+  JINA_API_KEY=... jinaloc embed --backend api --api-url https://api.jina.ai/v1 "hi"
 """
 
 
@@ -57,6 +62,10 @@ def embed(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
     task: TaskOpt = "retrieval",
     prompt: Annotated[
@@ -64,7 +73,12 @@ def embed(
     ] = "document",
     dim: Annotated[int | None, typer.Option("--dim", help="Matryoshka dim (e.g. 256).")] = None,
     out_type: Annotated[
-        str, typer.Option("--type", help="float, binary (int8), ubinary (uint8) or base64.")
+        str,
+        typer.Option(
+            "--type",
+            help="float, binary (int8), ubinary (uint8) or base64; binary types are Jina's"
+            " (sign bits MSB-first, binary = ubinary - 128).",
+        ),
     ] = "float",
     out_format: Annotated[
         str, typer.Option("--format", help="jsonl (one object per input), json or npy.")

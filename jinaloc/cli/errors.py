@@ -7,6 +7,7 @@ from ..errors import (
     IndexEmpty,
     IndexMismatch,
     IndexNotFound,
+    IndexUnrepairable,
     JinalocError,
     ModelNotDownloaded,
 )
@@ -34,8 +35,14 @@ def error_line(e: JinalocError) -> str:
             flag = "--dim" if e.setting == "dim" else "--chunk-tokens"
             return f"{e.message}: leave {flag} out, or {reindex_hint(e.path)}"
         return f"{e.message}: {reindex_hint(e.path)}"
-    if isinstance(e, IndexCorrupt):
-        return f"{e.message}: run `jinaloc check --db {e.path} --repair`"
+    if isinstance(e, IndexCorrupt):  # SQLite found the damage: a repair is what fits
+        db = f" --db {e.path}" if e.path else ""
+        return f"{e.message}: run `jinaloc check{db} --repair`"
+    if isinstance(e, IndexUnrepairable):
+        return (
+            f"{e.message}: move it aside (`mv {e.path} {e.path}.corrupt`) and build it again"
+            f" with `jinaloc index --db {e.path} --model MODEL FOLDER...`"
+        )
     if isinstance(e, ModelNotDownloaded):
         command = f"`jinaloc models pull {e.model}{e.pull_args}`"
         return f"{e.message}: run {command}" + (" while online" if e.offline else "")

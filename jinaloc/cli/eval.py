@@ -9,6 +9,10 @@ from rich.markup import escape
 from ..errors import IndexEmpty, JinalocError
 from ..output import write_json
 from .common import (
+    ApiJobsOpt,
+    ApiKindOpt,
+    ApiModelOpt,
+    ApiUrlOpt,
     BackendOpt,
     JsonOpt,
     ModelOpt,
@@ -72,6 +76,10 @@ def eval_command(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure what smaller dims, int8, sign bits and each search mode cost in recall.

@@ -10,8 +10,12 @@ from rich.markup import escape
 
 from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, SchemaTooNew
-from ..output import Renderer, output_format, write_json
+from ..output import Renderer, output_format, shown, write_json
 from .common import (
+    ApiJobsOpt,
+    ApiKindOpt,
+    ApiModelOpt,
+    ApiUrlOpt,
     BackendOpt,
     InstructionOpt,
     JsonlOpt,
@@ -47,7 +51,9 @@ TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="How many results.",
 PathGlobOpt = Annotated[
     str | None,
     typer.Option(
-        "--path", help="Only files matching this glob (gitignore style, e.g. 'work/*.md')."
+        "--path",
+        help="Only files matching this glob (gitignore style, on the path in its indexed"
+        " folder, with or without the folder's name: 'work/*.md', 'notes/work/*.md').",
     ),
 ]
 MinScoreOpt = Annotated[
@@ -81,6 +87,13 @@ SinceOpt = Annotated[
 BeforeOpt = Annotated[
     str | None, typer.Option("--before", help="Only notes dated before this date (as --since).")
 ]
+FollowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--follow-outside",
+        help="Index files reached by symlinks that lead outside the folder (default: skipped).",
+    ),
+]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", help="Show each hit's rank and score in each list.")
 ]
@@ -99,6 +112,7 @@ INDEX_EXAMPLES = """
   jinaloc index ~/notes --db notes.db --model v5-small --dim 256
   jinaloc index --dim 256               [dim]# re-dim in place: no model, no re-embedding[/]
   jinaloc index --reindex --model v5-small   [dim]# another model[/]
+  jinaloc index ~/notes --backend api --api-url http://gpu:8000/v1   [dim]# a server embeds[/]
   jinaloc index ~/notes --json | jq .skipped_files
 """
 
@@ -140,7 +154,7 @@ def _summary(report: "Report", db: Path) -> None:
         f" {r.removed} removed, {len(r.renamed)} renamed, {len(r.skipped)} skipped"
         + (f" ({len(r.known_skips)} as before)" if r.known_skips else "")
         + f" · {r.chunks_embedded} chunks embedded ({r.chunks_reused} reused),"
-        f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(str(db))}",
+        f" {r.tokens:,} tokens in {r.seconds:.1f} s → {escape(shown(str(db)))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -167,6 +181,18 @@ def _summary(report: "Report", db: Path) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    crowding = r.crowding()
+    if crowding:
+        share = sum(n for _, n in crowding) / sum(r.file_chunks.values())
+        err_console.print(
+            f"  crowding: {len(crowding)} of {len(r.file_chunks)} files hold {share:.0%} of the"
+            " chunks written; if they are tables or link lists, list them in .jinalocignore"
+            " (gitignore syntax, in the folder) to keep them out of results:",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for path, n in crowding[:SUMMARY_LIST]:
+            err_console.print(f"    {escape(path)}: {n} chunks", highlight=False, soft_wrap=True)
     if r.left_out:
         kinds = ", ".join(f"{n} {kind}" for kind, n in list(r.left_out.items())[:SUMMARY_LIST])
         more = " …" if len(r.left_out) > SUMMARY_LIST else ""
@@ -182,7 +208,7 @@ def _summary(report: "Report", db: Path) -> None:
         ("skipped", [f"{p}: {why}" for p, why in r.skipped if p not in r.known_skips]),
     ):
         for line in items[:SUMMARY_LIST]:
-            err_console.print(f"  {label} {escape(line)}", highlight=False, soft_wrap=True)
+            err_console.print(f"  {label} {escape(shown(line))}", highlight=False, soft_wrap=True)
         if len(items) > SUMMARY_LIST:
             err_console.print(f"  … and {len(items) - SUMMARY_LIST} more {label} (see --json)")
 
@@ -199,6 +225,10 @@ def index(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
     dim: Annotated[
         int | None,
@@ -217,6 +247,7 @@ def index(
     code: Annotated[
         bool, typer.Option("--code", help="Source code too, besides notes and documents.")
     ] = False,
+    follow_outside: FollowOutsideOpt = False,
     max_file_size: Annotated[
         str | None,
         typer.Option("--max-file-size", help="Skip bigger files (default 1M; e.g. 500K, 2M)."),
@@ -226,7 +257,12 @@ def index(
         typer.Option("--chunk-tokens", help="Token budget per chunk of a new index (512).", min=8),
     ] = None,
     reindex: Annotated[
-        bool, typer.Option("--reindex", help="Empty the index first (to change model or dim).")
+        bool,
+        typer.Option(
+            "--reindex",
+            help="Rebuild it from scratch (to change model or chunking): built beside the old"
+            " one, which searches keep using until the new one replaces it.",
+        ),
     ] = False,
     wait: Annotated[
         bool,
@@ -241,19 +277,23 @@ def index(
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
-    from ..files import parse_size
+    from ..files import check_root, parse_size
     from ..index import Index
     from ..indexer import Report
     from ..planner import WalkOptions
     from .progress import IndexBar
 
     db_path = _db_path(db)
-    if not paths and (include or exclude or max_file_size or code):
+    if not paths and (include or exclude or max_file_size or code or follow_outside):
         raise JinalocError(
-            "--include, --exclude, --code and --max-file-size go with the PATHs they apply to"
+            "--include, --exclude, --code, --follow-outside and --max-file-size go with the"
+            " PATHs they apply to"
         )
     options = WalkOptions(
-        list(include or []), list(exclude or []), types="code" if code else "notes"
+        list(include or []),
+        list(exclude or []),
+        types="code" if code else "notes",
+        follow_outside=follow_outside,
     )
     if max_file_size:
         options.max_size = parse_size(max_file_size)
@@ -267,10 +307,11 @@ def index(
             progress.note("indexing")
         return embedder
 
-    for p in paths or []:
-        if not p.expanduser().exists():  # before the index file is created
-            raise JinalocError(f"{p}: no such file or folder")
-    new_file = not db_path.exists()
+    for p in paths or []:  # before the index file is created
+        check_root(p)
+    from ..store import claim_new, remove_if_unused
+
+    claimed = claim_new(db_path)  # this run's own new file, if it made one
     try:
         with Index.open(db_path, create=True, loader=load) as idx:
             roots = [(p, options) for p in paths or []]
@@ -280,19 +321,19 @@ def index(
                     if not Path(root).exists():
                         n = len(idx.store.files_under(root))
                         err_console.print(
-                            f"[yellow]warning:[/] {escape(root)} is gone ({n} files indexed from"
-                            f" it, hidden from results): `jinaloc forget {escape(root)}` drops"
+                            f"[yellow]warning:[/] {escape(shown(root))} is gone ({n} files indexed"
+                            f" from it, hidden from results): `jinaloc forget"
+                            f" {escape(shown(root))}` drops"
                             " them, or bring it back",
                             soft_wrap=True,
                         )
             if not roots:
                 raise JinalocError("nothing to index: pass a folder (e.g. `jinaloc index ~/notes`)")
-            idx.verify()  # a damaged file is reported, never updated on top of
+            if not reindex:  # a rebuild replaces everything, damaged or not
+                idx.verify()  # a damaged file is reported, never updated on top of
             # The model (and on the same backend its quant) stays the index's own unless asked.
             idx.use_model(model, backend, quant, offline)
-            if reindex:
-                idx.reset()
-            else:
+            if not reindex:
                 idx.check(model=model)
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
             code = 0
@@ -300,7 +341,8 @@ def index(
             try:
                 if progress:
                     progress.bar.start()
-                idx.update(
+                run = idx.rebuild if reindex else idx.update
+                run(
                     roots,
                     dim=dim,
                     chunk_tokens=chunk_tokens,
@@ -320,30 +362,29 @@ def index(
         if not quiet:
             _summary(report, db_path)
         if code:
-            err_console.print(
-                f"[red]interrupted:[/] {report.added + report.updated} files written;"
-                " run the same command again to resume",
-                highlight=False,
+            again = (
+                "the index is as it was; run the same command again to rebuild it"
+                if reindex
+                else f"{report.added + report.updated} files written;"
+                " run the same command again to resume"
             )
+            err_console.print(f"[red]interrupted:[/] {again}", highlight=False)
             raise typer.Exit(code)
+        if report.failed:
+            path, why = report.failed[0]
+            err_console.print(
+                f"[red]error:[/] {len(report.failed)} files not indexed ({escape(why)});"
+                f" {report.added + report.updated} files written: run the same command again"
+                " to embed the rest",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
 
     except JinalocError:
-        if new_file:  # a first run that failed leaves nothing behind
-            _remove_if_empty(db_path)
+        if claimed:  # a first run that failed leaves nothing behind, unless another run uses it
+            remove_if_unused(db_path, claimed)
         raise
-
-
-def _remove_if_empty(db_path: Path) -> None:
-    from ..index import Index
-
-    try:
-        with Index.open(db_path) as idx:
-            empty = idx.meta is None and idx.store.counts()["files"] == 0
-    except JinalocError:
-        return
-    if empty:
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
 def _read_query(query: str | None) -> str:
@@ -375,17 +416,18 @@ def _where(row: dict) -> str:
 
 
 def _hit_line(row: dict) -> str:
-    return f"{row['path']}{_where(row)}\t{row['score']:.4f}\t{row['heading']}\t{_snippet(row)}"
+    path, heading, snippet = shown(row["path"]), shown(row["heading"]), shown(_snippet(row))
+    return f"{path}{_where(row)}\t{row['score']:.4f}\t{heading}\t{snippet}"
 
 
 def _hit_tty(row: dict) -> None:
     out_console.print(
-        f"[magenta]{escape(row['path'])}[/][green]{escape(_where(row))}[/]"
-        f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(row['heading'] or row['title'])}[/]",
+        f"[magenta]{escape(shown(row['path']))}[/][green]{escape(_where(row))}[/]"
+        f"  [cyan]{row['score']:.3f}[/]  [bold]{escape(shown(row['heading'] or row['title']))}[/]",
         highlight=False,
         soft_wrap=True,
     )
-    out_console.print(f"    {escape(_snippet(row))}", highlight=False, style="dim")
+    out_console.print(f"    {escape(shown(_snippet(row)))}", highlight=False, style="dim")
 
 
 def _explain_line(row: dict) -> str:
@@ -479,6 +521,10 @@ def search(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
 ) -> None:
     """Search the index (query as argument or on stdin).
@@ -548,6 +594,10 @@ def similar(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_kind: ApiKindOpt = None,
+    api_model: ApiModelOpt = None,
+    api_jobs: ApiJobsOpt = None,
     no_server: NoServerOpt = False,
 ) -> None:
     """The notes most like a given note.
@@ -598,7 +648,7 @@ def _print_status(info: dict) -> None:
     ]
     for root in info["roots"]:
         gone = "" if root["exists"] else " (missing)"
-        lines.append(("root", f"{root['path']}: {root['files']:,} files{gone}"))
+        lines.append(("root", f"{shown(root['path'])}: {root['files']:,} files{gone}"))
     c = info["changed"]
     total = sum(c.values())
     lines.append(
@@ -617,7 +667,9 @@ def _print_status(info: dict) -> None:
     if w:
         last = w["last_applied"] or "nothing yet"
         since = f"running (pid {w['pid']}) since {w['started']}"
-        lines.append(("watcher", f"{since}; last change applied {last}"))
+        restarts = w.get("restarts")
+        failed = f"; restarted {restarts}x ({w['last_error']})" if restarts else ""
+        lines.append(("watcher", f"{since}; last change applied {last}{failed}"))
     else:
         lines.append(("watcher", "not running (`jinaloc watch` keeps the index fresh)"))
     for key, value in lines:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from ..errors import JinalocError
 from ..output import write_json
 from .common import (
     BackendOpt,
@@ -19,6 +20,7 @@ from .common import (
     out_console,
 )
 from .core import app
+from .errors import error_line
 from .index import DbOpt, _db_path
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ CHECK_EXAMPLES = """
 def check(
     db: DbOpt = None,
     repair: Annotated[
-        bool, typer.Option("--repair", help="Fix what is found (the damaged file is kept).")
+        bool, typer.Option("--repair", help="Fix what is found (a damaged file is kept).")
     ] = False,
     json_out: JsonOpt = False,
     model: ModelOpt = None,
@@ -46,22 +48,28 @@ def check(
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Check the index file: SQLite's integrity check, orphan rows, vectors against chunks.
+    """Check the index file: SQLite's integrity check, orphan rows, every chunk's text
+    against its hash and its vector's size and norm, files missing chunks, the blocks.
 
-    With --repair: a damaged file is salvaged row by row into a fresh one (the original is
-    kept as FILE.corrupt), bit vectors and the lexical table are rebuilt from the stored
-    vectors and texts, and only files whose rows were lost are embedded again."""
+    With --repair (under the writer lock): a damaged file is kept as FILE.corrupt and every
+    readable row salvaged into a fresh one; rows of no use are dropped and counted; files
+    that lost chunks are read and embedded again (only what was lost: kept chunks keep
+    their vectors)."""
     from .. import health
     from ..index import Index
 
     path = _db_path(db)
     problems = _problems(path)
     result = None
+    left = ""
     if problems and repair:
         result = health.repair(path)
-        with Index.open(path, loader=load_embedder) as idx:
-            if result.files_dropped and idx.meta is not None:
-                idx.use_model(model, backend, quant, offline).update()
+        if result.files_to_reembed:
+            try:
+                with Index.open(path, loader=load_embedder) as idx:
+                    idx.use_model(model, backend, quant, offline).update()
+            except JinalocError as e:  # repaired all the same: the next `index` embeds them
+                left = f"{error_line(e)}; then run `jinaloc index --db {path}`"
         problems_after = _problems(path)
     else:
         problems_after = problems
@@ -73,24 +81,45 @@ def check(
                 "problems": [p.to_json() for p in problems],
                 "repair": result.to_json() if result else None,
                 "problems_after_repair": [p.to_json() for p in problems_after] if result else None,
+                "reembed_error": left or None,
             }
         )
     else:
         for p in problems:
             out_console.print(f"problem: {escape(p.kind)}: {p.count} {escape(p.detail)}".strip())
         if result:
-            for line in result.fixed:
-                err_console.print(f"fixed: {escape(line)}")
-            if result.salvaged:
-                err_console.print(
-                    f"salvaged into a fresh file ({result.rows_lost} rows lost);"
-                    f" the damaged one is kept as {escape(str(result.backup))}"
-                )
-            if result.files_dropped:
-                err_console.print(f"re-embedded {len(result.files_dropped)} files")
-        out_console.print("ok" if not problems_after else "problems remain: see above")
+            _print_repair(result, left)
+        if problems_after and not result and not repair:
+            hint = f" (`jinaloc check --repair --db {path}` fixes them)"
+        else:
+            hint = ": see above"
+        out_console.print("ok" if not problems_after else f"problems remain{escape(hint)}")
     if problems_after:
         raise typer.Exit(1)
+
+
+def _print_repair(result, left: str) -> None:
+    if result.salvaged:
+        kept = ", ".join(f"{n} {table}" for table, n in result.rows_kept.items())
+        err_console.print(
+            f"salvaged into a fresh file: kept {escape(kept)} rows;"
+            f" {result.pages_unreadable} pages and {result.cells_unreadable} rows unreadable;"
+            f" the damaged file is kept as {escape(str(result.backup))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for reason, n in result.rows_dropped.items():
+        err_console.print(f"dropped: {n} {escape(reason)}", highlight=False)
+    for line in result.fixed:
+        err_console.print(f"fixed: {escape(line)}", highlight=False)
+    if result.files_to_reembed:
+        n = len(result.files_to_reembed)
+        if left:
+            err_console.print(
+                f"[yellow]{n} files to re-embed:[/] {escape(left)}", highlight=False, soft_wrap=True
+            )
+        else:
+            err_console.print(f"re-embedded what {n} files lost", highlight=False)
 
 
 def _problems(path: Path) -> "list[Problem]":

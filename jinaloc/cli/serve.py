@@ -25,6 +25,17 @@ load the same model (see `--no-server`). It speaks OpenAI's and Jina's embedding
 """
 
 
+RelativeToOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--relative-to",
+        help="Show result paths relative to DIR when inside it (default: absolute).",
+        metavar="DIR",
+        file_okay=False,
+    ),
+]
+
+
 def _require(*modules: str) -> None:
     import importlib.util
 
@@ -72,10 +83,15 @@ def serve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may wait for the model.")
     ] = 600.0,
+    relative_to: RelativeToOpt = None,
 ) -> None:
     """Keep a model warm and serve it on an OpenAI- and Jina-compatible HTTP API.
 
-    Loopback only unless --host says otherwise (then --token is required)."""
+    Loopback only unless --host says otherwise (then --token is required). Browser pages
+    of other sites are refused (Origin); a client gets 10 s to send its request headers;
+    one address holds 64 connections at most, and a client that sends its request at
+    once always gets in (slow connections are closed to make room). /v1/search paths are
+    absolute unless --relative-to."""
     _require("uvicorn", "starlette")
     from ..paths import default_db
     from ..server import check_bind
@@ -113,6 +129,7 @@ def serve(
             queue_size=queue,
             limits=limits,
             ready=ready,
+            relative_to=relative_to,
             watch=watch,
             on_batch=lambda batch: err_console.print(batch_line(batch), highlight=False),
         )
@@ -137,12 +154,15 @@ def mcp(
     quant: QuantOpt = None,
     offline: OfflineOpt = False,
     threads: ThreadsOpt = None,
+    relative_to: RelativeToOpt = None,
 ) -> None:
     """Serve the index to agents over MCP (stdio): search, get, status, update.
 
-    `get` reads only indexed files inside the indexed folders."""
+    `get` reads only indexed files inside the indexed folders. Paths are absolute unless
+    --relative-to; `search`'s path glob matches paths relative to the indexed folder, with
+    or without the folder's name (`git/*` and `til/git/*` for a folder til)."""
     _require("mcp")
     from ..paths import default_db
     from ..server.mcp_app import run_stdio
 
-    run_stdio((db or default_db()).expanduser(), model, backend, quant, offline)
+    run_stdio((db or default_db()).expanduser(), model, backend, quant, offline, relative_to)

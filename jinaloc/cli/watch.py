@@ -2,6 +2,7 @@
 
 import signal
 import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +12,7 @@ from rich.markup import escape
 
 from ..defaults import DEFAULT_DEBOUNCE_MS
 from ..errors import JinalocError
-from ..output import write_jsonl
+from ..output import shown, write_jsonl
 from .common import (
     BackendOpt,
     ModelOpt,
@@ -22,7 +23,7 @@ from .common import (
     load_embedder,
 )
 from .core import app
-from .index import DbOpt, _db_path
+from .index import DbOpt, FollowOutsideOpt, _db_path
 
 if TYPE_CHECKING:
     from ..watch import Batch
@@ -75,6 +76,7 @@ def watch(
         bool, typer.Option("--json", help="One JSON object per applied batch on stdout.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per batch.")] = False,
+    follow_outside: FollowOutsideOpt = False,
 ) -> None:
     """Keep the index fresh: apply changes to its notes as they happen.
 
@@ -84,6 +86,8 @@ def watch(
     from ..watch import Watcher
 
     db_path = _db_path(db)
+    if follow_outside and not paths:
+        raise JinalocError("--follow-outside goes with the PATHs it applies to")
 
     def show(batch: "Batch") -> None:
         if json_out:
@@ -93,7 +97,9 @@ def watch(
         err_console.print(escape(batch_line(batch)), highlight=False, soft_wrap=True)
         if not batch.catch_up:
             for path, why in batch.report.skipped[:SKIPPED_SHOWN]:
-                err_console.print(f"  skipped {escape(path)}: {escape(why)}", highlight=False)
+                err_console.print(
+                    f"  skipped {escape(shown(path))}: {escape(shown(why))}", highlight=False
+                )
         elif batch.number == 1:
             err_console.print(
                 f"watching {escape(str(db_path))} (Ctrl-C stops)", highlight=False, soft_wrap=True
@@ -104,7 +110,10 @@ def watch(
             raise JinalocError("nothing to watch: pass a folder (e.g. `jinaloc watch ~/notes`)")
         idx.use_model(model, backend, quant, offline)
         idx.check(model=model)
-        watcher = Watcher(idx, paths or None, debounce_ms=debounce, on_batch=show)
+        roots = paths or None
+        if follow_outside:  # the root's saved options, with outside links followed
+            roots = [(p, replace(idx.root_options(p), follow_outside=True)) for p in paths]
+        watcher = Watcher(idx, roots, debounce_ms=debounce, on_batch=show)
         stop = threading.Event()
 
         def on_signal(signum, frame) -> None:

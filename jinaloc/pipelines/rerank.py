@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,18 @@ class TopK:
     def results(self) -> list[tuple[float, Any]]:
         """(score, item), best first."""
         return [(score, item) for score, _, item in sorted(self._heap, reverse=True)]
+
+
+def cut_to_tokens(text: str, limit: int, count: Callable[[str], int]) -> str:
+    """The longest prefix of `text` that `count` (a tokenizer's length) puts at `limit`
+    tokens or fewer: a document cut as Jina's `max_doc_length` cuts it, on any backend."""
+    if count(text) <= limit:
+        return text
+    lo, hi = 0, len(text)  # count(text[:lo]) <= limit < count(text[:hi])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(text[:mid]) <= limit else (lo, mid)
+    return text[:lo]
 
 
 def rerank(

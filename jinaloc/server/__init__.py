@@ -53,6 +53,32 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def survive_clients() -> None:
+    """A server outlives its clients: one that goes away fails its own write (EPIPE)
+    instead of killing the process by SIGPIPE (the CLI takes SIGPIPE's default action, like
+    grep, for `| head`)."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def uvicorn_config(app, connections=None):
+    """uvicorn's settings for `app`: the guarded h11 protocol (header deadline, connection
+    caps; see guard.py) and a short keep-alive."""
+    import uvicorn
+
+    from .guard import ConnectionLimits, guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(connections or ConnectionLimits()),
+        ws="none",
+        log_level="warning",
+        timeout_keep_alive=5,
+        limit_concurrency=256,  # requests in flight at most; beyond: 503 at once
+        h11_max_incomplete_event_size=64 * 1024,  # headers
+    )
+
+
 def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -66,13 +92,16 @@ def serve(
     token: str | None = None,
     queue_size: int = 64,
     limits=None,
+    connections=None,
+    relative_to: Path | None = None,
     ready=None,
     watch: bool = False,
     on_batch=None,
 ) -> None:
     """Load the model, listen, record the server, serve until interrupted. `ready(record)`
     is called once it listens. `watch`: a Watcher keeps the served index fresh, with the
-    model the server holds (`on_batch(batch)` hears of each applied batch)."""
+    model the server holds (`on_batch(batch)` hears of each applied batch). `connections`:
+    guard.ConnectionLimits; `relative_to`: search paths relative to it, else absolute."""
     import uvicorn
 
     from .. import __version__
@@ -81,6 +110,13 @@ def serve(
     from .worker import ModelWorker, open_served
 
     check_bind(host, token)
+    survive_clients()  # before the socket: a client may call while the model loads
+    # SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does: as an exception, so
+    # the record is removed on the way out (uvicorn shuts down on SIGTERM, then raises it
+    # again, which lands here).
+    signal.signal(signal.SIGTERM, _stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _stop)
     limits = limits or Limits()
     sock = bind(host, port)
     setup = lambda: open_served(model, backend, quant, offline, db, db_required)  # noqa: E731
@@ -108,17 +144,11 @@ def serve(
             max_inputs=limits.max_inputs,
             version=__version__,
         )
-        config = uvicorn.Config(
-            create_app(worker, limits, token),
-            log_level="warning",
-            timeout_keep_alive=5,
-            limit_concurrency=256,  # beyond this many connections: 503 at once
-            h11_max_incomplete_event_size=64 * 1024,  # headers
-        )
-        server = uvicorn.Server(config)
-        # uvicorn shuts down on SIGTERM, then raises it again; as an exception, not the default
-        # action, so the record is removed on the way out.
-        signal.signal(signal.SIGTERM, _stop)
+        base = str(Path(relative_to).absolute()) if relative_to is not None else None
+        app = create_app(worker, limits, token, base)
+        server = uvicorn.Server(uvicorn_config(app, connections))
+        if hasattr(signal, "SIGHUP"):  # uvicorn handles SIGINT and SIGTERM, not this one
+            signal.signal(signal.SIGHUP, lambda *_: setattr(server, "should_exit", True))
         record_file = write_record(record, port)
         if watch:
             watching = _start_watcher(worker, on_batch)
@@ -148,9 +178,8 @@ def _start_watcher(worker, on_batch):
         raise JinalocError("--watch needs an index to serve: give --db FILE")
     session = index.session(lambda *a, **k: WorkerEmbedder(worker))
     stop = threading.Event()
-    thread = threading.Thread(
-        target=Watcher(session, on_batch=on_batch).run, args=(stop,), name="jinaloc-watch"
-    )
+    watcher = worker.served.watcher = Watcher(session, on_batch=on_batch)
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="jinaloc-watch")
     thread.start()
 
     def finish() -> None:

@@ -7,8 +7,9 @@ and OpenAI's clients both read."""
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..vectors import OUTPUT_TYPES, encode
@@ -28,12 +29,25 @@ TASKS = {
     "clustering": ("clustering", "document"),
     "classification": ("classification", "document"),
 }
-# Jina API options these models do not have: accepted only when off.
+# Jina API options these models do not have: accepted only when off. Jina's v5 model pages
+# say "Late Chunking: No", and its API refuses `late_chunking: true` for them.
 UNSUPPORTED = ("late_chunking", "return_multivector")
+# Other names api.jina.ai accepts for its fields (OpenAI's, Gemini's and Voyage's spellings).
+ALIASES = {
+    "task_type": "task",
+    "encoding_type": "embedding_type",
+    "encoding_format": "embedding_type",
+    "output_dimension": "dimensions",
+    "truncation": "truncate",
+}
 EMBEDDING_FIELDS = {
-    "model", "input", "encoding_format", "dimensions", "user", "task", "embedding_type",
-    "normalized", "truncate", "prompt", "batch_size", *UNSUPPORTED,
+    "model", "input", "dimensions", "user", "task", "embedding_type", "normalized",
+    "truncate", "prompt", "batch_size", *UNSUPPORTED, *ALIASES,
 }  # fmt: skip
+RERANK_FIELDS = {
+    "model", "query", "documents", "top_n", "top_k", "return_documents", "max_doc_length"
+}  # fmt: skip
+TOKENIZE_FIELDS = {"model", "input", "prompt"}
 MAX_BATCH_SIZE = 1024
 # Search options that are not the client's to set.
 # Not served: the process-side reranker (its own endpoint, /v1/rerank) and its knobs.
@@ -58,6 +72,50 @@ class ApiError(Exception):
 
 def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param, code)
+
+
+# Containers inside containers a request may nest: the API's own shapes need 3.
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json(data: Any) -> None:
+    """A parsed body's nesting within MAX_JSON_DEPTH and its strings valid Unicode (JSON's
+    \\ud800 escapes decode to lone surrogates, which no tokenizer can encode)."""
+    stack = [(data, 1, None)]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise bad(
+                    f"'{field}' holds a lone surrogate (\\ud800-\\udfff): not valid Unicode",
+                    field,
+                    "invalid_unicode",
+                )
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field, "invalid_json")
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        for key, item in items:
+            # A top-level field names the error; escaped, as it may hold a surrogate itself.
+            name = (
+                field
+                if field is not None
+                else key and key.encode("utf-8", "backslashreplace").decode()
+            )
+            if key is not None:
+                stack.append((key, depth, name))
+            stack.append((item, depth + 1, name))
+
+
+def check_fields(body: dict, allowed) -> None:
+    """Unknown fields are refused on every endpoint: a misspelt option ("dimension")
+    would otherwise be ignored and change the answer silently."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}", unknown[0], "unknown_parameter")
 
 
 def _typed(body: dict, key: str, kinds: tuple, what: str, default=None):
@@ -93,8 +151,9 @@ def check_model(body: dict, embedder: Embedder) -> None:
         )
 
 
-def input_texts(value: Any, key: str, max_inputs: int) -> list[str]:
-    """A string or a list of strings (or Jina's {"text": ...} objects)."""
+def input_texts(value: Any, key: str, max_inputs: int, extra_keys: bool = False) -> list[str]:
+    """A string or a list of strings (or Jina's {"text": ...} objects; with `extra_keys`,
+    objects may carry other fields too, as rerank documents do)."""
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not value:
@@ -103,7 +162,7 @@ def input_texts(value: Any, key: str, max_inputs: int) -> list[str]:
         raise bad(f"'{key}' has {len(value)} items; at most {max_inputs} per request", key)
     texts = []
     for i, item in enumerate(value):
-        if isinstance(item, dict) and set(item) == {"text"}:
+        if isinstance(item, dict) and "text" in item and (extra_keys or len(item) == 1):
             item = item["text"]
         if not isinstance(item, str):
             what = "token ids" if isinstance(item, (int, list)) else type(item).__name__
@@ -125,10 +184,23 @@ class EmbedRequest:
     batch_size: int
 
 
+def canonical_fields(body: dict, aliases: dict[str, str]) -> dict:
+    """The body with each alias renamed to Jina's own field name; an alias and its field
+    both given must agree."""
+    body = dict(body)
+    for alias, name in aliases.items():
+        if alias not in body:
+            continue
+        value = body.pop(alias)
+        if name in body and body[name] != value:
+            raise bad(f"'{alias}' and '{name}' name the same option: give one", alias)
+        body[name] = value
+    return body
+
+
 def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRequest:
-    unknown = sorted(set(body) - EMBEDDING_FIELDS)
-    if unknown:
-        raise bad(f"unknown field {unknown[0]!r}", unknown[0], "unknown_parameter")
+    check_fields(body, EMBEDDING_FIELDS)
+    body = canonical_fields(body, ALIASES)
     for key in UNSUPPORTED:
         if _typed(body, key, (bool,), "a boolean"):
             raise bad(f"'{key}' is not supported by {embedder.name}", key, "unsupported_parameter")
@@ -172,18 +244,12 @@ def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRe
 
 
 def _output_types(body: dict) -> tuple[list[str], bool]:
-    """OpenAI's encoding_format (float | base64) or Jina's embedding_type (one, or a list)."""
-    fmt = _typed(body, "encoding_format", (str,), "a string")
-    kind = _typed(body, "embedding_type", (str, list), "a string or a list of strings")
-    if fmt is not None and fmt not in ("float", "base64"):
-        raise bad("'encoding_format' must be float or base64", "encoding_format")
-    if kind is None:
-        return [fmt or "float"], False
+    """Jina's embedding_type (OpenAI's encoding_format): one type, or a list of them, when
+    each item's `embedding` is an object with one value per type, as Jina returns it."""
+    kind = _typed(body, "embedding_type", (str, list), "a string or a list of strings", "float")
     kinds = kind if isinstance(kind, list) else [kind]
     if not kinds or any(k not in OUTPUT_TYPES for k in kinds):
         raise bad(f"'embedding_type' must be among {', '.join(OUTPUT_TYPES)}", "embedding_type")
-    if fmt is not None and kinds != [fmt]:
-        raise bad("give encoding_format or embedding_type, not both", "encoding_format")
     return list(dict.fromkeys(kinds)), isinstance(kind, list)
 
 
@@ -238,9 +304,14 @@ class RerankRequest:
     top_n: int | None
     return_documents: bool
     reranker: str | None = None  # a cross-encoder's registry name; None: by embeddings
+    # Documents as sent, echoed in the results: objects keep all their fields.
+    sent: list = field(default_factory=list)
+    max_doc_length: int | None = None  # tokens of each document scored; None: all
 
 
 def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankRequest:
+    check_fields(body, RERANK_FIELDS)
+    body = canonical_fields(body, {"top_k": "top_n"})
     model = _typed(body, "model", (str,), "a string")
     reranker = None
     if model and model not in model_names(embedder):
@@ -250,21 +321,31 @@ def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankReque
         if spec is None or spec.kind != "reranker":
             check_model(body, embedder)
         reranker = model  # a cross-encoder of the registry (loaded once, on first use)
-    query = _typed(body, "query", (str,), "a string")
+    query = body.get("query")
+    if isinstance(query, dict) and set(query) == {"text"}:  # Jina's TextDoc
+        query = query["text"]
+    if query is not None and not isinstance(query, str):
+        raise bad("'query' must be a string or {\"text\": ...}", "query", "invalid_type")
     if not query:
         raise bad("'query' is required", "query", "missing_parameter")
     if "documents" not in body:
         raise bad("'documents' is required", "documents", "missing_parameter")
-    documents = input_texts(body["documents"], "documents", max_inputs)
+    documents = input_texts(body["documents"], "documents", max_inputs, extra_keys=True)
+    sent = body["documents"] if isinstance(body["documents"], list) else documents
     top_n = _typed(body, "top_n", (int,), "an integer")
     if top_n is not None and top_n < 1:
         raise bad("'top_n' must be at least 1", "top_n")
+    max_doc = _typed(body, "max_doc_length", (int,), "an integer")
+    if max_doc is not None and max_doc < 1:
+        raise bad("'max_doc_length' must be at least 1", "max_doc_length")
     return RerankRequest(
         query,
         documents,
         top_n,
         _typed(body, "return_documents", (bool,), "a boolean", True),
         reranker,
+        sent,
+        max_doc,
     )
 
 
@@ -275,7 +356,8 @@ def rerank_response(
     for i, score in ranked:
         row: dict = {"index": i, "relevance_score": round(float(score), 6)}
         if req.return_documents:
-            row["document"] = {"text": req.documents[i]}
+            doc = req.sent[i] if req.sent else req.documents[i]
+            row["document"] = doc if isinstance(doc, dict) else {"text": doc}
         results.append(row)
     return {"model": model, "usage": {"total_tokens": tokens}, "results": results}
 
@@ -337,6 +419,21 @@ def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str
     if options.get("path_glob"):
         check_glob(options["path_glob"])
     return query.strip(), k, options
+
+
+def shown_path(path: str, relative_to: str | None = None) -> str:
+    """A path as servers show it: absolute (a server's working directory means nothing to
+    its clients), or relative to `relative_to` (absolute) when inside it."""
+    import os
+
+    if relative_to is not None and (path + os.sep).startswith(relative_to.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, relative_to)
+    return path
+
+
+def hit_json(hit, relative_to: str | None = None) -> dict:
+    """A search hit as the CLI's --json shows it, with its path as `shown_path` gives it."""
+    return {**hit.to_json(), "path": shown_path(hit.path, relative_to)}
 
 
 GLOB_ESCAPES = "path globs may not contain '..'"

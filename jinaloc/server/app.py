@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import JinalocError
+from ..output import json_dumps
 from . import api, is_loopback
 from .worker import Busy, ModelWorker, Served
 
@@ -45,14 +46,36 @@ def loopback_host(host: str) -> bool:
     return is_loopback(name.strip("[]"))
 
 
+def loopback_origin(origin: str | None) -> bool:
+    """No Origin (not a browser), or a page served from this machine's loopback."""
+    if origin is None:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return scheme in ("http", "https") and "/" not in rest and loopback_host(rest)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that is valid UTF-8 even when a path holds a name's undecodable bytes (as a
+    `\\udcff` escape, which `os.fsencode(json.loads(...))` turns back into the bytes)."""
+
+    def render(self, content) -> bytes:
+        return json_dumps(content).encode("utf-8")
+
+
 def _error(e: api.ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if e.status in (429, 503) else None
     return JSONResponse(e.to_json(), status_code=e.status, headers=headers)
 
 
-def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None = None):
+def create_app(
+    worker: ModelWorker,
+    limits: Limits = Limits(),
+    token: str | None = None,
+    relative_to: str | None = None,
+):
     """The app for a started worker. With `token`, every request needs
-    `Authorization: Bearer <token>`."""
+    `Authorization: Bearer <token>`. Search paths are absolute, or relative to
+    `relative_to` (an absolute directory) when inside it."""
     served: Served = worker.served
     embedder = served.embedder
     started = time.time()
@@ -81,8 +104,13 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise api.bad(f"invalid JSON: {e}", code="invalid_json") from None
+        except RecursionError:
+            raise api.bad(
+                f"JSON nested deeper than {api.MAX_JSON_DEPTH} levels", code="invalid_json"
+            ) from None
         if not isinstance(data, dict):
             raise api.bad("the request body must be a JSON object", code="invalid_json")
+        api.check_json(data)
         return data
 
     async def run(job):
@@ -114,8 +142,17 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
                 # Without a token only this machine may call: a web page that rebinds its
                 # own name to 127.0.0.1 still sends that name as Host.
                 return _error(api.ApiError(403, "Host must be a loopback address", code="host"))
+            if not loopback_origin(request.headers.get("origin")):
+                # A browser names the page that sent a request; CLI clients send no Origin.
+                # Other sites' pages may not use the server (a text/plain POST needs no
+                # preflight, so CORS alone would not stop it from running).
+                return _error(
+                    api.ApiError(
+                        403, "requests from web pages of other sites are refused", code="origin"
+                    )
+                )
             try:
-                return JSONResponse(await fn(request))
+                return SafeJSONResponse(await fn(request))
             except api.ApiError as e:
                 return _error(e)
             except Exception:
@@ -147,6 +184,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
         """jinaloc's own: token counts per input (prompt and special tokens included), for
         clients that chunk texts to the model's context."""
         body = await read_json(request)
+        api.check_fields(body, api.TOKENIZE_FIELDS)
         texts = api.input_texts(body.get("input"), "input", limits.max_inputs)
         prompt = body.get("prompt", "document")
         if prompt not in ("query", "document"):
@@ -158,19 +196,33 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
         req = api.parse_rerank(await read_json(request), embedder, limits.max_inputs)
 
         def job(s: Served):
-            if req.reranker is not None:
-                cross = s.reranker(req.reranker)
-                scores = cross.score(req.query, req.documents)
-                order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-                ranked = [(i, float(scores[i])) for i in order[: req.top_n or len(order)]]
-                ids = cross.prompt_ids(req.query, req.documents)
-                return ranked, sum(map(len, ids))
+            from ..pipelines.rerank import cut_to_tokens
             from ..pipelines.rerank import rerank as by_embeddings
 
-            ranked = by_embeddings(s.embedder, req.query, req.documents, req.top_n)
-            tokens = sum(s.embedder.count_tokens([req.query], "query")) + sum(
-                s.embedder.count_tokens(req.documents, "document")
-            )
+            docs = req.documents
+            if req.reranker is not None:
+                cross = s.reranker(req.reranker)
+                if req.max_doc_length:
+                    docs = [
+                        cut_to_tokens(
+                            d, req.max_doc_length, lambda t: len(cross.backend.tokenize(t))
+                        )
+                        for d in docs
+                    ]
+                scores = cross.score(req.query, docs)
+                order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+                ranked = [(i, float(scores[i])) for i in order[: req.top_n or len(order)]]
+                ids = cross.prompt_ids(req.query, docs)
+                return ranked, sum(map(len, ids))
+            e = s.embedder
+            if req.max_doc_length:
+                bare = e.count_tokens([""])[0]  # the prompt's and special tokens
+                docs = [
+                    cut_to_tokens(d, req.max_doc_length, lambda t: e.count_tokens([t])[0] - bare)
+                    for d in docs
+                ]
+            ranked = by_embeddings(e, req.query, docs, req.top_n)
+            tokens = sum(e.count_tokens([req.query], "query")) + sum(e.count_tokens(docs))
             return ranked, tokens
 
         ranked, tokens = await run(job)
@@ -181,7 +233,7 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
             raise api.ApiError(404, "this server has no index: start it with --db", code="no_index")
         query, k, options = api.parse_search(await read_json(request), search_options, limits.max_k)
         hits = await run(lambda s: s.index.search(query, k, **options))
-        return [hit.to_json() for hit in hits]
+        return [api.hit_json(hit, relative_to) for hit in hits]
 
     async def models(request: Request):
         return {
@@ -202,8 +254,11 @@ def create_app(worker: ModelWorker, limits: Limits = Limits(), token: str | None
         }
 
     async def health(request: Request):
+        watcher = served.watcher.health() if served.watcher is not None else None
         return {
-            "status": "ok",
+            # A `--watch` server whose watcher died serves a stale index.
+            "status": "degraded" if watcher and watcher["error"] else "ok",
+            "watcher": watcher,
             "pid": os.getpid(),
             "model": embedder.name,
             "backend": embedder.backend.name,

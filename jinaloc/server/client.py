@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +35,21 @@ from .records import OPENER, ServerRecord, auth_headers, healthy, recorded_serve
 # Seconds to wait for an answer: past the server's own limit (600 s, queue + work), which
 # comes first and says why.
 REQUEST_TIMEOUT = 900
+# Seconds the CLI keeps retrying a busy server (429/503: its queue is full) before it
+# loads the model itself; the waits between tries grow from BUSY_FIRST_WAIT to
+# BUSY_MAX_WAIT, or follow the server's Retry-After.
+BUSY_WAIT = 30.0
+BUSY_FIRST_WAIT = 0.25
+BUSY_MAX_WAIT = 4.0
 # Share of the server's body limit a request may fill (JSON escapes are estimated).
 BODY_SHARE = 0.8
+
+
+log = logging.getLogger("jinaloc")
+
+
+class ServerBusy(JinalocError):
+    """The server stayed busy for BUSY_WAIT seconds."""
 
 
 def no_server_env() -> bool:
@@ -55,43 +70,95 @@ class _ServerSide:
 
 
 class RemoteEmbedder(Embedder):
-    """An `Embedder` on a model loaded by `jinaloc serve`."""
+    """An `Embedder` on a model loaded by `jinaloc serve`. When the server stays busy,
+    `fallback()` loads the same model here and the rest of the work is done with it."""
 
-    def __init__(self, spec: ModelSpec, record: ServerRecord):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        record: ServerRecord,
+        fallback: Callable[[], Embedder] | None = None,
+    ):
         side = _ServerSide(record.backend, record.hidden_size, record.max_tokens, record.quant)
         super().__init__(spec, side)  # type: ignore[arg-type]
         self.record = record
+        self.fallback = fallback
+        self.local: Embedder | None = None  # the fallback, once loaded
 
     @property
     def url(self) -> str:
         return self.record.url
 
     def _post(self, path: str, payload: dict) -> dict:
+        """The server's answer; a busy server (429, 503) is retried for BUSY_WAIT seconds,
+        after which ServerBusy."""
         data = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", **auth_headers(self.record)}
-        request = urllib.request.Request(self.url + path, data, headers, method="POST")
-        try:
-            with OPENER.open(request, timeout=REQUEST_TIMEOUT) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
+        deadline = time.monotonic() + BUSY_WAIT
+        wait = BUSY_FIRST_WAIT
+        while True:
+            request = urllib.request.Request(self.url + path, data, headers, method="POST")
             try:
-                message = json.loads(e.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = e.reason
-            raise JinalocError(f"the server at {self.url} refused the request: {message}") from None
-        except OSError as e:
-            raise JinalocError(
-                f"the server at {self.url} stopped answering ({e}): run again, or pass --no-server"
-            ) from None
+                with OPENER.open(request, timeout=REQUEST_TIMEOUT) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as e:
+                try:
+                    message = json.loads(e.read())["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = e.reason
+                if e.code not in (429, 503):
+                    raise JinalocError(
+                        f"the server at {self.url} refused the request: {message}"
+                    ) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServerBusy(
+                        f"the server at {self.url} stayed busy for {BUSY_WAIT:g} s ({message})"
+                    ) from None
+                time.sleep(min(_retry_after(e.headers.get("Retry-After"), wait), left))
+                wait = min(wait * 2, BUSY_MAX_WAIT)
+            except OSError as e:
+                raise JinalocError(
+                    f"the server at {self.url} stopped answering ({e}): run again,"
+                    " or pass --no-server"
+                ) from None
+
+    def _local(self, busy: ServerBusy) -> Embedder:
+        """The model loaded here, once the server stayed busy (a note says so once)."""
+        if self.local is None:
+            if self.fallback is None:
+                raise JinalocError(f"{busy}: run again later, or pass --no-server")
+            log.warning("%s: loading the model here instead", busy)
+            try:
+                self.local = self.fallback()
+            except JinalocError as e:
+                raise JinalocError(f"{busy}, and loading the model here failed: {e}") from None
+        return self.local
 
     def tokenize(self, texts, prompt="document"):
+        if self.local is not None:
+            return self.local.tokenize(texts, prompt)
         raise JinalocError("token ids are not sent by the server: pass --no-server")
 
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         counts: list[int] = []
         for part in self._requests(list(texts)):
-            counts += self._post("/v1/tokenize", {"input": part, "prompt": prompt})["tokens"]
+            local = self.local
+            if local is None:
+                try:
+                    counts += self._post("/v1/tokenize", {"input": part, "prompt": prompt})[
+                        "tokens"
+                    ]
+                    continue
+                except ServerBusy as busy:
+                    local = self._local(busy)
+            counts += local.count_tokens(part, prompt)
         return counts
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+        super().close()
 
     def embed_raw(
         self,
@@ -109,30 +176,51 @@ class RemoteEmbedder(Embedder):
         counts: list[int] = []
         full: list[int] = []
         for part in self._requests(texts):
-            answer = self._post(
-                "/v1/embeddings",
-                {
-                    "model": self.name,
-                    "input": part,
-                    "task": task,
-                    "prompt": prompt,
-                    "embedding_type": "base64",
-                    "normalized": False,
-                    "truncate": True,
-                    "batch_size": batch_size,
-                },
-            )
-            data = sorted(answer["data"], key=lambda item: item["index"])
-            if len(data) != len(part):
-                raise JinalocError(f"the server at {self.url} sent {len(data)} of {len(part)}")
-            for item in data:
-                rows.append(np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4"))
-                counts.append(item["tokens"])
-                full.append(item.get("input_tokens", item["tokens"]))
+            local = self.local
+            if local is None:
+                try:
+                    got = self._embed_part(part, task, prompt, batch_size)
+                except ServerBusy as busy:
+                    local = self._local(busy)
+            if local is not None:
+                # The same part in the same batches: what the server would have sent.
+                cut: list = []
+                pooled, part_counts = local.embed_raw(part, task, prompt, batch_size, truncated=cut)
+                before = dict(cut)
+                got = (
+                    list(pooled),
+                    part_counts,
+                    [before.get(i, n) for i, n in enumerate(part_counts)],
+                )
+            rows += got[0]
+            counts += got[1]
+            full += got[2]
             if progress:
                 progress(len(part), sum(counts[-len(part) :]))
         note_truncated(full, self.max_tokens, truncated)
         return np.stack(rows).astype(np.float32), counts
+
+    def _embed_part(self, part: list[str], task: str, prompt: str, batch_size: int):
+        """(raw vectors, token counts, counts before truncation) of one request."""
+        answer = self._post(
+            "/v1/embeddings",
+            {
+                "model": self.name,
+                "input": part,
+                "task": task,
+                "prompt": prompt,
+                "embedding_type": "base64",
+                "normalized": False,
+                "truncate": True,
+                "batch_size": batch_size,
+            },
+        )
+        data = sorted(answer["data"], key=lambda item: item["index"])
+        if len(data) != len(part):
+            raise JinalocError(f"the server at {self.url} sent {len(data)} of {len(part)}")
+        rows = [np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data]
+        counts = [item["tokens"] for item in data]
+        return rows, counts, [item.get("input_tokens", item["tokens"]) for item in data]
 
     def _requests(self, texts: list[str]) -> list[list[str]]:
         """`texts` in as few requests as the server's limits allow (usually one)."""
@@ -153,11 +241,24 @@ class RemoteEmbedder(Embedder):
         return parts
 
 
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds a Retry-After header asks for (its date form is not used by jinaloc)."""
+    try:
+        return max(0.0, float(value)) if value else default
+    except ValueError:
+        return default
+
+
 def find_server(
-    model: str | None, backend: str = "auto", quant: str | None = None, task: str | None = None
+    model: str | None,
+    backend: str = "auto",
+    quant: str | None = None,
+    task: str | None = None,
+    fallback: Callable[[], Embedder] | None = None,
 ) -> RemoteEmbedder | None:
     """An embedder on a running server that loaded exactly what an in-process load of
-    (model, backend, quant) would, or None (also when JINALOC_NO_SERVER is set)."""
+    (model, backend, quant) would, or None (also when JINALOC_NO_SERVER is set).
+    `fallback` loads that model here, for when the server stays busy."""
     if no_server_env():
         return None
     records = recorded_servers()
@@ -172,5 +273,5 @@ def find_server(
         same_model = record.model == spec.name and record.model_path == str(spec.path or "")
         same_quant = quant == record.quant if quant else record.quant_asked == ""
         if same_model and record.backend == wanted and same_quant and healthy(record):
-            return RemoteEmbedder(spec, record)
+            return RemoteEmbedder(spec, record, fallback)
     return None

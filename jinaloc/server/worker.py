@@ -40,6 +40,7 @@ class Served:
     quant_asked: str
     offline: bool = False
     rerankers: dict = field(default_factory=dict)
+    watcher: Any = None  # the `serve --watch` Watcher, for /health
 
     def reranker(self, name: str):
         """A registry cross-encoder, loaded on first use and kept (worker thread only)."""

@@ -5,6 +5,11 @@ Inputs `input_ids` and `attention_mask` (int64, batch x seq, right padded); outp
 the final-normed hidden state of each row's last real token (batch x hidden). Pooling inside
 the graph lets the last layer run its queries, output projection and MLP on that one token
 per row (nano 12 layers: ~8% less work), and only (batch x hidden) floats leave the graph.
+
+int8 graphs store int8 weights (per output column) and quantize activations per token row
+inside the graph (`int8_matmul`): a text's vector never depends on what it is batched or
+padded with, which onnxruntime's dynamic quantizer (one activation scale for the whole batch,
+padding included) could not promise.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from onnx import TensorProto, helper
 from ...errors import JinalocError
 
 OPSET = 17
+CONTRIB = "com.microsoft"  # onnxruntime's contrib ops (MatMulIntegerToFloat)
 # Added to the attention scores of hidden keys: exp() of it is 0, and no row is all hidden
 # (every query sees at least the first token), so softmax never divides by zero.
 MASKED = -1e30
@@ -27,10 +33,11 @@ class Builder:
     """Nodes plus initializers streamed to one external data file (no 2 GB protobuf limit,
     and no second in-memory copy of the weights)."""
 
-    def __init__(self, data_file: Path):
+    def __init__(self, data_file: Path, quant: str = "fp32"):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.data_file = data_file
+        self.quant = check_quant(quant)
         self._data = data_file.open("wb")
         self._n = 0
 
@@ -39,10 +46,13 @@ class Builder:
         return f"{hint}_{self._n}"
 
     def weight(self, name: str, array: np.ndarray) -> str:
-        array = np.ascontiguousarray(array, np.float32)
+        """A float32 (or already int8/uint8) tensor, stored in the external data file."""
+        if array.dtype not in (np.int8, np.uint8):
+            array = np.asarray(array, np.float32)
+        array = np.ascontiguousarray(array)
         tensor = TensorProto()
         tensor.name = name
-        tensor.data_type = TensorProto.FLOAT
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
         tensor.dims.extend(array.shape)
         offset = self._data.tell()
         self._data.write(array.tobytes())
@@ -117,11 +127,93 @@ def rms_norm(g: Builder, x: str, weight: str, eps: float) -> str:
 
 
 def linear(g: Builder, x: str, weights: dict, key: str) -> str:
-    """x @ W.T (+ b): the weight is stored transposed, as MatMul and its int8 quantizer want."""
+    """x @ W.T (+ b): the weight is stored transposed, (in, out) as MatMul wants it."""
     w = weights.pop(f"{key}.weight")
-    y = g.op("MatMul", x, g.weight(f"{key}.weight", w.T))
+    if g.quant == "fp32":
+        y = g.op("MatMul", x, g.weight(f"{key}.weight", w.T))
+    else:
+        y = int8_matmul(g, x, w.T, f"{key}.weight")
     bias = weights.pop(f"{key}.bias", None)
     return y if bias is None else g.op("Add", y, g.weight(f"{key}.bias", bias))
+
+
+# --- int8 ---------------------------------------------------------------------------------
+# Activations are rounded to int8 per row (each token on its own max |x|) and sent as uint8 +
+# 128 with a zero point of 128; weights are symmetric per output column. qint8 keeps the
+# weights int8 within +-63 (onnxruntime's U8S8 kernels, the fast ones; on x86 without VNNI they
+# add pairs of products in saturating int16 (VPMADDUBSW), which 7-bit weights cannot
+# overflow); quint8 keeps 8-bit weights as uint8 + 128 (its exact U8U8 kernels).
+QUANTS = ("fp32", "qint8", "quint8")
+
+
+def opset_imports() -> list:
+    """What a graph built here imports: standard ONNX and, for int8, onnxruntime's contrib ops."""
+    return [helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)]
+
+
+def check_quant(quant: str) -> str:
+    if quant not in QUANTS:
+        raise JinalocError(f"unknown ONNX graph quant {quant!r}: one of {', '.join(QUANTS)}")
+    return quant
+
+
+def quantize_columns(w: np.ndarray, limit: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes within +-limit, float32 scale per column) of w (in, out): w ~ q * scale."""
+    w = np.asarray(w, np.float32)
+    scale = np.abs(w).max(axis=0) / limit
+    scale = np.where(scale > 0, scale, 1).astype(np.float32)
+    return np.clip(np.rint(w / scale), -limit, limit).astype(np.int8), scale
+
+
+def quantize_rows(g: Builder, x: str) -> tuple[str, str]:
+    """x (..., K) float -> (uint8 codes, zero point 128; scale (..., 1)): each row rounded on
+    its own max |x| / 127, so no row's codes depend on any other row's values. QuantizeLinear
+    with a scale of 1 rounds (half to even), adds the zero point and saturates in one pass."""
+    amax = g.op("ReduceMax", g.op("Abs", x), axes=[-1], keepdims=1)
+    scale = g.op("Mul", g.op("Max", amax, g.const(1e-30, np.float32)), g.const(1 / 127, np.float32))
+    scaled = g.op("Mul", x, g.op("Reciprocal", scale))
+    codes = g.op("QuantizeLinear", scaled, g.const(1.0, np.float32), g.const(128, np.uint8))
+    return codes, scale
+
+
+def int8_matmul(g: Builder, x: str, w: np.ndarray, name: str) -> str:
+    """x @ w (float, x (..., K), w (K, N)) in integer arithmetic, as `g.quant` says: exact
+    int32 sums of int8 activations (a scale per row) and int8 weights (a scale per column),
+    rescaled to float. onnxruntime's MatMulIntegerToFloat (a contrib op: the graph imports
+    CONTRIB) does the sums and the column scales in one kernel; the row scales follow. Any
+    graph's projections can be built with it (the reranker's too)."""
+    zero = g.const(128, np.uint8)
+    codes, row_scale = quantize_rows(g, x)
+    if g.quant == "quint8":
+        q, col_scale = quantize_columns(w)
+        weights, w_zero = g.weight(name, (q.astype(np.int16) + 128).astype(np.uint8)), zero
+    else:
+        q, col_scale = quantize_columns(w, 63)
+        weights, w_zero = g.weight(name, q), g.const(0, np.int8)
+    y = g.op(
+        "MatMulIntegerToFloat",
+        codes,
+        weights,
+        g.const(1.0, np.float32),
+        g.weight(f"{name}.scale", col_scale),
+        zero,
+        w_zero,
+        domain=CONTRIB,
+    )
+    return g.op("Mul", y, row_scale)
+
+
+def embedding(g: Builder, table: np.ndarray, ids: str) -> str:
+    """Rows of the token embedding table; int8 graphs keep it int8 with a scale per token
+    (a quarter of the bytes), dequantized on lookup."""
+    if g.quant == "fp32":
+        return g.op("Gather", g.weight("embed_tokens", table), ids)
+    q, scale = quantize_columns(np.asarray(table, np.float32).T)
+    rows = g.op("Gather", g.weight("embed_tokens", np.ascontiguousarray(q.T)), ids)
+    scales = g.op("Gather", g.weight("embed_tokens.scale", scale), ids)
+    return g.op(
+        "Mul", g.op("Cast", rows, to=TensorProto.FLOAT), g.op("Unsqueeze", scales, g.const([-1]))
+    )
 
 
 def rope_tables(g: Builder, s: Spec, seq_len: str) -> tuple[str, str]:
@@ -202,12 +294,13 @@ def mlp(g: Builder, x: str, weights: dict, p: str) -> str:
     return linear(g, g.op("Mul", act, up), weights, f"{p}.down_proj")
 
 
-def build(config: dict, architecture: str, weights: dict, path: Path) -> Path:
-    """Write the float32 model to `path` (+ `path.data`); consumes `weights` as it goes."""
+def build(config: dict, architecture: str, weights: dict, path: Path, quant: str = "fp32") -> Path:
+    """Write the model to `path` (+ `path.data`), float32 or int8 (`quant` qint8 / quint8);
+    consumes `weights` as it goes."""
     if architecture not in ("eurobert", "qwen3"):
         raise JinalocError(f"the ONNX backend cannot run {architecture!r} models")
     s = Spec(config, architecture)
-    g = Builder(path.with_name(path.name + ".data"))
+    g = Builder(path.with_name(path.name + ".data"), quant)
     try:
         ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
         mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
@@ -221,8 +314,7 @@ def build(config: dict, architecture: str, weights: dict, path: Path) -> Path:
         total = g.op("ReduceSum", "attention_mask", g.const([1]), keepdims=0)
         last = g.op("Sub", total, g.const(1))
         try:
-            table = g.weight("embed_tokens", weights.pop("embed_tokens.weight"))
-            h = g.op("Gather", table, ids.name)
+            h = embedding(g, weights.pop("embed_tokens.weight"), ids.name)
             for i in range(s.layers):
                 p = f"layers.{i}"
                 final = i == s.layers - 1
@@ -247,7 +339,7 @@ def build(config: dict, architecture: str, weights: dict, path: Path) -> Path:
     finally:
         g.close()
     graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=opset_imports())
     model.ir_version = 8  # readable by every onnxruntime that knows opset 17
     onnx.save_model(model, str(path))
     return path
