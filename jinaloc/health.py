@@ -143,6 +143,10 @@ def check(store: Store) -> list[Problem]:
     fts = conn.execute(f"SELECT count(*) FROM {lexical.TABLE}").fetchone()[0]
     if fts != chunks:
         problems.append(Problem("lexical rows out of step", abs(fts - chunks)))
+    files = conn.execute("SELECT count(DISTINCT file_id) FROM chunks").fetchone()[0]
+    file_rows = conn.execute(f"SELECT count(*) FROM {lexical.FILES_TABLE}").fetchone()[0]
+    if file_rows != files:
+        problems.append(Problem("lexical file rows out of step", abs(file_rows - files)))
     return problems
 
 
@@ -503,7 +507,8 @@ def vacuum(store: Store) -> tuple[int, int]:
     """Rewrite the file without free pages, the lexical index merged: (bytes before, after)."""
     before = _size(store.path)
     try:
-        store.conn.execute(f"INSERT INTO {lexical.TABLE}({lexical.TABLE}) VALUES ('optimize')")
+        for table in (lexical.TABLE, lexical.FILES_TABLE):
+            store.conn.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
         store.conn.execute("VACUUM")
         store.conn.execute("PRAGMA optimize")
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

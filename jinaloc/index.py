@@ -18,7 +18,7 @@ from .errors import IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check
 from .files import inside, read_input
 from .paths import default_db
 from .planner import Plan, Roots, Scope, WalkOptions, plan_update
-from .store import SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
+from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -430,7 +430,8 @@ class Index:
         """The best chunks (one per file unless `all_chunks`) for a text query, in `mode`
         hybrid, semantic or lexical (no model needed); options as `search.search`. With a
         `reranker` (reranker.load_reranker), the first stage's best `rerank_top` chunks
-        (default: k) are reordered by it."""
+        (default: k), and more until they span k files (unless `all_chunks`), are reordered
+        by it."""
         from .search import MODES, embed_query, rerank_hits, search
 
         meta = self.require_built()
@@ -441,13 +442,13 @@ class Index:
             return _present(
                 lambda n: search(self.store, query, vector, n, mode=mode, **options), k, keep
             )
-        rerank_top = rerank_top or k
-        if rerank_top < 1:
+        if rerank_top is not None and rerank_top < 1:
             raise JinalocError("the number of candidates to rerank must be at least 1")
         per_file = not options.pop("all_chunks", False)
-        candidates = _present(
+        candidates = _rerank_candidates(
             lambda n: search(self.store, query, vector, n, mode=mode, all_chunks=True, **options),
-            rerank_top,
+            rerank_top or k,
+            k if per_file else 0,
             keep,
         )
         return rerank_hits(candidates, reranker, query, k, per_file, instruction, rerank_progress)
@@ -553,6 +554,24 @@ class Index:
             "watcher": read_record(self.path),
             "left_out_by_type": plan.left_out_by_type(),
         }
+
+
+def _rerank_candidates(
+    run: Callable[[int], list[Hit]], top: int, files: int, keep: Callable[[str, str], bool]
+) -> list[Hit]:
+    """The first stage's best `top` chunks, and more while they hold fewer than `files`
+    distinct files (and the index has more), so a per-file rerank can return k files."""
+    n = top
+    while True:
+        hits = _present(run, n, keep)
+        seen: set[int] = set()
+        for i, hit in enumerate(hits):
+            seen.add(hit.file_id)
+            if len(seen) >= files and i + 1 >= top:
+                return hits[: i + 1]
+        if len(hits) < n or n >= MAX_K:
+            return hits
+        n *= 2
 
 
 def _present(run: Callable[[int], list[Hit]], k: int, keep: Callable[[str, str], bool]):

@@ -66,7 +66,9 @@ class Hit:
     start_line: int
     end_line: int
     heading: list[str]
-    score: float  # cosine (semantic), -bm25 (lexical) or the fused value (hybrid)
+    # cosine (semantic), -bm25 (lexical; a file's: its chunks' combined, _file_rows) or the
+    # fused value (hybrid)
+    score: float
     text: str
     chunk_id: int
     file_id: int
@@ -244,14 +246,47 @@ def search(
         # vector stage: SQLite releases the GIL, so a hybrid search costs about the slower
         # of the two, not their sum (README "Hybrid search").
         pending = _pool().submit(store.lexical, text, depth, file_ids, True)
+        pending_files = (
+            _pool().submit(_lexical_files, store, text, depth, file_ids, excluded, True)
+            if per_file
+            else None
+        )
         k_vector = depth if exact or len(query) < COARSE_MIN_DIM else k
         vector = _vector_rows(store, query, k_vector, False, file_ids, excluded, exact, oversample)
         lexical = [r for r in pending.result() if r[1] not in excluded]
         # The same top `depth` of the vector list, so two-stage and exact fuse alike.
         vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
-        return _fuse(store, query, vector[:depth], lexical, k, per_file, min_score)
+        files = pending_files.result() if pending_files else None
+        return _fuse(store, query, vector[:depth], lexical, files, k, min_score)
+    if per_file:
+        files = _lexical_files(store, text, k, file_ids, excluded)
+        return _ranked(store, _file_hits(store, text, files, depth), "lexical", min_score)
     lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
-    return _ranked(store, _top(lexical, k, per_file, excluded), "lexical", min_score)
+    return _ranked(store, _top(lexical, k, False, excluded), "lexical", min_score)
+
+
+def _lexical_files(store, text, k, file_ids, excluded, side=False) -> list[tuple[int, float]]:
+    """The k best (file id, -bm25) over whole files (files_fts): a file is scored on all its
+    words, so a note split into chunks is not outranked by its own chunks' rivals."""
+    rows = store.lexical_files(text, k + len(excluded), file_ids, side)
+    return [(f, s) for f, s in rows if f not in excluded][:k]
+
+
+def _file_hits(store: Store, text: str, files: list[tuple[int, float]], depth: int) -> list[Row]:
+    """(chunk, file, file score) for ranked files: each file shown at its best chunk among the
+    top `depth` lexical chunks (its first chunk when none of them is in it)."""
+    if not files:
+        return []
+    ids = {f for f, _ in files}
+    best: dict[int, int] = {}
+    # Unfiltered: FTS5 runs a query filtered by a rowid list once per rowid (~15x slower).
+    for c, f, _ in store.lexical(text, depth):
+        if f in ids:
+            best.setdefault(f, c)
+    missing = [f for f in ids if f not in best]
+    if missing:
+        best.update(store.first_chunks(missing))
+    return [(best[f], f, s) for f, s in files if f in best]
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -264,23 +299,33 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _fuse(store, query, vector: list[Row], lexical: list[Row], k, per_file, min_score):
-    """Reciprocal rank fusion of the two lists (each best first), over files (best chunk
-    each) or chunks. Lexical hits beyond the vector list's depth join its end in cosine
-    order, so a word match is never ranked as if its meaning were unknown."""
+def _fuse(store, query, vector: list[Row], lexical: list[Row], files, k, min_score):
+    """Reciprocal rank fusion of the two lists (each best first), over files (`files`: the
+    lexical (file, score) list from files_fts; a file's semantic rank is its best chunk's)
+    or chunks (`files` None). Lexical hits beyond the vector list's depth join its end in
+    cosine order, so a word match is never ranked as if its meaning were unknown."""
+    per_file = files is not None
     seen = {c for c, _, _ in vector}
-    extra = store.scores(query, [c for c, _, _ in lexical if c not in seen])
+    wanted = [c for c, _, _ in lexical if c not in seen]
+    if per_file:
+        # A file ranked on its whole text with no chunk in either list joins at its first.
+        have = {f for rows in (vector, lexical) for _, f, _ in rows}
+        missing = [f for f, _ in files if f not in have]
+        wanted += list(store.first_chunks(missing).values()) if missing else []
+    extra = store.scores(query, wanted)
     vector = vector + sorted(extra, key=lambda r: (-r[2], r[0]))
     lists = {"semantic": vector, "lexical": lexical}
-    # Ranks per chunk in each list, and per file (a file's rank is its best chunk's).
+    # Ranks per chunk in each list, and per file (a file's semantic rank is its best chunk's).
     chunk_rank: dict[str, dict[int, int]] = {}
     file_rank: dict[str, dict[int, int]] = {}
     for name, rows in lists.items():
         chunk_rank[name] = {c: n for n, (c, _, _) in enumerate(rows, 1)}
-        files: dict[int, int] = {}
+        ranked: dict[int, int] = {}
         for _, f, _ in rows:
-            files.setdefault(f, len(files) + 1)
-        file_rank[name] = files
+            ranked.setdefault(f, len(ranked) + 1)
+        file_rank[name] = ranked
+    if per_file:  # a file's lexical rank is its whole text's
+        file_rank["lexical"] = {f: n for n, (f, _) in enumerate(files, 1)}
 
     def fused(ranks: dict[str, dict[int, int]], key: int) -> float:
         return sum(WEIGHTS[n] / (RRF_K + r[key]) for n, r in ranks.items() if key in r)
@@ -299,13 +344,14 @@ def _fuse(store, query, vector: list[Row], lexical: list[Row], k, per_file, min_
     if min_score is not None:
         picked = [r for r in picked if cosine[r[0]] >= min_score]
     hits = _hits(store, picked[:k], "hybrid")
-    scores = {name: {c: s for c, _, s in rows} for name, rows in lists.items()}
+    scores = {c: s for c, _, s in lexical}
+    file_scores = dict(files or ())
     ranks = file_rank if per_file else chunk_rank
     for hit in hits:
         key = hit.file_id if per_file else hit.chunk_id
         hit.semantic = Part(cosine[hit.chunk_id], ranks["semantic"].get(key))
         if key in ranks["lexical"]:
-            lex = scores["lexical"].get(hit.chunk_id)
+            lex = file_scores.get(key) if per_file else scores.get(hit.chunk_id)
             hit.lexical = Part(lex if lex is not None else 0.0, ranks["lexical"][key])
     return hits
 

@@ -49,7 +49,7 @@ def _add_lexical(conn) -> None:
     """Schema 2: the FTS5 table, filled from the stored chunk texts (no model needed)."""
     version = conn.execute("SELECT sqlite_version()").fetchone()[0]
     conn.execute(lexical.fts_schema(version))
-    lexical.rebuild(conn)
+    lexical.rebuild(conn, files=False)
 
 
 def _add_note_meta(conn) -> None:
@@ -99,6 +99,12 @@ def _add_blocks(conn) -> None:
     if dim:
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('full_dim', ?)", dim)
         blocks.pack(conn, int(dim[0]))
+
+
+def _stem_lexical(conn) -> None:
+    """Schema 6: chunks_fts gains the `stems` column and files_fts (one row per file) comes
+    (lexical.py): both built from the stored chunk texts and titles, no model needed."""
+    lexical.recreate(conn)
 
 
 # Numbered schema migrations, SQL or a function of the connection (run in one transaction);
@@ -151,6 +157,7 @@ MIGRATIONS: list[str | Callable] = [
     );
     """,
     _add_blocks,
+    _stem_lexical,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.
@@ -686,6 +693,7 @@ class Store:
 
     def _delete_chunks(self, file_id: int) -> None:
         self.conn.execute(lexical.DELETE_FILE_SQL, (file_id,))
+        self.conn.execute(lexical.FILE_DELETE_SQL, (file_id,))
         blocks.release(self.conn, file_id)
         self.conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
 
@@ -749,6 +757,9 @@ class Store:
                 self.conn.execute(
                     lexical.INSERT_SQL, (chunk_id, *lexical.index_fields(title, heading, text))
                 )
+            if chunks:
+                fields = lexical.file_fields(title, [c.text for c in chunks])
+                self.conn.execute(lexical.FILE_INSERT_SQL, (file_id, *fields))
             self._set_meta(file_id, meta or NoteMeta(), mtime_ns)
             blocks.pack(self.conn, dim)
         return file_id
@@ -834,6 +845,27 @@ class Store:
             )
         )
         return [(c, files[c], s) for c, s in hits if c in files]
+
+    def lexical_files(
+        self, query: str, k: int, file_ids: Sequence[int] | None = None, side: bool = False
+    ) -> list[tuple[int, float]]:
+        """The top k (file id, -bm25) for a user query over whole files (files_fts)."""
+        conn = self._side_conn() if side else self.conn
+        return lexical.search(conn, query, k, file_ids, files=True)
+
+    def first_chunks(self, file_ids: Sequence[int]) -> dict[int, int]:
+        """{file id: its first chunk's id}."""
+        return dict(
+            self.conn.execute(
+                "SELECT file_id, min(id) FROM chunks WHERE file_id IN"
+                " (SELECT value FROM json_each(?)) GROUP BY file_id",
+                (json.dumps(list(file_ids)),),
+            )
+        )
+
+    def lexical_too_common(self, query: str) -> bool:
+        """Whether `lexical` found nothing because each word of the query is in most chunks."""
+        return lexical.too_common(self.conn, query)
 
     def scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> list[tuple[int, int, float]]:
         """(chunk id, file id, cosine similarity) of the given chunks."""

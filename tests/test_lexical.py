@@ -84,14 +84,19 @@ def test_rebuild_fills_from_stored_chunks_and_delete_by_file():
             " hash, embedding) VALUES (?, ?, 0, 1, 1, ?, ?, 1, 'h', x'00')",
             (cid, fid, json.dumps(heading), text),
         )
-    conn.execute(lexical.fts_schema(conn.execute("SELECT sqlite_version()").fetchone()[0]))
-    assert lexical.rebuild(conn) == 3
+    assert lexical.recreate(conn) == 3
     assert lexical.rebuild(conn) == 3  # again: replaces, does not duplicate
+    assert conn.execute("SELECT count(*) FROM files_fts").fetchone()[0] == 2
+    # One row per file: words from two chunks meet in it, ranked as one document.
+    assert lexical.search(conn, "plain more", 10, files=True)[0][0] == 1
+    assert [i for i, _ in lexical.search(conn, "cafe", 10, files=True)] == [2]
     assert sorted(i for i, _ in lexical.search(conn, "数据", 10)) == [1, 2]
     assert [i for i, _ in lexical.search(conn, "検索", 10)] == [2]
     assert [i for i, _ in lexical.search(conn, "text", 10, file_ids=[2])] == [3]
     conn.execute(lexical.DELETE_FILE_SQL, (1,))
+    conn.execute(lexical.FILE_DELETE_SQL, (1,))
     assert lexical.search(conn, "数据", 10) == []
+    assert lexical.search(conn, "数据", 10, files=True) == []
     assert [i for i, _ in lexical.search(conn, "cafe", 10)] == [3]
     conn.close()
 

@@ -231,6 +231,12 @@ def test_every_earlier_schema_upgrades_in_place_and_serves(version, tmp_path):
         assert health.check(store) == []
     rows = json.loads(cli("search", "Kyoto", "--db", db, "--json", "--mode", "lexical").stdout)
     assert rows[0]["path"].endswith("travel/japan.md")
+    # Schema 6 rebuilt the lexical tables from the stored texts: stems, one row per file.
+    rows = json.loads(cli("search", "simmering", "--db", db, "--json", "--mode", "lexical").stdout)
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["pasta.md"]
+    with Store.open(db, create=False) as store:
+        files_fts = store.conn.execute("SELECT count(*) FROM files_fts").fetchone()[0]
+        assert files_fts == files
     if have_gguf():
         args = ("search", "pasta dough", "--db", db, "--json", "--mode", "semantic", *MODEL)
         rows = json.loads(cli(*args).stdout)

@@ -75,6 +75,11 @@ def test_rerank_keeps_the_best_chunk_per_file_and_plain_search_is_unchanged(db):
     assert "→ rerank #1" in text and "→ hybrid #" in text
 
 
+def test_rerank_returns_k_files_when_the_best_chunks_are_in_fewer(db):
+    rows = search(db, "--rerank", "--reranker", RERANKER, "-k", "6")
+    assert len(rows) == len({r["path"] for r in rows}) == 6
+
+
 def test_rerank_options_need_rerank(db):
     r = cli("search", "x", "--db", db, "--reranker", RERANKER, *MODEL, ok=(2,))
     assert "go with --rerank" in r.stderr

@@ -564,6 +564,13 @@ def search(
                     instruction=instruction,
                     rerank_progress=progress,
                 )
+            if not hits and mode == "lexical" and idx.store.lexical_too_common(text):
+                err_console.print(
+                    "no lexical results: each word of the query is in most indexed chunks,"
+                    " too common to rank by; add a rarer word",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         finally:
             if cross is not None:
                 cross.close()
