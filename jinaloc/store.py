@@ -158,6 +158,10 @@ MIGRATIONS: list[str | Callable] = [
     """,
     _add_blocks,
     _stem_lexical,
+    # Schema 7: inline #tags as Obsidian reads them (none inside links, anchors, URLs or
+    # code): every file's metadata is read again on the next update, without the model
+    # (a NULL meta is the planner's "re-read"); the old tags serve until then.
+    "UPDATE files SET meta = NULL;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.

@@ -113,3 +113,33 @@ def test_search_by_tag_returns_only_tagged_notes(tmp_path):
         ).stdout
     )
     assert [r["path"] for r in rows] == [str(vault / "Tags.md")]
+
+
+def test_an_older_index_reads_its_tags_again_without_re_embedding(tmp_path):
+    from jinaloc.store import _connect
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    (vault / "Quick switcher.md").write_text(QUICK_SWITCHER)
+    (vault / "Meeting.md").write_text("# Meeting\n\nOpen items for the week. #open #work\n")
+    db = tmp_path / "i.db"
+    cli("index", vault, "--db", db, *MODEL, "-q")
+    # As schema 6 left it: the old rule had read `#Open` of `[[#Open Quick switcher]]`.
+    conn = _connect(str(db))
+    conn.execute(
+        "INSERT INTO file_tags(file_id, tag) SELECT id, 'open' FROM files WHERE path LIKE ?",
+        ("%Quick switcher.md",),
+    )
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    before = cli("search", "open", "--tag", "open", "--db", db, "--mode", "lexical", "--json")
+    assert len(json.loads(before.stdout)) == 2  # the old tags serve until the next update
+    status = json.loads(cli("status", "--db", db, "--json").stdout)
+    assert status["files"] == 2
+    report = json.loads(cli("index", "--db", db, *MODEL, "--json", "-q").stdout)
+    assert report["chunks_embedded"] == 0  # metadata only: nothing embedded again
+    rows = json.loads(
+        cli("search", "open", "--tag", "open", "--db", db, "--mode", "lexical", "--json").stdout
+    )
+    assert [r["path"] for r in rows] == [str(vault / "Meeting.md")]
