@@ -521,7 +521,9 @@ def test_ctrl_c_during_start_up_is_quiet():
         proc.send_signal(signals.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert "Traceback" not in err, (delay, err)
-        assert proc.returncode in (0, 130), (delay, proc.returncode, err)
+        # -SIGINT: the signal came while Python was shutting down, after it had put the
+        # default action back (quiet too; the shell shows 130).
+        assert proc.returncode in (0, 130, -signals.SIGINT), (delay, proc.returncode, err)
 
 
 REDIM = """
