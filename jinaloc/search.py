@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,7 +252,14 @@ def search(
             else None
         )
         k_vector = depth if exact or len(query) < COARSE_MIN_DIM else k
-        vector = _vector_rows(store, query, k_vector, False, file_ids, excluded, exact, oversample)
+        try:
+            vector = _vector_rows(
+                store, query, k_vector, False, file_ids, excluded, exact, oversample
+            )
+        finally:
+            # Never leave the thread on the store's second connection: a caller that closes
+            # the store on an error would close it under the running query (a crash).
+            wait([f for f in (pending, pending_files) if f is not None])
         lexical = [r for r in pending.result() if r[1] not in excluded]
         # The same top `depth` of the vector list, so two-stage and exact fuse alike.
         vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
