@@ -96,11 +96,26 @@ class Index:
     def __init__(self, store: Store, loader: Loader | None = None):
         self.store = store
         self.path = store.path
-        self.meta = IndexMeta.from_store(store.meta())
+        self._meta: IndexMeta | None = None
+        self._meta_seen = None  # the file's state when the meta was read
         self._loader = loader or _default_loader
         self._embedder: Embedder | None = None
         self._owns_model = True
         self._choice: tuple = (None, "auto", None, False)
+
+    @property
+    def meta(self) -> IndexMeta | None:
+        """What the vectors mean, read again whenever another connection has committed since:
+        a long-lived session (serve, mcp, watch) follows a re-dim made by another process."""
+        seen = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
+        if seen != self._meta_seen:
+            self._meta, self._meta_seen = IndexMeta.from_store(self.store.meta()), seen
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: IndexMeta | None) -> None:
+        self._meta = value
+        self._meta_seen = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
 
     @classmethod
     def open(
