@@ -14,8 +14,13 @@ def _quit(signum, frame) -> None:
 
 
 def main() -> None:
-    previous = signal.signal(signal.SIGINT, _quit)
+    try:
+        # Left alone when ignored (started in the background); cli.main puts Python's
+        # KeyboardInterrupt back once it can catch it.
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _quit)
+    except KeyboardInterrupt:  # the signal came first
+        os._exit(130)
     from .cli import main as run
 
-    signal.signal(signal.SIGINT, previous)
     run()

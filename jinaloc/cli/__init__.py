@@ -78,6 +78,8 @@ def main() -> None:
     # The root takes no option but --help: a first argument that is not one names the command.
     first = sys.argv[1] if len(sys.argv) > 1 else "-"
     try:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # entry.py's until now
         (load_all() if first.startswith("-") else only(first))()
     except KeyboardInterrupt:  # Ctrl-C while Python is still starting up
         sys.exit(130)
