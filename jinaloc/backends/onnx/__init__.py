@@ -114,6 +114,19 @@ def build_once(final: Path, make, what: str) -> Path:
     return final / "model.onnx"
 
 
+def open_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session of a cached graph on the CPU, `threads` for its operators."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own types; all mean a broken file
+        raise JinalocError(f"onnxruntime cannot load {path}: {e}") from None
+
+
 class ONNXBackend(Backend):
     name = "onnx"
 
@@ -149,17 +162,7 @@ class ONNXBackend(Backend):
         if task != self.task or self.session is None:
             self.session = None  # free the previous task's weights first
             path = cached_model(self.folder, task, self.quant, self.config, self.architecture)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3  # errors only
-            try:
-                self.session = ort.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as e:  # ORT raises its own types; all mean a broken file
-                raise JinalocError(f"onnxruntime cannot load {path}: {e}") from None
+            self.session = open_session(path, self.threads)
             self.task, self.model_file = task, path
         return self.session
 

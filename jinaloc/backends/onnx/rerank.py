@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 from tokenizers import Tokenizer
 
@@ -26,7 +25,7 @@ from ...registry import detect_architecture
 from .. import onnx_quant
 from ..canonical import max_tokens, read_json, read_weights, weight_files
 from ..threads import default_threads
-from . import build_once, graph
+from . import build_once, graph, open_session
 
 CACHE_FORMAT = 2  # bump when the graph or its head change (2: per-row int8)
 # Padded tokens per forward pass: pairs are sorted by length so that little of it is padding.
@@ -115,17 +114,7 @@ class ONNXReranker:
             lambda tmp: build(self.folder, self.config, (self.yes_id, self.no_id), self.quant, tmp),
             f"{self.folder.name} (reranker, {self.quant})",
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(
-                str(model), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # ORT raises its own types; all mean a broken file
-            raise JinalocError(f"onnxruntime cannot load {model}: {e}") from None
+        self.session = open_session(model, threads or default_threads())
         self.model_file = model
 
     def tokenize(self, text: str) -> list[int]:
