@@ -16,6 +16,16 @@ from typer.testing import CliRunner
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from reranker_helpers import (  # noqa: E402
+    BIG,
+    F32_TOL,
+    FIXTURE,
+    GOLDEN,
+    RANK_F32,
+    groups,
+    scores_vs_golden,
+)
+
 from jinaloc.cli import app  # noqa: E402
 from jinaloc.embedder import default_backend  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
@@ -23,39 +33,15 @@ from jinaloc.reranker import load_reranker, reranker_backend, resolve_reranker  
 from tests.conftest import ROOT  # noqa: E402
 from tests.test_cli_models import add_repo, jinaloc  # noqa: E402
 
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen3-reranker"
-GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
-RANK_F32 = FIXTURE / "gguf" / "tiny-qwen3-reranker-F32.gguf"
-F32_TOL = 1e-4
 # int8: graph.int8_matmul, as for the embedding models (weights per column, activations per
 # token row). This fixture's random weights (std 0.25) make a chaotic network that amplifies
 # rounding: measured max abs error 0.052, mean 0.011 (per-tensor activations gave 0.30 and
 # 0.085; llama.cpp's Q8_0, one activation scale per 32 values, 0.031: tests/test_reranker.py).
 INT8_TOL, INT8_MEAN_TOL = 0.08, 0.02
-BIG = 100_000  # a document budget that trims nothing
 runner = CliRunner()
 # Where ONNX Runtime is the default backend (x86_64 Linux, Windows), a registry reranker runs
 # on it; elsewhere on llama.cpp.
 onnx_default = pytest.mark.skipif(default_backend() != "onnx", reason="ONNX is not the default")
-
-
-def groups() -> list[tuple[str, str, list[dict]]]:
-    """(instruction, query, cases) of golden.json; None there means the card's default."""
-    out: dict = {}
-    for c in GOLDEN["cases"]:
-        inst = c["instruction"] if c["instruction"] is not None else GOLDEN["default_instruction"]
-        out.setdefault((inst, c["query"]), []).append(c)
-    return [(inst, q, cases) for (inst, q), cases in out.items()]
-
-
-def scores_vs_golden(reranker) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    got, want = [], []
-    for inst, query, cases in groups():
-        docs = [c["document"] for c in cases]
-        assert reranker.prompt_ids(query, docs, inst) == [c["token_ids"] for c in cases]
-        got.append(reranker.score(query, docs, inst))
-        want.append(np.array([c["score"] for c in cases]))
-    return got, want
 
 
 @pytest.fixture(scope="module")

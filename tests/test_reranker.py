@@ -7,7 +7,6 @@ converter: a RANK-pooling file with the yes/no cls head (F32, Q8_0) and a plain-
 
 from __future__ import annotations
 
-import json
 from itertools import combinations
 
 import numpy as np
@@ -15,31 +14,27 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
+from reranker_helpers import (  # noqa: E402
+    BIG,
+    F32_TOL,
+    FIXTURE,
+    GOLDEN,
+    RANK_F32,
+    groups,
+    scores_vs_golden,
+)
+
 from jinaloc.embedder import load_embedder  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
 from jinaloc.reranker import DEFAULT_INSTRUCTION, load_reranker  # noqa: E402
-from tests.conftest import FIXTURES, ROOT  # noqa: E402
+from tests.conftest import FIXTURES  # noqa: E402
 
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen3-reranker"
-GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
-RANK_F32 = FIXTURE / "gguf" / "tiny-qwen3-reranker-F32.gguf"
 RANK_Q8 = FIXTURE / "gguf" / "tiny-qwen3-reranker-Q8_0.gguf"
 LM_Q8 = FIXTURE / "gguf" / "tiny-qwen3-lm-Q8_0.gguf"
-F32_TOL = 1e-4
 # Random weights this large (std 0.25) amplify Q8_0 rounding; measured worst case 0.031.
 Q8_TOL = 0.05
-BIG = 100_000  # a document budget that trims nothing
 # One thread: on a loaded 2-core machine llama.cpp's spinning threads make tiny models 15x slower.
 T = 1
-
-
-def groups() -> list[tuple[str, str, list[dict]]]:
-    """(instruction, query, cases) of golden.json; None there means the card's default."""
-    out: dict = {}
-    for c in GOLDEN["cases"]:
-        inst = c["instruction"] if c["instruction"] is not None else GOLDEN["default_instruction"]
-        out.setdefault((inst, c["query"]), []).append(c)
-    return [(inst, q, cases) for (inst, q), cases in out.items()]
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +42,6 @@ def f32():
     r = load_reranker(str(RANK_F32), threads=T, doc_tokens=BIG)
     yield r
     r.close()
-
-
-def scores_vs_golden(reranker) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    got, want = [], []
-    for inst, query, cases in groups():
-        docs = [c["document"] for c in cases]
-        assert reranker.prompt_ids(query, docs, inst) == [c["token_ids"] for c in cases]
-        got.append(reranker.score(query, docs, inst))
-        want.append(np.array([c["score"] for c in cases]))
-    return got, want
 
 
 def test_f32_scores_equal_the_card_recipe_and_rank_the_same(f32):
