@@ -155,3 +155,18 @@ def docx_bytes(blocks: list[tuple[str, str]], table: list[list[str]] = ()) -> by
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
+
+
+def cli(*args, input=None, ok=(0,)):
+    """`jinaloc ARGS` in-process (typer's runner); an AssertionError with both streams unless
+    the exit code is in `ok`."""
+    from typer.testing import CliRunner
+
+    from jinaloc.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    if result.exit_code not in ok:
+        raise AssertionError(
+            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+        ) from result.exception
+    return result

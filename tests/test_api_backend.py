@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 from conftest import model_dir
-from index_helpers import have_gguf, make_notes
+from index_helpers import cli, have_gguf, make_notes
 from typer.testing import CliRunner
 
 from jinaloc.backends.api import (
@@ -46,15 +46,6 @@ def _no_api_env(monkeypatch):
     for name in ("URL", "KEY", "KIND", "MODEL", "JOBS", "BATCH_TOKENS", "TIMEOUT", "RETRIES"):
         monkeypatch.delenv(f"JINALOC_API_{name}", raising=False)
     monkeypatch.delenv("JINA_API_KEY", raising=False)
-
-
-def cli(*args, input=None, ok=(0,)):
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    if result.exit_code not in ok:
-        raise AssertionError(
-            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        ) from result.exception
-    return result
 
 
 def cos(a, b) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import model_dir
-from index_helpers import have_gguf, make_notes
+from index_helpers import cli, have_gguf, make_notes
 from typer.testing import CliRunner
 
 from jinaloc import health
@@ -26,15 +26,6 @@ pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python"
 
 N = 150
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
-
-
-def cli(*args, input=None, ok=(0,)):
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    if result.exit_code not in ok:
-        raise AssertionError(
-            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        ) from result.exception
-    return result
 
 
 def index_json(*args):

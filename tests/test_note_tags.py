@@ -8,11 +8,9 @@ import json
 
 import pytest
 from conftest import model_dir
-from index_helpers import have_gguf
-from typer.testing import CliRunner
+from index_helpers import cli, have_gguf
 
 from jinaloc.chunking import meta_of
-from jinaloc.cli import app
 from jinaloc.notes import inline_tags
 
 # Shaped like the help's "Quick switcher" page: a heading linked from its own page.
@@ -80,15 +78,6 @@ def test_tags_as_obsidian_defines_them():
 def test_a_tag_after_a_link_or_code_on_the_same_line_is_still_a_tag():
     lines = ["See [[Note#Part]] #real and `code` #also, [x](#y) #third."]
     assert inline_tags(lines) == ["real", "also", "third"]
-
-
-def cli(*args, ok=(0,)):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exit_code not in ok:
-        raise AssertionError(
-            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        ) from result.exception
-    return result
 
 
 @pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")

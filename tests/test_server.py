@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from index_helpers import have_gguf, make_notes, nano_embedder
+from index_helpers import cli, have_gguf, make_notes, nano_embedder
 from server_helpers import MODEL_ARGS, ServeProcess, ThreadServer, call
 from typer.testing import CliRunner
 
@@ -29,15 +29,6 @@ for _module in ("uvicorn", "starlette", "openai"):  # the serve and dev extras
 
 HEAD = b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n"  # raw-socket requests
 TEXTS = ["the cat sat on the mat", "Steuererklärung bis Ende Mai", "how do I rotate api keys"]
-
-
-def cli(*args, input=None, ok=(0,)):
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    if result.exit_code not in ok:
-        raise AssertionError(
-            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        ) from result.exception
-    return result
 
 
 def cli_vectors(*args) -> np.ndarray:

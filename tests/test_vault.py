@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import model_dir
-from index_helpers import docx_bytes, have_gguf, pdf_bytes
+from index_helpers import cli, docx_bytes, have_gguf, pdf_bytes
 from typer.testing import CliRunner
 
 from jinaloc.cli import app
@@ -41,15 +41,6 @@ NOTES = {
     "plugin/main.js": "console.log('pasta dough');\n",
     "data.json": '{"pasta": "dough"}\n',
 }
-
-
-def cli(*args, ok=(0,)):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exit_code not in ok:
-        raise AssertionError(
-            f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        ) from result.exception
-    return result
 
 
 def documents() -> dict[str, bytes]:
