@@ -29,8 +29,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from . import notes
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
 
 # Raw token counts of texts (no prompt, no special tokens), in order.
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -551,3 +555,26 @@ def _piece(group: list[tuple[str, str, int, int]], block: _Block) -> _Block:
     text = group[0][1] + "".join(sep + text for sep, text, _, _ in group[1:])
     tokens = sum(u[3] for u in group)
     return _Block(text, group[0][2], group[-1][2], block.heading, 0, block.depth, tokens)
+
+
+class DocumentChunker:
+    """Chunks texts as the index embeds them: the model's tokenizer counts, and every
+    embedded chunk (title/heading prefix included) fits the model's limit."""
+
+    def __init__(self, embedder: Embedder, chunk_tokens: int):
+        self.embedder = embedder
+        self.overhead = embedder.count_tokens([""], "document")[0]
+        # Raw tokens an embedded chunk may have: the limit less the prompt and special tokens.
+        self.room = embedder.max_tokens - self.overhead
+        self.budget = max(8, min(chunk_tokens, self.room))
+
+    def count(self, texts) -> list[int]:
+        """Raw token counts (without the prompt and special tokens)."""
+        if not texts:
+            return []
+        counts = self.embedder.count_tokens(list(texts), "document")
+        return [max(n - self.overhead, 0) for n in counts]
+
+    def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
+        """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
+        return chunk_text(text, name, self.count, self.budget, room=self.room, breaks=breaks)

@@ -18,7 +18,7 @@ index (its own connection, the same model):
     ...
     stop.set(); thread.join(); session.close()
 
-While it runs, a small JSON record in the state dir says so (`read_record`, shown by
+While it runs, a small JSON record in the state dir says so (`records.read_watcher`, shown by
 `status`).
 
 The event source may fail (watchfiles gives up on a name that is not UTF-8, a folder it
@@ -29,8 +29,6 @@ applies what it missed, and the failure is logged, counted and kept in the recor
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -43,10 +41,9 @@ from typing import TYPE_CHECKING
 
 from .defaults import DEFAULT_DEBOUNCE_MS
 from .errors import JinalocError
-from .files import IGNORE_FILES
-from .indexer import Progress, Report
-from .paths import state_dir
-from .planner import WalkOptions
+from .index import Progress, Report
+from .records import read_watcher, watcher_path, write_watcher
+from .walk import IGNORE_FILES, WalkOptions
 
 if TYPE_CHECKING:
     from .index import Index
@@ -179,7 +176,7 @@ class Watcher:
     def _all_roots(self) -> list[tuple[Path, WalkOptions]]:
         if self._given is not None:
             return self._given
-        return [(Path(r), WalkOptions(**o)) for r, o in self.index.store.roots().items()]
+        return [(Path(r), WalkOptions(**o)) for r, o in self.index.roots().items()]
 
     def _identities(self, roots) -> dict[str, tuple[int, int] | None]:
         ids = {}
@@ -347,7 +344,7 @@ class Watcher:
     def _claim_record(self) -> None:
         if not self.record:
             return
-        other = read_record(self.index.path)
+        other = read_watcher(self.index.path)
         if other and other["pid"] != os.getpid():
             raise JinalocError(
                 f"a watcher (pid {other['pid']}) already keeps {self.index.path} fresh",
@@ -358,8 +355,6 @@ class Watcher:
     def _write_record(self) -> None:
         if not self.record:
             return
-        path = record_path(self.index.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "pid": os.getpid(),
             "db": str(Path(self.index.path).resolve()),
@@ -369,13 +364,11 @@ class Watcher:
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_watcher(self.index.path, data)
 
     def _drop_record(self) -> None:
         if self.record:
-            record_path(self.index.path).unlink(missing_ok=True)
+            watcher_path(self.index.path).unlink(missing_ok=True)
 
 
 class _Source:
@@ -413,29 +406,3 @@ def _outermost(paths: list[str]) -> list[str]:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def record_path(db: Path | str) -> Path:
-    """Where a watcher of `db` keeps its record (one per index file)."""
-    key = hashlib.sha256(str(Path(db).expanduser().resolve()).encode()).hexdigest()[:16]
-    return state_dir() / "watchers" / f"{key}.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-def read_record(db: Path | str) -> dict | None:
-    """The record of the watcher running for `db`, or None (none, or its process is gone:
-    killed before it could remove its record)."""
-    try:
-        data = json.loads(record_path(db).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data.get("pid"), int) and _alive(data["pid"]) else None

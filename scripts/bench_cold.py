@@ -42,7 +42,7 @@ from bench_search import clustered  # noqa: E402
 from bench_serve import QUERY, SAMPLE, default_model, env_for, make_notes  # noqa: E402
 from benchlib import ROOT, call_in_tree, log, machine, median, parser, table, write_json  # noqa: E402
 
-from jinaloc.store import NewChunk, Store  # noqa: E402
+from jinaloc.index.store import NewChunk, Store  # noqa: E402
 from jinaloc.vectors import l2_normalize  # noqa: E402
 
 CHUNKS_PER_FILE = 10
@@ -51,9 +51,9 @@ MODULES = (
     "jinaloc.cli",
     "typer",
     "typer._adapters",  # Typer's pydantic coercion, loaded when a command parses its options
-    "jinaloc.index",
+    "jinaloc.index.session",
     "numpy",
-    "jinaloc.search",
+    "jinaloc.index.search",
     "jinaloc.embedder",
     "llama_cpp",
     "onnxruntime",

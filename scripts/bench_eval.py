@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import build, clustered  # noqa: E402
 from benchlib import log, machine, parser, table, write_json  # noqa: E402
 
-from jinaloc import eval as ev  # noqa: E402
-from jinaloc.store import Store  # noqa: E402
+from jinaloc.index import eval as ev  # noqa: E402
+from jinaloc.index.store import Store  # noqa: E402
 from jinaloc.vectors import l2_normalize  # noqa: E402
 
 CHUNKS_PER_FILE = 10

@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import fixtures_dir, log, machine, parser, percentile, table, write_json  # noqa: E402
 
-from jinaloc import search as search_mod  # noqa: E402
 from jinaloc.index import Index  # noqa: E402
-from jinaloc.search import embed_query, search  # noqa: E402
-from jinaloc.store import NewChunk, Store  # noqa: E402
+from jinaloc.index import search as search_mod  # noqa: E402
+from jinaloc.index.search import embed_query, search  # noqa: E402
+from jinaloc.index.store import NewChunk, Store  # noqa: E402
 from jinaloc.vectors import l2_normalize  # noqa: E402
 
 WORDS = [

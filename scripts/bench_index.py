@@ -36,7 +36,7 @@ from benchlib import (  # noqa: E402
 
 from jinaloc.chunking import embed_text  # noqa: E402
 from jinaloc.embedder import load_embedder  # noqa: E402
-from jinaloc.store import Store  # noqa: E402
+from jinaloc.index.store import Store  # noqa: E402
 
 TOPICS = """budget hiring travel roadmap release security backup garden recipes reading
 fitness taxes meeting research embeddings retrieval onboarding design review"""

@@ -5,7 +5,7 @@ Chinese, Japanese and Korean chunks with a title, a heading path and a body.
    against substring containment (the ground truth), index bytes per chunk and query time
    (top 10 by bm25, interleaved per query across variants). Variants:
    - unicode61: FTS5's default tokenizer, no CJK handling (the baseline)
-   - bigram: jinaloc.lexical (CJK runs rewritten into bigrams + last character, unicode61)
+   - bigram: jinaloc.index.lexical (CJK runs rewritten into bigrams + last character, unicode61)
    - bigram+prefix1: the same with a 1-character prefix index (for 1-character queries)
    - trigram: FTS5's trigram tokenizer, with an instr() scan of the chunk texts for queries of
      1-2 characters (the trigram index cannot answer them)
@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import log, machine, median, parser, percentile, table, write_json  # noqa: E402
 
-from jinaloc import lexical  # noqa: E402
-from jinaloc.store import _connect  # noqa: E402
+from jinaloc.index import lexical  # noqa: E402
+from jinaloc.index.store import _connect  # noqa: E402
 
 
 def _words(s: str) -> list[str]:

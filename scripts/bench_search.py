@@ -76,8 +76,8 @@ def stats(name: str, times: list[float]) -> dict:
 def worker(spec: dict) -> dict:
     """Build the index from the saved vectors through the store found on sys.path, then time
     its searches. Uses only API both layouts have (Store, NewChunk, search_vector)."""
-    from jinaloc.search import search_vector
-    from jinaloc.store import NewChunk, Store
+    from jinaloc.index.search import search_vector
+    from jinaloc.index.store import NewChunk, Store
 
     vectors = np.load(spec["vectors"], mmap_mode="r")
     queries = np.load(spec["queries"])

@@ -41,8 +41,9 @@ from benchlib import (  # noqa: E402
     write_json,
 )
 
-from jinaloc.planner import WalkOptions, plan_update, sha256  # noqa: E402
-from jinaloc.store import Store  # noqa: E402
+from jinaloc.index.plan import plan_update, sha256
+from jinaloc.index.store import Store  # noqa: E402
+from jinaloc.walk import WalkOptions  # noqa: E402
 
 DEBOUNCES = (100, 500)
 WORDS = ["budget", "hiring", "travel", "roadmap", "release", "garden", "recipes", "reading"]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jinaloc import search as search_mod
-from jinaloc.search import search_vector
-from jinaloc.store import NewChunk, Store
+from jinaloc.index import search as search_mod
+from jinaloc.index.search import search_vector
+from jinaloc.index.store import NewChunk, Store
 from jinaloc.vectors import l2_normalize
 
 CHUNKS_PER_FILE = 5

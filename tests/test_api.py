@@ -18,7 +18,9 @@ def test_exports_resolve_and_import_is_light():
     for name in jinaloc.__all__:
         assert getattr(jinaloc, name) is not None
     # `import jinaloc` alone pulls in neither numpy nor the store (the CLI's start-up).
-    code = "import sys, jinaloc; print('numpy' in sys.modules, 'jinaloc.store' in sys.modules)"
+    code = (
+        "import sys, jinaloc; print('numpy' in sys.modules, 'jinaloc.index.store' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -461,7 +461,7 @@ def test_the_key_is_sent_but_never_stored_or_shown(fake, tmp_path, monkeypatch):
 
 def test_ctrl_c_with_a_hung_server_keeps_finished_files(fake, tmp_path):
     from jinaloc.index import Index
-    from jinaloc.indexer import Progress
+    from jinaloc.index.write import Progress
 
     notes = tmp_path / "notes"
     make_notes(notes, 200, paragraphs=2, words=12)  # a chunk each: 7 requests of 32

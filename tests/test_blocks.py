@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jinaloc import blocks, health
-from jinaloc.store import NewChunk, Store
+from jinaloc.index import blocks, health
+from jinaloc.index.store import NewChunk, Store
 from jinaloc.vectors import l2_normalize, pack_bits
 
 FULL, DIM = 20, 12  # kept vectors are wider than the index's: a re-dim can go up to 20

@@ -18,9 +18,9 @@ from conftest import model_dir
 from index_helpers import cli, have_gguf, make_notes
 from typer.testing import CliRunner
 
-from jinaloc import health
 from jinaloc.cli import app
-from jinaloc.store import Store
+from jinaloc.index import health
+from jinaloc.index.store import Store
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
 
@@ -136,7 +136,7 @@ def test_search_all_chunks_path_filter_and_no_match(indexed):
 def test_two_stage_equals_exact(indexed, monkeypatch):
     # The fixture's 64 dims are below COARSE_MIN_DIM (always exact); force the two stages
     # through the CLI here. Their recall at realistic dims is tested in test_search.
-    monkeypatch.setattr("jinaloc.search.COARSE_MIN_DIM", 1)
+    monkeypatch.setattr("jinaloc.index.search.COARSE_MIN_DIM", 1)
     notes, db = indexed
     for query in ("tomato basil", "airport hotel", "tax invoice", "python bug", "roses"):
         for extra in ([], ["--all-chunks"]):
@@ -248,10 +248,10 @@ def test_help_has_examples():
 
 SLOW_INDEX = """
 import signal, sys, time
-import jinaloc.embedder, jinaloc.indexer
+import jinaloc.embedder, jinaloc.index.write
 # Ctrl-C as on a terminal, even when pytest itself runs in the background (SIGINT ignored).
 signal.signal(signal.SIGINT, signal.default_int_handler)
-jinaloc.indexer.STEP_CHUNKS = 4
+jinaloc.index.write.STEP_CHUNKS = 4
 embed = jinaloc.embedder.Embedder.embed_with_counts
 def slow(self, *args, **kwargs):
     time.sleep(0.15)

@@ -352,7 +352,7 @@ def index_db(notes):
 def note_vectors(db, embedder, task):
     """Each note re-embedded directly: chunks as the index embeds them, mean, normalized."""
     from jinaloc.chunking import embed_text
-    from jinaloc.store import Store
+    from jinaloc.index.store import Store
 
     with Store.open(db, create=False) as store:
         docs = list(store.iter_documents())

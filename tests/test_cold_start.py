@@ -22,14 +22,15 @@ HEAVY = (
     "sqlite_vec",
     "pathspec",
     "huggingface_hub",
-    "jinaloc.store",
-    "jinaloc.search",
-    "jinaloc.index",
-    "jinaloc.indexer",
+    "jinaloc.index.store",
+    "jinaloc.index.search",
+    "jinaloc.index.session",
+    "jinaloc.index.write",
     "jinaloc.embedder",
     "jinaloc.backends",
-    "jinaloc.eval",
-    "jinaloc.files",
+    "jinaloc.index.eval",
+    "jinaloc.walk",
+    "jinaloc.reader",
     "jinaloc.hub",
     "jinaloc.reranker",
     "jinaloc.pipelines.items",
@@ -90,10 +91,10 @@ def test_help_imports_nothing_heavy(args):
 
 
 def test_a_command_that_runs_loads_what_it_uses(tmp_path):
-    """The probe sees imports: `status` opens the index, so numpy and jinaloc.store load."""
+    """The probe sees imports: `status` opens the index, so numpy and jinaloc.index.store load."""
     proc, loaded = loaded_by("status", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr
-    assert {"numpy", "jinaloc.index", "jinaloc.store"} <= set(loaded)
+    assert {"numpy", "jinaloc.index.session", "jinaloc.index.store"} <= set(loaded)
 
 
 @pytest.mark.parametrize("name", ["search", "eval", "models"])

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from jinaloc.cli import app
 from jinaloc.index import Index
-from jinaloc.indexer import CROWD_MIN_FILES, Report
+from jinaloc.index.write import CROWD_MIN_FILES, Report
 
 
 def translation_table(path, n=1500):

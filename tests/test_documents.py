@@ -9,9 +9,9 @@ import zipfile
 import pytest
 from index_helpers import docx_bytes, pdf_bytes
 
-from jinaloc.documents import extract
 from jinaloc.errors import JinalocError
-from jinaloc.files import Unreadable, extract_text, read_input
+from jinaloc.reader import Unreadable, extract_text, read_input
+from jinaloc.reader import extract_document as extract
 
 pytest.importorskip("pypdf")
 pytest.importorskip("fpdf")
@@ -42,7 +42,7 @@ def test_damaged_files_are_one_line_reasons():
 
 
 def test_zip_bombs_are_refused(monkeypatch):
-    monkeypatch.setattr("jinaloc.documents.MAX_UNPACKED", 1000)
+    monkeypatch.setattr("jinaloc.reader.MAX_UNPACKED", 1000)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("word/document.xml", "x" * 5000)

@@ -1,4 +1,4 @@
-"""`jinaloc eval` and jinaloc.eval: metrics on hand-made rankings, query generation, the
+"""`jinaloc eval` and jinaloc.index.eval: metrics on hand-made rankings, query generation, the
 numpy scan against brute force and against `search`, derived dims against direct
 embeddings, and the command end to end on an index built with the tiny nano GGUF."""
 
@@ -18,13 +18,13 @@ import pytest
 from index_helpers import have_gguf, nano_embedder
 from test_cli_index import MODEL, cli
 
-from jinaloc import eval as ev
-from jinaloc import search as search_mod
-from jinaloc.blocks import at_dim
 from jinaloc.chunking import embed_text
 from jinaloc.errors import JinalocError
-from jinaloc.search import search
-from jinaloc.store import Store
+from jinaloc.index import eval as ev
+from jinaloc.index import search as search_mod
+from jinaloc.index.blocks import at_dim
+from jinaloc.index.search import search
+from jinaloc.index.store import Store
 from jinaloc.vectors import l2_normalize, pack_bits
 
 WORDS = [

@@ -7,17 +7,8 @@ import os
 import pytest
 
 from jinaloc.errors import JinalocError
-from jinaloc.files import (
-    Candidate,
-    LeftOut,
-    Skipped,
-    Unreadable,
-    Walker,
-    decode_text,
-    outside_reason,
-    parse_size,
-    read_bytes,
-)
+from jinaloc.reader import Unreadable, decode_text, read_bytes
+from jinaloc.walk import Candidate, LeftOut, Skipped, Walker, outside_reason, parse_size
 
 
 def walk(root, **kw):

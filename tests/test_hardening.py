@@ -17,12 +17,11 @@ from conftest import ROOT, model_dir
 from index_helpers import FakeEmbedder, have_gguf, make_notes
 from typer.testing import CliRunner
 
-from jinaloc import blocks, health
 from jinaloc.cli import app
 from jinaloc.errors import IndexBusy, JinalocError
-from jinaloc.index import Index
-from jinaloc.planner import WalkOptions
-from jinaloc.store import Store
+from jinaloc.index import Index, blocks, health
+from jinaloc.index.store import Store
+from jinaloc.walk import WalkOptions
 
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
 needs_gguf = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
@@ -482,7 +481,7 @@ def test_unreadable_files_are_not_read_again_until_they_change(tmp_path, monkeyp
     with Index.open(db, loader=lambda *a, **k: fake) as idx:
         first = idx.update()
         assert first.skipped == [(str(bad), "binary file")] and not first.known_skips
-        import jinaloc.planner as planner
+        import jinaloc.index.plan as planner
 
         reads = []
         real = planner.read_bytes
@@ -528,7 +527,7 @@ def test_ctrl_c_during_start_up_is_quiet():
 
 REDIM = """
 import sys
-from jinaloc.store import Store
+from jinaloc.index.store import Store
 store = Store.open(sys.argv[1], create=False)
 print("start", flush=True)
 store.redim(int(sys.argv[2]))
@@ -539,7 +538,7 @@ print("done", flush=True)
 def test_a_redim_killed_midway_leaves_the_old_dim_whole(tmp_path):
     import numpy as np
 
-    from jinaloc.store import NewChunk
+    from jinaloc.index.store import NewChunk
     from jinaloc.vectors import l2_normalize
 
     db = tmp_path / "big.db"

@@ -11,7 +11,7 @@ from index_helpers import have_gguf, make_notes
 from typer.testing import CliRunner
 
 from jinaloc.cli import app
-from jinaloc.store import Store
+from jinaloc.index.store import Store
 
 pytestmark = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")
 

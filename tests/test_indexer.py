@@ -8,12 +8,11 @@ import shutil
 import pytest
 from index_helpers import FakeEmbedder, make_notes
 
-from jinaloc import health
 from jinaloc.errors import IndexMismatch, JinalocError
-from jinaloc.index import Index
-from jinaloc.indexer import Report
-from jinaloc.planner import WalkOptions
-from jinaloc.store import Store
+from jinaloc.index import Index, health
+from jinaloc.index.store import Store
+from jinaloc.index.write import Report
+from jinaloc.walk import WalkOptions
 
 
 class Loader:
@@ -223,7 +222,7 @@ class Interrupting(FakeEmbedder):
 
 
 def test_interrupted_run_keeps_finished_files_and_resumes(db, tmp_path, monkeypatch):
-    monkeypatch.setattr("jinaloc.indexer.STEP_CHUNKS", 4)
+    monkeypatch.setattr("jinaloc.index.write.STEP_CHUNKS", 4)
     root = tmp_path / "notes"
     make_notes(root, 30)
     partial = Report()

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jinaloc import lexical
-from jinaloc.store import MIGRATIONS, _connect
+from jinaloc.index import lexical
+from jinaloc.index.store import MIGRATIONS, _connect
 
 
 class Index:
@@ -68,7 +68,7 @@ def test_old_sqlite_fallback_schema_deletes_by_rowid():
 
 def test_rebuild_fills_from_stored_chunks_and_delete_by_file():
     conn = _connect(":memory:")
-    conn.executescript(MIGRATIONS[0])  # the schema-v1 tables, as an old index has them
+    MIGRATIONS[0](conn)  # the schema-v1 tables, as an old index has them
     conn.execute(
         "INSERT INTO files(id, path, root, rel, hash, size, mtime_ns, title, tokens, indexed_at)"
         " VALUES (1, '/n/a.md', '/n', 'a.md', 'h', 1, 1, '数据手册', 1, 0),"

@@ -35,8 +35,8 @@ def test_a_failed_vector_stage_waits_for_the_lexical_thread(tmp_path, monkeypatc
     in the vector stage must not return (and let the caller close the store) under it."""
     import time
 
-    from jinaloc import search
-    from jinaloc.store import Store
+    from jinaloc.index import search
+    from jinaloc.index.store import Store
 
     make_notes(tmp_path / "notes", 10)
     db = tmp_path / "index.db"

@@ -7,10 +7,11 @@ import logging
 import pytest
 from index_helpers import FakeEmbedder, have_gguf, make_notes, nano_embedder
 
+from jinaloc.chunking import DocumentChunker
 from jinaloc.index import Index
-from jinaloc.indexer import DocumentChunker, Writer
-from jinaloc.planner import WalkOptions
-from jinaloc.store import Store
+from jinaloc.index.store import Store
+from jinaloc.index.write import Writer
+from jinaloc.walk import WalkOptions
 
 
 def test_embedder_collects_truncation_instead_of_warning(caplog):
@@ -32,7 +33,8 @@ def test_a_run_reports_truncated_chunks_once_not_per_batch(tmp_path, caplog):
     make_notes(notes, 40, paragraphs=2, words=60)
     fake = FakeEmbedder(max_tokens=48)
     with Store.open(tmp_path / "index.db") as store:
-        writer = Writer(Index(store, lambda *a, **k: fake))
+        idx = Index(store, lambda *a, **k: fake)
+        writer = Writer(store, lambda: (idx.settle(), idx.embedder))
         # A chunker that ignores the model's limit, so the embedder has to cut.
         writer.chunker().room = writer.chunker().budget = 200
         with caplog.at_level(logging.WARNING):
@@ -80,7 +82,7 @@ def test_a_long_heading_never_pushes_a_chunk_over_the_fixture_limit(tmp_path):
 
 def test_the_run_summary_has_one_truncation_line(capsys, tmp_path):
     from jinaloc.cli.index import _summary
-    from jinaloc.indexer import Report
+    from jinaloc.index.write import Report
 
     report = Report(added=2, truncated=[("/n/a.md", 900), ("/n/a.md", 700), ("/n/b.md", 600)])
     report.token_limit = 512

@@ -24,12 +24,12 @@ from watchfiles._rust_notify import RustNotify
 
 from jinaloc.cli import app
 from jinaloc.errors import JinalocError
-from jinaloc.files import Walker, read_input
 from jinaloc.index import Index
+from jinaloc.index.store import Store
 from jinaloc.output import shown
-from jinaloc.planner import WalkOptions
+from jinaloc.reader import read_input
 from jinaloc.server.mcp_app import read_lines
-from jinaloc.store import Store
+from jinaloc.walk import Walker, WalkOptions
 
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]
 needs_gguf = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python")

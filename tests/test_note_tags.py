@@ -105,7 +105,7 @@ def test_search_by_tag_returns_only_tagged_notes(tmp_path):
 
 
 def test_an_older_index_reads_its_tags_again_without_re_embedding(tmp_path):
-    from jinaloc.store import _connect
+    from jinaloc.index.store import _connect
 
     vault = tmp_path / "vault"
     vault.mkdir()

@@ -20,9 +20,9 @@ from conftest import model_dir
 from index_helpers import have_gguf
 from typer.testing import CliRunner
 
-from jinaloc import health
 from jinaloc.cli import app
-from jinaloc.store import SCHEMA_VERSION, Store, _connect, _reader
+from jinaloc.index import health
+from jinaloc.index.store import SCHEMA_VERSION, Store, _connect, _reader
 
 DATA = Path(__file__).parent / "data"
 MODEL = ["--model", str(model_dir("nano")), "--backend", "gguf", "--quant", "F32"]

@@ -297,7 +297,7 @@ def test_nonempty_fails_before_any_work():
 
 def test_note_blocks_pool_chunk_vectors_per_note():
     from jinaloc.chunking import embed_text
-    from jinaloc.store import IndexedDocument
+    from jinaloc.index.store import IndexedDocument
 
     def doc(i, n):
         vectors = l2_normalize(np.random.default_rng(i).normal(size=(n, 4)))

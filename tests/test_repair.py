@@ -20,11 +20,10 @@ from conftest import ROOT
 from index_helpers import FakeEmbedder, make_notes
 from typer.testing import CliRunner
 
-from jinaloc import health, salvage, store
 from jinaloc.cli import app
 from jinaloc.errors import IndexUnrepairable
-from jinaloc.index import Index
-from jinaloc.store import Store
+from jinaloc.index import Index, health, salvage, store
+from jinaloc.index.store import Store
 
 NOTES = 40
 
@@ -352,7 +351,7 @@ def hold_open(db: Path, sql: str = "SELECT 1") -> subprocess.Popen:
     """Another process with the index open (and `sql` run on it), until it is killed.
     In this process the locks would not show: POSIX locks are per process."""
     code = (
-        "import sys, time; from jinaloc.store import Store;"
+        "import sys, time; from jinaloc.index.store import Store;"
         f"s = Store.open({str(db)!r}); s.conn.execute({sql!r}); print('open', flush=True);"
         "time.sleep(60)"
     )
@@ -431,7 +430,7 @@ def test_reindex_builds_beside_and_a_kill_leaves_the_old_index(tmp_path):
         "import sys, time; sys.path.insert(0, 'tests');"
         "from index_helpers import FakeEmbedder;"
         "from jinaloc.index import Index;"
-        "import jinaloc.indexer as ix; ix.STEP_CHUNKS = 4\n"
+        "import jinaloc.index.write as ix; ix.STEP_CHUNKS = 4\n"
         "class Slow(FakeEmbedder):\n"
         "    def embed_with_counts(self, *a, **k):\n"
         "        print('embedding', flush=True); time.sleep(0.2)\n"

@@ -11,10 +11,9 @@ import pytest
 from index_helpers import FakeEmbedder, make_notes
 from typer.testing import CliRunner
 
-from jinaloc import lexical
 from jinaloc.cli import app
-from jinaloc.index import Index
-from jinaloc.store import _connect
+from jinaloc.index import Index, lexical
+from jinaloc.index.store import _connect
 
 
 def cli(*args, ok=(0,)):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from index_helpers import FakeEmbedder, make_notes
 
-from jinaloc import search as search_mod
 from jinaloc.errors import JinalocError
 from jinaloc.index import Index
-from jinaloc.planner import WalkOptions
-from jinaloc.search import embed_query, file_vector, search_vector
-from jinaloc.store import Store
+from jinaloc.index import search as search_mod
+from jinaloc.index.search import embed_query, file_vector, search_vector
+from jinaloc.index.store import Store
+from jinaloc.walk import WalkOptions
 
 DIM = 256  # the smallest dim searched in two stages
 QUERIES = ["tomato basil sauce", "passport hotel", "tax invoice", "compost roses", "python bug"]

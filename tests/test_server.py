@@ -521,8 +521,8 @@ def test_cli_pipes_and_search_identical_through_the_server(use_server, notes_db)
 def test_stale_records_are_ignored(tmp_path, monkeypatch):
     from dataclasses import replace
 
+    from jinaloc.records import ServerRecord, recorded_servers, server_path, write_server
     from jinaloc.server.client import find_server
-    from jinaloc.server.records import ServerRecord, record_path, recorded_servers, write_record
 
     base = ServerRecord(
         url="http://127.0.0.1:9", pid=os.getpid(), model="tiny-v5-nano",
@@ -530,13 +530,13 @@ def test_stale_records_are_ignored(tmp_path, monkeypatch):
         hidden_size=64, max_tokens=512, db="", token="", max_body=2**21, max_inputs=2048,
     )  # fmt: skip
     dead = replace(base, pid=2**22 + 12345)
-    write_record(base, 9)
-    write_record(dead, 10)
+    write_server(base, 9)
+    write_server(dead, 10)
     assert recorded_servers() == [base]  # the dead one is gone
-    assert not record_path(10).exists()
+    assert not server_path(10).exists()
     # Alive but not answering (nothing listens on port 9): ignored.
     assert find_server(MODEL_ARGS[1], "gguf", "F32") is None
-    assert (record_path(9).stat().st_mode & 0o777) == 0o600
+    assert (server_path(9).stat().st_mode & 0o777) == 0o600
 
 
 def test_cli_truncation_warning_through_the_server(use_server):
@@ -573,9 +573,9 @@ def test_remote_embedder_errors_are_one_line(use_server):
     from dataclasses import replace
 
     from jinaloc.errors import JinalocError
+    from jinaloc.records import ServerRecord
     from jinaloc.registry import resolve
     from jinaloc.server.client import RemoteEmbedder
-    from jinaloc.server.records import ServerRecord
 
     record = ServerRecord.from_json(use_server.record)
     remote = RemoteEmbedder(resolve(MODEL_ARGS[1]), record)

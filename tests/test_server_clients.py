@@ -313,7 +313,7 @@ def test_search_paths_are_absolute_wherever_serve_started(server, tmp_path):
 
 
 def record_for(srv, state_dir=None):
-    from jinaloc.server.records import ServerRecord, write_record
+    from jinaloc.records import ServerRecord, write_server
 
     e = srv.worker.served.embedder
     record = ServerRecord(
@@ -322,7 +322,7 @@ def record_for(srv, state_dir=None):
         max_tokens=e.max_tokens, db="", token="", max_body=2**21, max_inputs=2048,
     )  # fmt: skip
     if state_dir is not None:
-        write_record(record, srv.port)
+        write_server(record, srv.port)
     return record
 
 

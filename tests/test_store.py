@@ -8,9 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from jinaloc import store as store_mod
 from jinaloc.errors import IndexNotFound, JinalocError
-from jinaloc.store import SCHEMA_VERSION, NewChunk, Store
+from jinaloc.index import store as store_mod
+from jinaloc.index.store import SCHEMA_VERSION, NewChunk, Store
 from jinaloc.vectors import l2_normalize
 
 DIM = 12  # not a multiple of 8 (nor of 64): the bit words are padded
@@ -83,7 +83,11 @@ def test_newer_schema_is_refused(tmp_path):
 def test_migrations_run_in_order_from_the_stored_version(tmp_path, monkeypatch):
     s = Store.open(tmp_path / "i.db")
     s.close()
-    extra = "CREATE TABLE later (x INTEGER); INSERT INTO later VALUES (42)"
+
+    def extra(conn):
+        conn.execute("CREATE TABLE later (x INTEGER)")
+        conn.execute("INSERT INTO later VALUES (42)")
+
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     s = Store.open(tmp_path / "i.db")

@@ -65,7 +65,7 @@ def test_encodings_round_trip():
 
 
 def test_pack_bits_equals_sqlite_vec_quantize_binary(tmp_path):
-    from jinaloc.store import Store
+    from jinaloc.index.store import Store
 
     rng = np.random.default_rng(1)
     x = matryoshka(rng.standard_normal((20, 256)))

@@ -20,12 +20,11 @@ import pytest
 from conftest import ROOT, model_dir
 from index_helpers import FakeEmbedder, have_gguf, make_notes
 
-from jinaloc import health
-from jinaloc.files import Candidate, Walker
-from jinaloc.index import Index
-from jinaloc.planner import WalkOptions
-from jinaloc.store import Store
-from jinaloc.watch import Watcher, read_record, record_path
+from jinaloc.index import Index, health
+from jinaloc.index.store import Store
+from jinaloc.records import read_watcher, watcher_path
+from jinaloc.walk import Candidate, Walker, WalkOptions
+from jinaloc.watch import Watcher
 
 WAIT = 20.0  # seconds any change may take to show up in the index
 
@@ -423,25 +422,25 @@ def test_a_watcher_thread_on_a_session_shares_the_served_model(tmp_path):
 
 
 def test_record_and_status_while_running(watched):
-    rec = read_record(watched.db)
+    rec = read_watcher(watched.db)
     # The catch-up indexed the 20 notes: one applied batch.
     assert rec["pid"] == os.getpid() and rec["batches"] == 1 and rec["last_applied"]
     assert watched.index.status()["watcher"]["pid"] == os.getpid()
     (watched.notes / "x.md").write_text("# X\n\nrecorded\n")
     watched.converges()
-    rec = until(lambda: read_record(watched.db)["batches"] == 2 and read_record(watched.db))
+    rec = until(lambda: read_watcher(watched.db)["batches"] == 2 and read_watcher(watched.db))
     assert rec and rec["db"] == str(watched.db.resolve())
     watched.close()
-    assert read_record(watched.db) is None and not record_path(watched.db).exists()
+    assert read_watcher(watched.db) is None and not watcher_path(watched.db).exists()
 
 
 def test_a_stale_record_is_not_a_running_watcher(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    path = record_path(tmp_path / "index.db")
+    path = watcher_path(tmp_path / "index.db")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"pid": dead.pid, "db": "x", "started": "", "batches": 0}))
-    assert read_record(tmp_path / "index.db") is None
+    assert read_watcher(tmp_path / "index.db") is None
 
 
 def test_scoped_walk_equals_the_full_walk_below_each_path(tmp_path):
@@ -486,7 +485,7 @@ def test_cli_refuses_a_missing_path_and_an_index_without_roots(tmp_path):
     assert result.exit_code == 2 and "nope: no such file or folder" in result.stderr
     result = CliRunner().invoke(app, ["watch", "--db", db])
     assert result.exit_code == 2 and "nothing to watch" in result.stderr
-    assert not record_path(tmp_path / "i.db").exists()
+    assert not watcher_path(tmp_path / "i.db").exists()
 
 
 # The CLI as a real process: signals, kill -9, status, idle CPU.
@@ -598,7 +597,7 @@ def test_cli_watch_edit_status_idle_cpu_and_sigterm(tmp_path):
     assert code == 0, err
     assert "caught up: 12 added" in err and "events: 1 updated" in err
     assert "stopped: 2 batches applied" in err
-    assert not record_path(db).exists()
+    assert not watcher_path(db).exists()
     assert "not running" in jinaloc("status", "--db", db).stdout
 
 
@@ -607,7 +606,7 @@ def test_cli_kill_9_then_watch_or_index_catches_up(tmp_path):
     notes, db = tmp_path / "notes", tmp_path / "index.db"
     make_notes(notes, 10, paragraphs=1, words=8)
     WatchProcess(notes, db).kill9()
-    assert record_path(db).exists()  # left behind, but seen as stale
+    assert watcher_path(db).exists()  # left behind, but seen as stale
     assert json.loads(jinaloc("status", "--db", db, "--json").stdout)["watcher"] is None
     # Changes while nothing watches.
     (notes / "travel" / "note-0001.md").unlink()

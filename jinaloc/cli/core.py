@@ -34,7 +34,7 @@ class JinalocGroup(TyperGroup):
         except Exception as e:
             if type(e).__module__.split(".")[0] not in ("sqlite3", "pysqlite3"):
                 raise
-            from ..store import open_error
+            from ..index import open_error
 
             # Seen as soon as a damaged page is read, or a write finds the disk full.
             err_console.print(

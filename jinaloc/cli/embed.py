@@ -89,8 +89,8 @@ def embed(
 ) -> None:
     """Embed texts with a v5 model: arguments, --file paths, or one text per stdin line."""
     from ..embedder import check_prompt, check_task
-    from ..files import read_input
     from ..inputs import INPUT_FORMATS, STREAM_BLOCK, Record, batched, records
+    from ..reader import read_input
     from ..vectors import OUTPUT_TYPES
 
     check_task(task)

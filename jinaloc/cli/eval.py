@@ -31,7 +31,7 @@ from .index import DbOpt, TopKOpt, _open_index
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..eval import Recommendation, Result
+    from ..index import Recommendation, Result
 
 EXAMPLES = """
 [b]Examples[/b]
@@ -87,32 +87,25 @@ def eval_command(
     Known-item queries (yours, or made from sampled notes) are scored over every chunk
     for each Matryoshka dim and vector type, and searched in each mode. Prints one row per
     configuration and the smallest one within 1 point of full-dim float recall."""
-    from ..eval import evaluate, generate_queries, read_queries
-
     if plot is not None:
         from ..plot import require_matplotlib
 
         require_matplotlib()
     with _open_index(db, model, backend, quant, offline) as idx:
-        if not idx.store.counts()["chunks"]:
+        if not idx.counts()["chunks"]:
             raise IndexEmpty(idx.path)
-        if queries is not None:
-            asked = read_queries(queries, idx.store)
-        else:
-            asked = generate_queries(idx.store, sample, seed)
-            if not asked:
-                raise JinalocError(
-                    "no queries could be made from this index (no note has a heading of its"
-                    " own or two chunks)",
-                    "pass --queries FILE",
-                )
+        asked = idx.eval_queries(queries, sample, seed)
+        if queries is None and not asked:
+            raise JinalocError(
+                "no queries could be made from this index (no note has a heading of its"
+                " own or two chunks)",
+                "pass --queries FILE",
+            )
         cross = load_reranker(reranker, None, offline, backend=backend) if rerank else None
         score = (lambda query, texts: cross.score(query, texts)) if cross else None
         try:
             with _ProgressBar(quiet) as progress:
-                result = evaluate(
-                    idx.store, idx.embedder, idx.meta.dim, asked, k, rerank=score, progress=progress
-                )
+                result = idx.evaluate(asked, k, rerank=score, progress=progress)
         finally:
             if cross is not None:
                 cross.close()
@@ -221,8 +214,7 @@ def _table(result: "Result", width: int) -> "Table":
 def _advice(rec: "Recommendation", result: "Result", db: Path | None) -> list[str]:
     """The recommendation as lines with the commands that act on it."""
     from ..defaults import DEFAULT_OVERSAMPLE
-    from ..eval import TOLERANCE
-    from ..search import COARSE_MIN_DIM
+    from ..index import COARSE_MIN_DIM, TOLERANCE
 
     on = f" --db {db}" if db else ""
     ref = rec.reference

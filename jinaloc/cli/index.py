@@ -36,8 +36,7 @@ from .common import (
 from .core import app
 
 if TYPE_CHECKING:  # the index and what it imports (numpy, sqlite) load when a command runs
-    from ..index import Index
-    from ..indexer import Report
+    from ..index import Index, Report
 
 DbOpt = Annotated[
     Path | None,
@@ -277,10 +276,8 @@ def index(
 
     New and changed files are embedded, renamed ones moved, deleted ones removed.
     Ctrl-C is safe: the next run resumes where this one stopped."""
-    from ..files import check_root, parse_size
-    from ..index import Index
-    from ..indexer import Report
-    from ..planner import WalkOptions
+    from ..index import Index, Report, claim_new, remove_if_unused
+    from ..walk import WalkOptions, check_root, parse_size
     from .progress import IndexBar
 
     db_path = _db_path(db)
@@ -309,17 +306,15 @@ def index(
 
     for p in paths or []:  # before the index file is created
         check_root(p)
-    from ..store import claim_new, remove_if_unused
-
     claimed = claim_new(db_path)  # this run's own new file, if it made one
     try:
         with Index.open(db_path, create=True, loader=load) as idx:
             roots = [(p, options) for p in paths or []]
             if not roots:
                 roots = idx.saved_roots()
-                for root in idx.store.roots():
+                for root in idx.roots():
                     if not Path(root).exists():
-                        n = len(idx.store.files_under(root))
+                        n = idx.files_under(root)
                         err_console.print(
                             f"[yellow]warning:[/] {escape(shown(root))} is gone ({n} files indexed"
                             f" from it, hidden from results): `jinaloc forget"
@@ -564,7 +559,7 @@ def search(
                     instruction=instruction,
                     rerank_progress=progress,
                 )
-            if not hits and mode == "lexical" and idx.store.lexical_too_common(text):
+            if not hits and mode == "lexical" and idx.lexical_too_common(text):
                 err_console.print(
                     "no lexical results: each word of the query is in most indexed chunks,"
                     " too common to rank by; add a rarer word",
@@ -614,8 +609,7 @@ def status(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """What the index holds, and which files changed since the last run.
 
     Roots, files, chunks, model, dim and size of the index file."""
-    from ..index import Index
-    from ..store import SCHEMA_VERSION
+    from ..index import SCHEMA_VERSION, Index
 
     db_path = _db_path(db)
     try:

@@ -24,7 +24,7 @@ from .errors import error_line
 from .index import DbOpt, _db_path
 
 if TYPE_CHECKING:
-    from ..health import Problem
+    from ..index import Problem
 
 CHECK_EXAMPLES = """
 [b]Examples[/b]
@@ -55,15 +55,15 @@ def check(
     readable row salvaged into a fresh one; rows of no use are dropped and counted; files
     that lost chunks are read and embedded again (only what was lost: kept chunks keep
     their vectors)."""
-    from .. import health
     from ..index import Index
+    from ..index import repair as repair_file
 
     path = _db_path(db)
     problems = _problems(path)
     result = None
     left = ""
     if problems and repair:
-        result = health.repair(path)
+        result = repair_file(path)
         if result.files_to_reembed:
             try:
                 with Index.open(path, loader=load_embedder) as idx:
@@ -123,29 +123,27 @@ def _print_repair(result, left: str) -> None:
 
 
 def _problems(path: Path) -> "list[Problem]":
-    from .. import health
-    from ..index import Index
+    from ..index import Index, Problem
 
     try:
         with Index.open(path, readonly=True) as idx:
-            return health.check(idx.store)
+            return idx.problems()
     except Exception as e:  # a file too damaged to open is a problem to report, not a crash
         from ..errors import IndexNotFound
 
         if isinstance(e, IndexNotFound):
             raise
-        return [health.Problem("integrity", 1, str(e))]
+        return [Problem("integrity", 1, str(e))]
 
 
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc vacuum --db notes.db")
 def vacuum(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Rewrite the index file without its free pages (after many deletions)."""
-    from .. import health
     from ..index import Index
 
     path = _db_path(db)
-    with Index.open(path) as idx, idx.writing():
-        before, after = health.vacuum(idx.store)
+    with Index.open(path) as idx:
+        before, after = idx.vacuum()
     if json_out:
         write_json({"db": str(path), "bytes_before": before, "bytes_after": after})
     else:

@@ -172,9 +172,9 @@ def rerank(
     Retrieval adapter: the query takes the "Query: " prompt, the lines "Document: ".
     --cross: a Qwen3-Reranker reads query and line together. Exit code 1 when nothing
     reaches --min-score."""
-    from ..files import read_input
     from ..pipelines.items import embed_blocks
     from ..pipelines.rerank import TopK, query_scorer
+    from ..reader import read_input
 
     fmt = output_format(as_json, as_jsonl)
     if not cross and (reranker or instruction or doc_tokens != DOC_TOKENS):
@@ -234,8 +234,8 @@ separate better than single words. Output: [cyan]label<TAB>score<TAB>line[/], in
 
 
 def _read_labels(labels: list[str] | None, labels_file: Path | None) -> list[str]:
-    from ..files import read_input
     from ..pipelines import classify as classify_
+    from ..reader import read_input
 
     given = list(labels or [])
     if labels_file is not None:
@@ -281,9 +281,9 @@ def classify(
     """Zero-shot classification of stdin lines or files into the given labels.
 
     Exit code 1 when --only-label matches nothing."""
-    from ..files import read_input
     from ..pipelines import classify as classify_
     from ..pipelines.items import embed_blocks
+    from ..reader import read_input
 
     fmt = output_format(as_json, as_jsonl)
     labels = _read_labels(label, labels_file)
@@ -402,13 +402,13 @@ class _Vectors:
         """Every item and its vector; `embed(texts, progress)` embeds a block of texts."""
         import numpy as np
 
-        from ..files import read_input
         from ..pipelines.items import embed_blocks, note_blocks
+        from ..reader import read_input
 
         kept: list[Item] = []
         vectors: list[np.ndarray] = []
         if self.index is not None:
-            chunks = self.index.store.counts()["chunks"]
+            chunks = self.index.counts()["chunks"]
             with (
                 self.index,
                 embed_progress(chunks, "embedding notes", quiet or self.stored) as progress,

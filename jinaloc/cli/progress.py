@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..indexer import Progress as IndexProgress
+from ..index import Progress as IndexProgress
 
 
 class IndexBar(IndexProgress):

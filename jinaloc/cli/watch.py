@@ -106,7 +106,7 @@ def watch(
             )
 
     with Index.open(db_path, create=True, loader=load_embedder) as idx:
-        if not paths and not idx.store.roots():
+        if not paths and not idx.roots():
             raise JinalocError("nothing to watch: pass a folder (e.g. `jinaloc watch ~/notes`)")
         idx.use_model(model, backend, quant, offline)
         idx.check(model=model)

@@ -16,9 +16,9 @@ import numpy as np
 
 from ..chunking import embed_text, title_of
 from ..errors import JinalocError
-from ..files import read_input
 from ..inputs import STREAM_BLOCK, batched, records
 from ..paths import display_path
+from ..reader import read_input
 from ..vectors import note_vectors
 
 log = logging.getLogger("jinaloc")

@@ -105,8 +105,8 @@ def serve(
     import uvicorn
 
     from .. import __version__
+    from ..records import ServerRecord, remove_server, write_server
     from .app import Limits, create_app
-    from .records import ServerRecord, remove_record, write_record
     from .worker import ModelWorker, open_served
 
     check_bind(host, token)
@@ -149,7 +149,7 @@ def serve(
         server = uvicorn.Server(uvicorn_config(app, connections))
         if hasattr(signal, "SIGHUP"):  # uvicorn handles SIGINT and SIGTERM, not this one
             signal.signal(signal.SIGHUP, lambda *_: setattr(server, "should_exit", True))
-        record_file = write_record(record, port)
+        record_file = write_server(record, port)
         if watch:
             watching = _start_watcher(worker, on_batch)
         if ready is not None:
@@ -159,7 +159,7 @@ def serve(
         if watching is not None:
             watching()
         if record_file is not None:
-            remove_record(record_file, os.getpid())
+            remove_server(record_file, os.getpid())
         worker.stop()
         sock.close()
 

@@ -6,18 +6,19 @@ and OpenAI's clients both read."""
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import JinalocError
 from ..vectors import OUTPUT_TYPES, encode
 
 if TYPE_CHECKING:
     import numpy as np
 
     from ..embedder import Embedder
+    from ..index import SearchOptions
 
 # Jina's task names -> (jinaloc task, prompt). jinaloc's own names are accepted too; no
 # task is a passage, as `jinaloc embed` defaults to.
@@ -51,7 +52,6 @@ TOKENIZE_FIELDS = {"model", "input", "prompt"}
 MAX_BATCH_SIZE = 1024
 # Search options that are not the client's to set.
 # Not served: the process-side reranker (its own endpoint, /v1/rerank) and its knobs.
-INTERNAL_SEARCH_OPTIONS = ("exclude_files", "rerank_top", "instruction")
 
 
 class ApiError(Exception):
@@ -220,8 +220,6 @@ def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRe
         raise bad(f"{embedder.name} has no {task} adapter", "task")
     dim = _typed(body, "dimensions", (int,), "an integer")
     if dim is not None:
-        from ..errors import JinalocError
-
         try:
             dim = embedder.check_dim(dim)
         except JinalocError as e:
@@ -368,34 +366,25 @@ _JSON_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (st
 
 
 def search_options() -> dict[str, tuple]:
-    """The options `Index.search` takes (its own keyword parameters, and those of
-    `search.search_vector` it passes on) with the JSON types each accepts. Read from the
-    signatures, so options added there are served without changes here."""
-    from ..index import Index
-    from ..search import search_vector
+    """The `SearchOptions` fields a request may set, with the JSON types each accepts (an
+    option of a type JSON cannot carry is not served)."""
+    from ..index import SearchOptions
 
-    own = inspect.signature(Index.search).parameters
-    params = [p for name, p in own.items() if name not in ("self", "query", "k")]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        params += [
-            p
-            for p in inspect.signature(search_vector).parameters.values()
-            if p.kind is p.KEYWORD_ONLY
-        ]
     options = {}
-    for p in params:
-        if p.kind is p.VAR_KEYWORD or p.name in INTERNAL_SEARCH_OPTIONS:
-            continue
-        names = [t.strip() for t in str(p.annotation).split("|")]
+    for name, annotation in SearchOptions.served().items():
+        names = [t.strip() for t in annotation.split("|")]
         kinds = tuple(k for t in names for k in _JSON_TYPES.get(t, ()))
-        # An option of a type JSON cannot carry is not served.
         if kinds and all(t in _JSON_TYPES or t == "None" for t in names):
-            options[p.name] = (kinds, "None" in names)
+            options[name] = (kinds, "None" in names)
     return options
 
 
-def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str, int, dict]:
-    """(query, k, options for Index.search)."""
+def parse_search(
+    body: dict, allowed: dict[str, tuple], max_k: int
+) -> tuple[str, int, SearchOptions]:
+    """(query, k, the search's options)."""
+    from ..index import SearchOptions
+
     query = _typed(body, "query", (str,), "a string")
     if not query or not query.strip():
         raise bad("'query' is required", "query", "missing_parameter")
@@ -418,7 +407,10 @@ def parse_search(body: dict, allowed: dict[str, tuple], max_k: int) -> tuple[str
         options[key] = _typed(body, key, kinds, f"of type {'/'.join(k.__name__ for k in kinds)}")
     if options.get("path_glob"):
         check_glob(options["path_glob"])
-    return query.strip(), k, options
+    try:
+        return query.strip(), k, SearchOptions(**options)
+    except JinalocError as e:  # a value out of range (an unknown mode, oversample 0)
+        raise bad(str(e), next(iter(options), "query")) from None
 
 
 def shown_path(path: str, relative_to: str | None = None) -> str:

@@ -232,7 +232,7 @@ def create_app(
         if served.index is None:
             raise api.ApiError(404, "this server has no index: start it with --db", code="no_index")
         query, k, options = api.parse_search(await read_json(request), search_options, limits.max_k)
-        hits = await run(lambda s: s.index.search(query, k, **options))
+        hits = await run(lambda s: s.index.search(query, k, options))
         return [api.hit_json(hit, relative_to) for hit in hits]
 
     async def models(request: Request):

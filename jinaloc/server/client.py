@@ -29,8 +29,8 @@ from ..embedder import (
     note_truncated,
 )
 from ..errors import JinalocError, check_choice
+from ..records import OPENER, ServerRecord, auth_headers, healthy, recorded_servers
 from ..registry import ModelSpec, resolve
-from .records import OPENER, ServerRecord, auth_headers, healthy, recorded_servers
 
 # Seconds to wait for an answer: past the server's own limit (600 s, queue + work), which
 # comes first and says why.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..errors import JinalocError
-from ..files import read_input
+from ..reader import read_input
 from . import api
 from .api import GLOB_ESCAPES, glob_escapes, search_options
 from .worker import ModelWorker
@@ -47,10 +47,10 @@ def inside_roots(path: str, roots: list[str], cwd: Path | None = None) -> Path:
 def indexed_file(idx, path: str, base: Path | None = None) -> Path:
     """The real path of an indexed file inside the index's roots (relative: to `base`,
     else the working directory), else an error."""
-    real = inside_roots(path, list(idx.store.roots()), base)
+    real = inside_roots(path, list(idx.roots()), base)
     given = Path(path).expanduser()
     given = given if given.is_absolute() else (base or Path.cwd()) / given
-    if idx.store.file(str(real)) is None and idx.store.file(str(given)) is None:
+    if not (idx.is_indexed(str(real)) or idx.is_indexed(str(given))):
         raise JinalocError(f"{path} is not an indexed file")
     return real
 
@@ -82,6 +82,7 @@ def create_mcp(worker: ModelWorker, relative_to: Path | None = None):
     from mcp.types import CallToolResult, TextContent
 
     from .. import __version__
+    from ..index import SearchOptions
 
     server = MCPServer(
         "jinaloc", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
@@ -118,7 +119,11 @@ def create_mcp(worker: ModelWorker, relative_to: Path | None = None):
             if "mode" not in options:
                 raise ToolError("this jinaloc has one search mode: leave mode out")
             kwargs["mode"] = mode
-        hits = await run(lambda idx: idx.search(query.strip(), k, **kwargs))
+        try:
+            chosen = SearchOptions(**kwargs)
+        except JinalocError as e:
+            raise ToolError(str(e)) from None
+        hits = await run(lambda idx: idx.search(query.strip(), k, chosen))
         if not hits:
             # An empty list is no content at all to an agent: say so.
             where = f" in files matching {path!r}" if path else ""

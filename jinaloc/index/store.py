@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,132 +37,15 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..errors import IndexBusy, IndexNotFound, JinalocError, SchemaTooNew
+from ..notes import mtime_date
+from ..textsafe import clean
 from . import blocks, lexical
-from .errors import IndexBusy, IndexNotFound, JinalocError, SchemaTooNew
-from .notes import mtime_date
-from .textsafe import clean
+from .migrations import MIGRATIONS
 
 log = logging.getLogger("jinaloc")
 
 
-def _add_lexical(conn) -> None:
-    """Schema 2: the FTS5 table, filled from the stored chunk texts (no model needed)."""
-    version = conn.execute("SELECT sqlite_version()").fetchone()[0]
-    conn.execute(lexical.fts_schema(version))
-    lexical.rebuild(conn, files=False)
-
-
-def _add_note_meta(conn) -> None:
-    """Schema 3: each file's date (front matter, else mtime), metadata (JSON: tags, aliases,
-    the front matter date) and tags; the page of a chunk (PDF). Existing files get their
-    mtime's date and a NULL meta, which the planner reads as "re-read for metadata": the
-    chunk texts do not hold the front matter. Nothing is re-embedded for it."""
-    conn.execute("ALTER TABLE files ADD COLUMN date TEXT")  # YYYY-MM-DD, local
-    conn.execute("ALTER TABLE files ADD COLUMN meta TEXT")
-    conn.execute("ALTER TABLE chunks ADD COLUMN page INTEGER")  # 1-based; NULL: no pages
-    conn.execute(
-        "CREATE TABLE file_tags (file_id INTEGER NOT NULL REFERENCES files(id)"
-        " ON DELETE CASCADE, tag TEXT NOT NULL, PRIMARY KEY (file_id, tag)) WITHOUT ROWID"
-    )  # tags lowercased (str.lower, so any script); the file's meta has them as written
-    conn.execute("CREATE INDEX file_tags_tag ON file_tags(tag)")
-    conn.execute("CREATE INDEX files_date ON files(date)")
-    rows = conn.execute("SELECT id, mtime_ns FROM files").fetchall()
-    conn.executemany(
-        "UPDATE files SET date = ? WHERE id = ?", [(mtime_date(m), i) for i, m in rows]
-    )
-
-
-def _add_blocks(conn) -> None:
-    """Schema 5: each chunk keeps its vector in `full` (float16) and the vectors are packed
-    into blocks (blocks.py) in place of the vec0 bit table. An older index keeps what it
-    had, vectors at its dim: meta `full_dim` says so, and a re-dim can only go lower."""
-    conn.execute("ALTER TABLE chunks ADD COLUMN full BLOB")  # float16[full_dim]
-    conn.execute("ALTER TABLE chunks ADD COLUMN slot INTEGER")  # blocks.py; NULL: unpacked
-    last = 0
-    while True:
-        rows = conn.execute(
-            "SELECT id, embedding FROM chunks WHERE id > ? ORDER BY id LIMIT 4096", (last,)
-        ).fetchall()
-        if not rows:
-            break
-        conn.executemany(
-            "UPDATE chunks SET full = ? WHERE id = ?",
-            [(blocks.full_blob(np.frombuffer(e, dtype=np.float32)), i) for i, e in rows],
-        )
-        last = rows[-1][0]
-    conn.execute("ALTER TABLE chunks DROP COLUMN embedding")
-    conn.execute("DROP TABLE IF EXISTS vec_bits")
-    for statement in blocks.SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    dim = conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-    if dim:
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('full_dim', ?)", dim)
-        blocks.pack(conn, int(dim[0]))
-
-
-def _stem_lexical(conn) -> None:
-    """Schema 6: chunks_fts gains the `stems` column and files_fts (one row per file) comes
-    (lexical.py): both built from the stored chunk texts and titles, no model needed."""
-    lexical.recreate(conn)
-
-
-# Numbered schema migrations, SQL or a function of the connection (run in one transaction);
-# PRAGMA user_version is how many have been applied. Never edit one that has shipped.
-MIGRATIONS: list[str | Callable] = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE roots (
-        path TEXT PRIMARY KEY,
-        options TEXT NOT NULL DEFAULT '{}',  -- JSON: include, exclude, max_size
-        indexed_at REAL
-    );
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL UNIQUE,  -- absolute
-        root TEXT NOT NULL,
-        rel TEXT NOT NULL,          -- relative to root, POSIX
-        hash TEXT NOT NULL,         -- sha256 of the bytes
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        title TEXT NOT NULL,
-        tokens INTEGER NOT NULL,
-        indexed_at REAL NOT NULL
-    );
-    CREATE INDEX files_hash ON files(hash);
-    CREATE TABLE chunks (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        start_line INTEGER NOT NULL,
-        end_line INTEGER NOT NULL,
-        heading TEXT NOT NULL,      -- JSON list, outermost first
-        text TEXT NOT NULL,
-        tokens INTEGER NOT NULL,
-        hash TEXT NOT NULL,         -- sha256 of the embedded text: equal texts share vectors
-        embedding BLOB NOT NULL     -- float32[dim], L2-normalized
-    );
-    CREATE INDEX chunks_file ON chunks(file_id, seq);
-    CREATE INDEX chunks_hash ON chunks(hash);
-    """,
-    _add_lexical,
-    _add_note_meta,
-    # Schema 4: files found unreadable, by size and mtime, so later runs do not read them again.
-    """
-    CREATE TABLE skips (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        reason TEXT NOT NULL
-    );
-    """,
-    _add_blocks,
-    _stem_lexical,
-    # Schema 7: inline #tags as Obsidian reads them (none inside links, anchors, URLs or
-    # code): every file's metadata is read again on the next update, without the model
-    # (a NULL meta is the planner's "re-read"); the old tags serve until then.
-    "UPDATE files SET meta = NULL;",
-]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The most candidates a coarse stage returns.
 MAX_K = 4096
@@ -194,7 +77,7 @@ def open_error(path: Path | None, e: Exception) -> JinalocError:
     lower = text.lower()
     where = f"the index {path}" if path else "the index"
     if "malformed" in lower:
-        from .errors import IndexCorrupt
+        from ..errors import IndexCorrupt
 
         return IndexCorrupt(path, text)
     if "locked" in lower or "busy" in lower:
@@ -571,14 +454,13 @@ class Store:
                 # Re-read inside the write lock: another process may have just migrated.
                 if self.conn.execute("PRAGMA user_version").fetchone()[0] != number:
                     continue
-                migration = MIGRATIONS[number]
-                if callable(migration):
-                    migration(self.conn)
-                else:
-                    for statement in migration.split(";"):
-                        if statement.strip():
-                            self.conn.execute(statement)
+                MIGRATIONS[number](self.conn)
                 self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    def state(self) -> tuple[int, int]:
+        """Changes whenever the file does: a commit of another connection (SQLite's
+        data_version) or of this one (which data_version does not show)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], self.cache.writes
 
     # meta
 
@@ -944,6 +826,15 @@ class Store:
                 blocks.at_dim([r[2] for r in rows], dim),
                 json.loads(meta)["aliases"] if meta else [],
             )
+
+    def chunk_ids(self, file_id: int) -> list[int]:
+        """A file's chunk ids in order."""
+        rows = self.conn.execute("SELECT id FROM chunks WHERE file_id = ? ORDER BY seq", (file_id,))
+        return [r[0] for r in rows]
+
+    def chunk_vectors_by_file(self):
+        """A cursor over (chunk id, file id, kept vector blob) of every chunk, by file."""
+        return self.conn.execute("SELECT id, file_id, full FROM chunks ORDER BY file_id, seq")
 
     def counts(self) -> dict[str, int]:
         files, tokens = self.conn.execute(

@@ -3,7 +3,7 @@
 Walks the roots, compares each file with the index (size and mtime first, then the content
 hash), pairs files that vanished with new files of the same hash (renames, moved without
 re-embedding) and lists the rest as new, changed, removed or skipped. `status` shows a plan;
-the writer (indexer.py) applies one. A `scope` limits a plan to some paths of a root (what
+the writer (write.py) applies one. A `scope` limits a plan to some paths of a root (what
 `watch` saw change); the result there is the same as a plan of the whole root."""
 
 from __future__ import annotations
@@ -14,32 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import (
-    DEFAULT_MAX_SIZE,
-    Candidate,
-    LeftOut,
-    Skipped,
-    Unreadable,
-    Walker,
-    extract_text,
-    read_bytes,
-    size_limit,
-)
+from ..reader import Extracted, Unreadable, extract_text, read_bytes
+from ..walk import Candidate, LeftOut, Skipped, WalkOptions, size_limit
 from .store import FileRecord, Store
-
-
-@dataclass
-class WalkOptions:
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    max_size: int = DEFAULT_MAX_SIZE
-    types: str = "notes"  # files.TYPES: "code" adds source code to notes and documents
-    # Index files reached by symlinks whose real path leaves the root (default: skipped).
-    follow_outside: bool = False
-
-    def walker(self) -> Walker:
-        return Walker(self.include, self.exclude, self.max_size, self.types, self.follow_outside)
-
 
 Roots = Sequence[tuple[Path, WalkOptions]]
 # Resolved root -> the paths in it (relative, POSIX) to plan; a root not in it is planned whole.
@@ -54,6 +31,9 @@ class Work:
     hash: str
     record: FileRecord | None  # the indexed version at this path, if any
     max_size: int
+    # The file's text as planned (and hashed), so the writer need not read it again; None
+    # when the plan kept no texts (status) or its budget was spent.
+    content: Extracted | None = None
 
 
 @dataclass
@@ -93,7 +73,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
+def plan_update(store: Store, roots: Roots, scope: Scope | None = None, keep: int = 0) -> Plan:
+    """What an update of `roots` (only the paths in `scope` of those it names) would do.
+    `keep`: characters of planned texts to keep in the plan for the writer (each changed
+    file is then read, hashed and extracted once a run); 0 for a plan only shown."""
     plan = Plan()
     known: dict[str, FileRecord] = {}
     present: dict[str, tuple[Candidate, int]] = {}
@@ -133,7 +116,7 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
             continue
         try:
             data = read_bytes(cand.path, max_size)
-            extract_text(data, cand.rel, probe=True)
+            content = extract_text(data, cand.rel, probe=keep <= 0)
         except Unreadable as e:
             plan.skipped.append((path, str(e)))
             plan.new_skips.append((path, cand.size, cand.mtime_ns, str(e)))
@@ -142,6 +125,8 @@ def plan_update(store: Store, roots: Roots, scope: Scope | None = None) -> Plan:
             plan.cleared_skips.append(path)
         readable.add(path)
         work = Work(cand, sha256(data), record, max_size)
+        if len(content.text) <= keep:
+            work.content, keep = content, keep - len(content.text)
         if record is None:
             plan.new.append(work)
         elif record.hash == work.hash:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .vectors import matryoshka, pack_bits
+from ..vectors import matryoshka, pack_bits
 
 BLOCK = 1024
 # A block holding fewer live chunks than this is dissolved back into `chunks` (and repacked

@@ -1,18 +1,23 @@
-"""The record a running `jinaloc serve` leaves in the state dir, so the CLI can find it.
+"""The records running processes leave in the state dir: each `jinaloc serve` (so the CLI
+finds it and embeds through it) and each `jinaloc watch` (so `status` can say an index is
+kept fresh, and a second watcher of the same index is refused).
 
-One JSON file per server (by port). A record whose process is gone, or whose /health does
-not answer, is stale: it is ignored, and removed when its process is gone. Stdlib only: the
-CLI reads these on every command that may embed."""
+Server records: one JSON file per server (by port). A record whose process is gone, or
+whose /health does not answer, is stale: it is ignored, and removed when its process is
+gone. Watcher records: one JSON file per index file, replaced atomically as the watcher
+runs; one whose process is gone is ignored. Stdlib only: the CLI reads these on every
+command that may embed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..paths import state_dir
+from .paths import state_dir
 
 # Loopback servers: never through an http(s)_proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -43,16 +48,16 @@ class ServerRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def records_dir() -> Path:
+def servers_dir() -> Path:
     return state_dir() / "servers"
 
 
-def record_path(port: int) -> Path:
-    return records_dir() / f"server-{port}.json"
+def server_path(port: int) -> Path:
+    return servers_dir() / f"server-{port}.json"
 
 
-def write_record(record: ServerRecord, port: int) -> Path:
-    path = record_path(port)
+def write_server(record: ServerRecord, port: int) -> Path:
+    path = server_path(port)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # Private: the record may hold the bearer token.
@@ -63,7 +68,7 @@ def write_record(record: ServerRecord, port: int) -> Path:
     return path
 
 
-def remove_record(path: Path, pid: int) -> None:
+def remove_server(path: Path, pid: int) -> None:
     """Remove a record if it is still this process's (a restarted server may own it now)."""
     try:
         if json.loads(path.read_text()).get("pid") == pid:
@@ -85,7 +90,7 @@ def pid_alive(pid: int) -> bool:
 def recorded_servers() -> list[ServerRecord]:
     """Records whose process is alive (records of dead processes are removed)."""
     found = []
-    for path in sorted(records_dir().glob("server-*.json")):
+    for path in sorted(servers_dir().glob("server-*.json")):
         try:
             record = ServerRecord.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
@@ -111,3 +116,28 @@ def healthy(record: ServerRecord, timeout: float = HEALTH_TIMEOUT) -> bool:
 
 def auth_headers(record: ServerRecord) -> dict[str, str]:
     return {"Authorization": f"Bearer {record.token}"} if record.token else {}
+
+
+def watcher_path(db: Path | str) -> Path:
+    """Where a watcher of `db` keeps its record (one per index file)."""
+    key = hashlib.sha256(str(Path(db).expanduser().resolve()).encode()).hexdigest()[:16]
+    return state_dir() / "watchers" / f"{key}.json"
+
+
+def write_watcher(db: Path | str, data: dict) -> None:
+    """Replace the record of the watcher of `db` (atomically: readers never see half)."""
+    path = watcher_path(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_watcher(db: Path | str) -> dict | None:
+    """The record of the watcher running for `db`, or None (none, or its process is gone:
+    killed before it could remove its record)."""
+    try:
+        data = json.loads(watcher_path(db).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data.get("pid"), int) and pid_alive(data["pid"]) else None

@@ -9,83 +9,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .errors import IndexCorrupt, IndexEmpty, IndexMismatch, JinalocError, check_choice
-from .files import inside, read_input
-from .paths import default_db
-from .planner import Plan, Roots, Scope, WalkOptions, plan_update
+from .. import __version__
+from ..errors import IndexCorrupt, JinalocError
+from ..paths import default_db
+from ..reader import read_input
+from ..walk import WalkOptions, inside
+from .meta import DEFAULT_CHUNK_TOKENS, DEFAULT_DIM, TASK, IndexMeta, Meta, model_ref
+from .options import SearchOptions
+from .plan import Plan, Roots, Scope, plan_update
 from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .embedder import Embedder
-    from .indexer import Progress, Report
+    from ..embedder import Embedder
+    from .eval import Query, Result
+    from .health import Problem
     from .search import Hit
+    from .write import Progress, Report
 
-TASK = "retrieval"
-# Index dim when none is given (clamped to the model's width); see README "Defaults".
-DEFAULT_DIM = 512
-DEFAULT_CHUNK_TOKENS = 512
 # Files up to this size get SQLite's quick check of every page before an update or a status;
 # bigger ones of the tables those read (measured: 1.5 s for a 479 MB, 100k-chunk file).
 VERIFY_ALL_BYTES = 64 << 20
 SMALL_TABLES = ("meta", "roots", "files")
-# Layout of embed_text(); a new layout needs a re-index.
-CHUNK_FORMAT = "1"
 
 # loader(model, backend, quant, offline, task) -> Embedder
 Loader = Callable[..., "Embedder"]
 
 
-@dataclass(frozen=True)
-class IndexMeta:
-    """What the vectors of an index mean; stored as text in its `meta` table."""
-
-    model: str  # registry name of the model
-    model_ref: str  # how to load it again: a name, or a folder's absolute path
-    backend: str
-    quant: str
-    dim: int
-    chunk_tokens: int
-    # Dims of the vectors chunks keep (the model's whole vector; before schema 5: `dim`).
-    full_dim: int = 0
-    task: str = TASK
-    prompt: str = "document"
-    bit_order: str = "lsb-first"  # vectors.pack_bits, as sqlite-vec packs bit[N]
-    chunk_format: str = CHUNK_FORMAT
-    created_by: str = ""
-
-    @classmethod
-    def from_store(cls, values: dict[str, str]) -> IndexMeta | None:
-        if not values.get("model"):
-            return None
-        types = {f.name: f.type for f in fields(cls)}
-        return cls(
-            **{k: int(v) if types[k] == "int" else v for k, v in values.items() if k in types}
-        )
-
-    def to_store(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()}
-
-    @property
-    def kept_dim(self) -> int:
-        return self.full_dim or self.dim
-
-
-def model_ref(model: str | None) -> str | None:
-    """How to load the model again later: a folder as an absolute path, a name as is."""
-    if model and Path(model).expanduser().is_dir():
-        return str(Path(model).expanduser().resolve())
-    return model
-
-
 def _default_loader(model, backend, quant, offline, task):
-    from .embedder import load_embedder
+    from ..embedder import load_embedder
 
     return load_embedder(model, backend=backend, quant=quant, offline=offline, task=task)
 
@@ -96,8 +53,7 @@ class Index:
     def __init__(self, store: Store, loader: Loader | None = None):
         self.store = store
         self.path = store.path
-        self._meta: IndexMeta | None = None
-        self._meta_seen = None  # the file's state when the meta was read
+        self._meta = Meta(store)
         self._loader = loader or _default_loader
         self._embedder: Embedder | None = None
         self._owns_model = True
@@ -105,17 +61,9 @@ class Index:
 
     @property
     def meta(self) -> IndexMeta | None:
-        """What the vectors mean, read again whenever another connection has committed since:
-        a long-lived session (serve, mcp, watch) follows a re-dim made by another process."""
-        seen = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
-        if seen != self._meta_seen:
-            self._meta, self._meta_seen = IndexMeta.from_store(self.store.meta()), seen
-        return self._meta
-
-    @meta.setter
-    def meta(self, value: IndexMeta | None) -> None:
-        self._meta = value
-        self._meta_seen = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
+        """What the vectors mean (None: nothing indexed yet), as the file says now: a
+        long-lived session (serve, mcp, watch) follows a re-dim made by another process."""
+        return self._meta.value
 
     @classmethod
     def open(
@@ -187,46 +135,15 @@ class Index:
     # what the index can serve
 
     def require_built(self) -> IndexMeta:
-        if self.meta is None:
-            raise IndexEmpty(self.path)
-        return self.meta
+        """The meta, or IndexEmpty when nothing is indexed yet."""
+        return self._meta.built()
 
     def check(
         self, model: str | None = None, dim: int | None = None, chunk_tokens: int | None = None
     ) -> None:
         """Refuse another model, dim or chunking than the index was built with (another
         backend or quant is fine: the vectors agree across them)."""
-        m = self.meta
-        if m is None:
-            return
-        if m.chunk_format != CHUNK_FORMAT:
-            raise IndexMismatch(self.path, "chunk_format", m.chunk_format, CHUNK_FORMAT)
-        if model is not None:
-            from .registry import resolve
-
-            self._check_model(resolve(model).name)
-        if dim is not None and dim != m.dim:
-            raise IndexMismatch(self.path, "dim", m.dim, dim)
-        if chunk_tokens and chunk_tokens != m.chunk_tokens:
-            raise IndexMismatch(self.path, "chunk_tokens", m.chunk_tokens, chunk_tokens)
-
-    def _check_redim(self, dim: int) -> None:
-        """Refuse a dim the kept vectors cannot give, or one the model was not trained for."""
-        from .registry import load_registry
-        from .vectors import check_dim
-
-        m = self.require_built()
-        if dim > m.kept_dim:
-            raise JinalocError(
-                f"{self.path} keeps {m.kept_dim}-dim vectors, so it cannot give dim {dim}",
-                f"re-index it at dim {dim} (the model may give more)",
-            )
-        spec = load_registry().models.get(m.model)
-        check_dim(dim, m.kept_dim, spec.allowed_dims() if spec else None)
-
-    def _check_model(self, name: str) -> None:
-        if self.meta and name != self.meta.model:
-            raise IndexMismatch(self.path, "model", self.meta.model, name, self.meta.model_ref)
+        self._meta.check(model, dim, chunk_tokens)
 
     def use_model(
         self,
@@ -238,7 +155,7 @@ class Index:
         """Choose the model to load when one is needed: the index's own unless `model` says
         otherwise, and (unless asked otherwise) its backend and quant, so queries match the
         documents' vectors exactly."""
-        from .embedder import default_backend
+        from ..embedder import default_backend
 
         m = self.meta
         if m is not None:
@@ -266,7 +183,7 @@ class Index:
         files are per task, so a clustering run never fetches the retrieval one)."""
         if self._embedder is None:
             embedder = self._loader(*self._choice, task=task)
-            self._check_model(embedder.spec.name)
+            self._meta.check_model(embedder.spec.name)
             self._embedder = embedder
         return self._embedder
 
@@ -285,8 +202,7 @@ class Index:
             chunk_tokens=chunk_tokens or DEFAULT_CHUNK_TOKENS,
             created_by=f"jinaloc {__version__}",
         )
-        self.store.set_meta(meta.to_store())
-        self.meta = meta
+        self._meta.write(meta)
         return meta
 
     def redim(self, dim: int) -> int:
@@ -296,11 +212,9 @@ class Index:
         m = self.require_built()
         if dim == m.dim:
             return 0
-        self._check_redim(dim)
+        self._meta.check_redim(dim)
         with self.writing():
-            written = self.store.redim(dim)
-        self.meta = replace(m, dim=dim)
-        return written
+            return self.store.redim(dim)
 
     def rebuild(
         self, roots: Roots | Sequence[str | Path], *, wait: bool = True, **options
@@ -325,8 +239,7 @@ class Index:
         finally:
             for p in leftovers:
                 p.unlink(missing_ok=True)
-        self.store.cache.writes += 1  # this connection wrote it: cached blocks are stale
-        self.meta = IndexMeta.from_store(self.store.meta())
+        self.store.cache.writes += 1  # this connection wrote it: what it read is stale
         return report
 
     # updating
@@ -365,7 +278,7 @@ class Index:
         the index keeps every finished file, and `report` (when given) has the run so far."""
         import time
 
-        from .indexer import Report, Writer
+        from .write import Report, Writer
 
         report = report or Report()
         if dim is not None and self.meta is not None and dim != self.meta.dim:
@@ -382,8 +295,12 @@ class Index:
             roots = self.saved_roots()
         # A bare path is walked with the default options.
         roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
+
+        def settle() -> tuple[IndexMeta, Embedder]:
+            return self.settle(dim, chunk_tokens), self.embedder
+
         with self.writing(wait):
-            return Writer(self, dim, chunk_tokens, progress, report).run(roots, scope)
+            return Writer(self.store, settle, progress, report).run(roots, scope)
 
     def writing(self, wait: bool = True):
         """Hold the index's writer lock: one update at a time (searches go on meanwhile).
@@ -434,45 +351,43 @@ class Index:
         self,
         query: str,
         k: int = 10,
+        options: SearchOptions | None = None,
         *,
-        mode: str = "hybrid",
         reranker=None,
-        rerank_top: int | None = None,
-        instruction: str | None = None,
         rerank_progress=None,
-        **options,
+        **fields,
     ) -> list[Hit]:
-        """The best chunks (one per file unless `all_chunks`) for a text query, in `mode`
-        hybrid, semantic or lexical (no model needed); options as `search.search`. With a
-        `reranker` (reranker.load_reranker), the first stage's best `rerank_top` chunks
-        (default: k), and more until they span k files (unless `all_chunks`), are reordered
-        by it."""
-        from .search import MODES, embed_query, rerank_hits, search
+        """The best chunks (one per file unless `all_chunks`) for a text query, ranked and
+        filtered as `options` (a `SearchOptions`, or its fields as keywords) say; lexical
+        mode needs no model. With a `reranker` (reranker.load_reranker), the first stage's
+        best `rerank_top` chunks (default: k), and more until they span k files (unless
+        `all_chunks`), are reordered by it."""
+        from .search import embed_query, rerank_hits, search
 
+        o = replace(options or SearchOptions(), **fields)
         meta = self.require_built()
-        check_choice("mode", mode, MODES)
-        vector = None if mode == "lexical" else embed_query(self.embedder, query, meta.dim)
+        vector = None if o.mode == "lexical" else embed_query(self.embedder, query, meta.dim)
         keep = self._servable()
         if reranker is None:
-            return _present(
-                lambda n: search(self.store, query, vector, n, mode=mode, **options), k, keep
-            )
-        if rerank_top is not None and rerank_top < 1:
-            raise JinalocError("the number of candidates to rerank must be at least 1")
-        per_file = not options.pop("all_chunks", False)
+            return _present(lambda n: search(self.store, query, vector, n, o), k, keep)
+        per_file = not o.all_chunks
+        first = replace(o, all_chunks=True)
         candidates = _rerank_candidates(
-            lambda n: search(self.store, query, vector, n, mode=mode, all_chunks=True, **options),
-            rerank_top or k,
+            lambda n: search(self.store, query, vector, n, first),
+            o.rerank_top or k,
             k if per_file else 0,
             keep,
         )
-        return rerank_hits(candidates, reranker, query, k, per_file, instruction, rerank_progress)
+        return rerank_hits(candidates, reranker, query, k, per_file, o.instruction, rerank_progress)
 
-    def similar(self, path: Path, k: int = 10, **options) -> list[Hit]:
+    def similar(
+        self, path: Path, k: int = 10, options: SearchOptions | None = None, **fields
+    ) -> list[Hit]:
         """The notes most like a file: an indexed one by its stored vectors (no model),
-        any other embedded as the index would embed it."""
+        any other embedded as the index would embed it; `options` as `search`'s."""
         from .search import file_vector, search_vector
 
+        o = replace(options or SearchOptions(), **fields)
         self.require_built()
         path = Path(path).expanduser()
         record = self.store.file(str(path.absolute())) or self.store.file(str(path.resolve()))
@@ -481,15 +396,13 @@ class Index:
         else:
             vector, exclude = self.embed_file(path), []
         return _present(
-            lambda n: search_vector(self.store, vector, n, exclude_files=exclude, **options),
-            k,
-            self._servable(),
+            lambda n: search_vector(self.store, vector, n, o, exclude), k, self._servable()
         )
 
     def embed_file(self, path: Path) -> np.ndarray:
         """One vector for a file outside the index: its chunks embedded and averaged."""
-        from .indexer import DocumentChunker
-        from .vectors import note_vectors
+        from ..chunking import DocumentChunker
+        from ..vectors import note_vectors
 
         meta = self.require_built()
         text = read_input(path)
@@ -525,6 +438,58 @@ class Index:
 
         return keep
 
+    def roots(self) -> dict[str, dict]:
+        """The indexed roots (resolved paths) with the walk options they were indexed with."""
+        return self.store.roots()
+
+    def files_under(self, root: str) -> int:
+        """How many indexed files lie under `root`."""
+        return len(self.store.files_under(root))
+
+    def is_indexed(self, path: str) -> bool:
+        """Whether `path` (absolute, as indexed) is an indexed file."""
+        return self.store.file(path) is not None
+
+    def counts(self) -> dict[str, int]:
+        """Files, chunks and other rows the index holds."""
+        return self.store.counts()
+
+    def lexical_too_common(self, query: str) -> bool:
+        """Whether every word of `query` is in most chunks (too common to rank by)."""
+        return self.store.lexical_too_common(query)
+
+    def problems(self) -> list[Problem]:
+        """What `jinaloc check` finds (health.check); [] for a sound index."""
+        from .health import check
+
+        return check(self.store)
+
+    def vacuum(self) -> tuple[int, int]:
+        """Rewrite the file without its free pages, under the writer lock: (bytes before,
+        after)."""
+        from .health import vacuum
+
+        with self.writing():
+            return vacuum(self.store)
+
+    def eval_queries(
+        self, path: Path | None = None, sample: int = 200, seed: int = 0
+    ) -> list[Query]:
+        """Known-item queries for `evaluate`: read from `path` (JSON lines or TSV), else
+        made from `sample` sampled notes."""
+        from .eval import generate_queries, read_queries
+
+        if path is not None:
+            return read_queries(path, self.store)
+        return generate_queries(self.store, sample, seed)
+
+    def evaluate(self, queries: Sequence[Query], k: int = 10, **options) -> Result:
+        """Every search configuration scored on `queries` (eval.evaluate; `options` as its)."""
+        from .eval import evaluate
+
+        meta = self.require_built()
+        return evaluate(self.store, self.embedder, meta.dim, queries, k, **options)
+
     def documents(self, paths: Sequence[str] | None = None) -> Iterator[IndexedDocument]:
         return self.store.iter_documents(paths)
 
@@ -532,7 +497,7 @@ class Index:
         """What the index holds, what changed on disk since the last run (no model) and the
         watcher keeping it fresh, if one runs. A damaged file raises IndexCorrupt (SQLite's
         quick check)."""
-        from .watch import read_record
+        from ..records import read_watcher
 
         self.verify()
         m = self.meta
@@ -566,7 +531,7 @@ class Index:
             "changed": {key: len(value) for key, value in changed.items()},
             "changed_files": changed,
             "skipped": len(plan.skipped),
-            "watcher": read_record(self.path),
+            "watcher": read_watcher(self.path),
             "left_out_by_type": plan.left_out_by_type(),
         }
 

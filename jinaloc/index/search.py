@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pathspec
 
-from .chunking import embed_text
-from .defaults import DEFAULT_OVERSAMPLE
-from .errors import JinalocError, check_choice
-from .notes import date_arg
-from .paths import display_path
+from ..chunking import embed_text
+from ..errors import JinalocError
+from ..notes import date_arg
+from ..paths import display_path
+from ..vectors import note_vectors
+from .options import DEFAULTS, SearchOptions
 from .store import MAX_K, Store
-from .vectors import note_vectors
 
 # Floors for small k (k=1 would get 10), and by dim: fewer bits tie and mislead more often.
 # Candidates x dim >= CANDIDATE_BITS gives 1024 candidates at 256 dims, 341 at 768; the
@@ -36,7 +36,6 @@ CANDIDATE_BITS = 1 << 18
 # (recall@10 at x10: 0.90 with 128 bits, 0.995 with 256); such indexes are scanned exactly,
 # which their small vectors make cheap.
 COARSE_MIN_DIM = 256
-MODES = ("hybrid", "semantic", "lexical")
 # Reciprocal rank fusion: a hit scores sum(weight / (RRF_K + rank)) over the lists it is in.
 # See README "Hybrid search" for how the constant and the weights were chosen.
 RRF_K = 60
@@ -174,26 +173,22 @@ def search_vector(
     store: Store,
     query: np.ndarray,
     k: int = 10,
-    *,
-    exact: bool = False,
-    oversample: int = DEFAULT_OVERSAMPLE,
-    path_glob: str | None = None,
-    min_score: float | None = None,
-    all_chunks: bool = False,
+    options: SearchOptions = DEFAULTS,
     exclude_files: Sequence[int] = (),
-    tags: Sequence[str] = (),
-    since: str | None = None,
-    before: str | None = None,
+    **fields,
 ) -> list[Hit]:
-    """The k best chunks (`all_chunks`) or files (best chunk each) for a query vector;
-    `path_glob`, `tags`, `since` and `before` as `restrict`."""
+    """The k best chunks (`all_chunks`) or files (best chunk each) for a query vector,
+    ranked and filtered as `options` (or its `fields` given as keywords) say, its mode
+    aside."""
     _check_k(k)
-    file_ids = restrict(store, path_glob, tags, since, before)
+    o = replace(options, **fields) if fields else options
+    file_ids = restrict(store, o.path_glob, o.tags, o.since, o.before)
     if file_ids == []:
         return []
-    per_file = not all_chunks
-    rows = _vector_rows(store, query, k, per_file, file_ids, set(exclude_files), exact, oversample)
-    return _ranked(store, _top(rows, k, per_file, set(exclude_files)), "semantic", min_score)
+    per_file = not o.all_chunks
+    excluded = set(exclude_files)
+    rows = _vector_rows(store, query, k, per_file, file_ids, excluded, o.exact, o.oversample)
+    return _ranked(store, _top(rows, k, per_file, excluded), "semantic", o.min_score)
 
 
 def search(
@@ -201,47 +196,24 @@ def search(
     text: str,
     query: np.ndarray | None,
     k: int = 10,
-    *,
-    mode: str = "hybrid",
-    exact: bool = False,
-    oversample: int = DEFAULT_OVERSAMPLE,
-    path_glob: str | None = None,
-    min_score: float | None = None,
-    all_chunks: bool = False,
+    options: SearchOptions = DEFAULTS,
     exclude_files: Sequence[int] = (),
-    tags: Sequence[str] = (),
-    since: str | None = None,
-    before: str | None = None,
+    **fields,
 ) -> list[Hit]:
-    """The k best files (best chunk each) or chunks for a text query in one mode: semantic
-    (its vector, `query`), lexical (FTS5 bm25 on `text`; no vector needed) or hybrid
-    (both lists fused by reciprocal rank). `min_score` applies to the cosine in semantic and
-    hybrid modes and to the bm25 score in lexical mode; `path_glob`, `tags`, `since` and
-    `before` restrict the files as `restrict` says."""
-    check_choice("mode", mode, MODES)
-    if mode == "semantic":
-        return search_vector(
-            store,
-            query,
-            k,
-            exact=exact,
-            oversample=oversample,
-            path_glob=path_glob,
-            min_score=min_score,
-            all_chunks=all_chunks,
-            exclude_files=exclude_files,
-            tags=tags,
-            since=since,
-            before=before,
-        )
+    """The k best files (best chunk each) or chunks for a text query in `options.mode`:
+    semantic (its vector, `query`), lexical (FTS5 bm25 on `text`; no vector needed) or
+    hybrid (both lists fused by reciprocal rank); `fields` as `search_vector`'s."""
+    o = replace(options, **fields) if fields else options
+    if o.mode == "semantic":
+        return search_vector(store, query, k, o, exclude_files)
     _check_k(k)
-    file_ids = restrict(store, path_glob, tags, since, before)
+    file_ids = restrict(store, o.path_glob, o.tags, o.since, o.before)
     if file_ids == []:
         return []
-    per_file = not all_chunks
+    per_file = not o.all_chunks
     excluded = set(exclude_files)
     depth = max(k * FUSION_DEPTH, FUSION_MIN)
-    if mode == "hybrid":
+    if o.mode == "hybrid":
         # The lexical query runs on a second connection in a thread while this one runs the
         # vector stage: SQLite releases the GIL, so a hybrid search costs about the slower
         # of the two, not their sum (README "Hybrid search").
@@ -251,10 +223,10 @@ def search(
             if per_file
             else None
         )
-        k_vector = depth if exact or len(query) < COARSE_MIN_DIM else k
+        k_vector = depth if o.exact or len(query) < COARSE_MIN_DIM else k
         try:
             vector = _vector_rows(
-                store, query, k_vector, False, file_ids, excluded, exact, oversample
+                store, query, k_vector, False, file_ids, excluded, o.exact, o.oversample
             )
         finally:
             # Never leave the thread on the store's second connection: a caller that closes
@@ -264,12 +236,12 @@ def search(
         # The same top `depth` of the vector list, so two-stage and exact fuse alike.
         vector = sorted((r for r in vector if r[1] not in excluded), key=lambda r: (-r[2], r[0]))
         files = pending_files.result() if pending_files else None
-        return _fuse(store, query, vector[:depth], lexical, files, k, min_score)
+        return _fuse(store, query, vector[:depth], lexical, files, k, o.min_score)
     if per_file:
         files = _lexical_files(store, text, k, file_ids, excluded)
-        return _ranked(store, _file_hits(store, text, files, depth), "lexical", min_score)
+        return _ranked(store, _file_hits(store, text, files, depth), "lexical", o.min_score)
     lexical = [r for r in store.lexical(text, depth, file_ids) if r[1] not in excluded]
-    return _ranked(store, _top(lexical, k, False, excluded), "lexical", min_score)
+    return _ranked(store, _top(lexical, k, False, excluded), "lexical", o.min_score)
 
 
 def _lexical_files(store, text, k, file_ids, excluded, side=False) -> list[tuple[int, float]]:

@@ -34,7 +34,7 @@ from functools import cache
 
 import Stemmer
 
-from .textsafe import clean
+from ..textsafe import clean
 
 TABLE = "chunks_fts"
 # One row per file (rowid = files.id): its title and whole text, so a file is ranked by bm25

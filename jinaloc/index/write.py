@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +19,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunking import Document, chunk_text, meta_of
-from .errors import EmbedFailed
-from .files import Candidate, Unreadable, extract_text, read_bytes
-from .planner import Roots, Scope, Work, plan_update, sha256
-from .store import FileRecord, NewChunk, NoteMeta
+from ..chunking import Document, DocumentChunker, meta_of
+from ..errors import EmbedFailed
+from ..reader import Unreadable, extract_text, read_bytes
+from ..walk import Candidate
+from .meta import IndexMeta
+from .plan import Roots, Scope, Work, plan_update, sha256
+from .store import FileRecord, NewChunk, NoteMeta, Store
 
 if TYPE_CHECKING:
-    from .embedder import Embedder
-    from .index import Index
+    from ..embedder import Embedder
+
+# settle() -> (the index's meta, written first for a new index; the model that embeds)
+Settle = Callable[[], tuple[IndexMeta, "Embedder"]]
 
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work (a server backend: one request per
 # step in flight).
 STEP_CHUNKS = 32
+# Characters of planned texts a run keeps from planning to writing, so that each file is
+# read, hashed and extracted once; past it, files are read again when written.
+KEEP_CHARS = 64 << 20
 # A run that wrote at least CROWD_MIN_FILES files names its biggest files (the top
 # CROWD_FILES of them, at least one) when they hold CROWD_SHARE of its chunks or more:
 # tables and link lists (translation tables, lists of hundreds of links) that would fill
@@ -124,46 +131,21 @@ class Progress:
         """One file was written to the index."""
 
 
-class DocumentChunker:
-    """Chunks texts as the index embeds them: the model's tokenizer counts, and every
-    embedded chunk (title/heading prefix included) fits the model's limit."""
-
-    def __init__(self, embedder: Embedder, chunk_tokens: int):
-        self.embedder = embedder
-        self.overhead = embedder.count_tokens([""], "document")[0]
-        # Raw tokens an embedded chunk may have: the limit less the prompt and special tokens.
-        self.room = embedder.max_tokens - self.overhead
-        self.budget = max(8, min(chunk_tokens, self.room))
-
-    def count(self, texts) -> list[int]:
-        """Raw token counts (without the prompt and special tokens)."""
-        if not texts:
-            return []
-        counts = self.embedder.count_tokens(list(texts), "document")
-        return [max(n - self.overhead, 0) for n in counts]
-
-    def chunk(self, text: str, name: str, breaks: Sequence[int] = ()) -> Document:
-        """`text` in chunks; none spans one of the `breaks` (the lines pages start on)."""
-        return chunk_text(text, name, self.count, self.budget, room=self.room, breaks=breaks)
-
-
 class Writer:
-    """Applies plans to one index. The model loads only when something must be embedded
-    (the index's meta is written then, for a new index)."""
+    """Applies plans to one store. `settle` is called once something must be embedded: it
+    loads the model (and writes the meta of a new index)."""
 
     def __init__(
         self,
-        index: Index,
-        dim: int | None = None,
-        chunk_tokens: int | None = None,
+        store: Store,
+        settle: Settle,
         progress: Progress | None = None,
         report: Report | None = None,
     ):
-        self.index = index
-        self.store = index.store
-        self.dim = dim
+        self.store = store
+        self.settle = settle
+        self.embedder: Embedder | None = None
         self.embed_dim: int | None = None  # of the vectors chunks keep, once settled
-        self.chunk_tokens = chunk_tokens
         self.progress = progress or Progress()
         self.report = report or Report()
         self._chunker: DocumentChunker | None = None
@@ -172,9 +154,9 @@ class Writer:
 
     def chunker(self) -> DocumentChunker:
         if self._chunker is None:
-            meta = self.index.settle(self.dim, self.chunk_tokens)
+            meta, self.embedder = self.settle()
             self.embed_dim = meta.kept_dim  # chunks keep the whole vector; the store slices it
-            self._chunker = DocumentChunker(self.index.embedder, meta.chunk_tokens)
+            self._chunker = DocumentChunker(self.embedder, meta.chunk_tokens)
         return self._chunker
 
     def run(self, roots: Roots, scope: Scope | None = None) -> Report:
@@ -185,7 +167,7 @@ class Writer:
         report = self.report
         try:
             # Planned before any model loads: bad roots fail fast.
-            plan = plan_update(self.store, roots, scope)
+            plan = plan_update(self.store, roots, scope, keep=KEEP_CHARS)
             report.skipped = plan.skipped
             report.known_skips = plan.known_skips
             if plan.new_skips or plan.cleared_skips:
@@ -226,21 +208,21 @@ class Writer:
             return
         self.progress.start(len(todo))
         steps: deque[_Step] = deque()
-        pending: list[tuple[Work, Document]] = []
+        pending: list[_File] = []
         stopped = None
         for n, work in enumerate(todo):
             if stopped is None and steps and steps[0].future.done():
                 stopped = self._finish(steps.popleft())
             if stopped is not None:
-                left = [w for w, _ in pending] + todo[n:]
+                left = [f.work for f in pending] + todo[n:]
                 self.report.failed += [(str(w.candidate.path), stopped) for w in left]
                 break
-            doc = self._read(work)
-            if doc is None:
+            file = self._read(work)
+            if file is None:
                 self.progress.file_done(0)
                 continue
-            pending.append((work, doc))
-            if sum(len(d.chunks) for _, d in pending) >= STEP_CHUNKS:
+            pending.append(file)
+            if sum(len(f.hashes) for f in pending) >= STEP_CHUNKS:
                 steps.append(self._start(pending))
                 pending = []
                 while len(steps) >= self._depth() and stopped is None:
@@ -254,26 +236,30 @@ class Writer:
     def _depth(self) -> int:
         """Steps outstanding at most: one for a local model (written as soon as embedded);
         for a server, twice its requests in flight, so that none waits for the next."""
-        n = self.index.embedder.in_flight
+        n = self.embedder.in_flight
         return 1 if n == 1 else 2 * n
 
-    def _read(self, work: Work) -> Document | None:
-        """Chunk a file as it is now (it may have changed since planning)."""
+    def _read(self, work: Work) -> _File | None:
+        """Chunk a file: its text as planned, else as it is now (read again only when the
+        plan did not keep it), with each embedded text and its hash."""
         cand = work.candidate
-        try:
-            data = read_bytes(cand.path, work.max_size)
-            extracted = extract_text(data, cand.rel)
-        except Unreadable as e:
-            self.report.skipped.append((str(cand.path), str(e)))
-            return None
+        extracted, work.content = work.content, None
+        if extracted is None:
+            try:
+                data = read_bytes(cand.path, work.max_size)
+                extracted = extract_text(data, cand.rel)
+            except Unreadable as e:
+                self.report.skipped.append((str(cand.path), str(e)))
+                return None
+            work.hash = sha256(data)
         doc = self.chunker().chunk(extracted.text, cand.rel, extracted.pages or ())
         for c in doc.chunks:
             c.page = extracted.page_of(c.start_line)
         if not doc.chunks:
             self.report.skipped.append((str(cand.path), "no text to index"))
             return None
-        work.hash = sha256(data)
-        return doc
+        texts = doc.embed_texts()
+        return _File(work, doc, texts, [sha256(t.encode()) for t in texts])
 
     def _reread(self, record: FileRecord, cand: Candidate) -> None:
         """Record the tags and date of a file indexed before they were kept: read from its
@@ -291,19 +277,18 @@ class Writer:
         )
         self.report.reread += 1
 
-    def _start(self, pending: list[tuple[Work, Document]]) -> _Step:
+    def _start(self, pending: list[_File]) -> _Step:
         """The step's texts not in the index (nor embedded by a step in flight), sent."""
         step = _Step(pending)
-        for work, doc in pending:
-            for text in doc.embed_texts():
-                h = sha256(text.encode())
+        for f in pending:
+            for text, h in zip(f.texts, f.hashes, strict=True):
                 step.texts[h] = text
-                step.owner.setdefault(h, str(work.candidate.path))
+                step.owner.setdefault(h, str(f.work.candidate.path))
         step.vectors = self.store.vectors_for_hashes(step.texts)
         step.missing = [h for h in step.texts if h not in step.vectors and h not in self._claimed]
         self._claimed.update(step.missing)
-        self.report.chunks_reused += sum(len(d.chunks) for _, d in pending) - len(step.missing)
-        step.future = self.index.embedder.embed_later(
+        self.report.chunks_reused += sum(len(f.hashes) for f in pending) - len(step.missing)
+        step.future = self.embedder.embed_later(
             [step.texts[h] for h in step.missing],
             task="retrieval",
             prompt="document",
@@ -320,12 +305,12 @@ class Writer:
             result = step.future.result()
         except EmbedFailed as e:
             why = e.message
-            self.report.failed += [(str(w.candidate.path), why) for w, _ in step.pending]
+            self.report.failed += [(str(f.work.candidate.path), why) for f in step.pending]
             for _ in step.pending:
                 self.progress.file_done(0)
             return why if e.transient else None
         self.report.truncated += [(step.owner[step.missing[i]], n) for i, n in step.truncated]
-        self.report.token_limit = self.index.embedder.max_tokens
+        self.report.token_limit = self.embedder.max_tokens
         vectors = step.vectors
         vectors.update(zip(step.missing, result.vectors, strict=True))
         self.report.chunks_embedded += len(step.missing)
@@ -336,8 +321,8 @@ class Writer:
         rest = [h for h in step.texts if h not in vectors]
         if rest:
             vectors.update(self.store.vectors_for_hashes({h: step.texts[h] for h in rest}))
-        for work, doc in step.pending:
-            hashes = [sha256(text.encode()) for text in doc.embed_texts()]
+        for f in step.pending:
+            work, doc, hashes = f.work, f.doc, f.hashes
             if any(h not in vectors for h in hashes):
                 self.report.failed.append((str(work.candidate.path), "a text it shares failed"))
                 self.progress.file_done(0)
@@ -372,10 +357,20 @@ class Writer:
 
 
 @dataclass
+class _File:
+    """A file read and chunked: its embedded texts and their sha256, built once."""
+
+    work: Work
+    doc: Document
+    texts: list[str]
+    hashes: list[str]
+
+
+@dataclass
 class _Step:
     """Files whose texts are embedded together, then written."""
 
-    pending: list[tuple[Work, Document]]
+    pending: list[_File]
     texts: dict[str, str] = field(default_factory=dict)  # sha256 -> embedded text
     owner: dict[str, str] = field(default_factory=dict)  # sha256 -> path (for truncation)
     vectors: dict = field(default_factory=dict)  # already in the index

@@ -1,5 +1,7 @@
-"""The text of documents: PDF (its text layer, page by page: pypdf) and Word, PowerPoint and
-Excel files (python-docx, python-pptx, openpyxl), from the optional `docs` extra.
+"""Reading a file safely: its bytes (a regular file only, never blocking, under a size
+limit), its text (binary, encoding and empty checks), and the text of documents: PDF (its
+text layer, page by page: pypdf) and Word, PowerPoint and Excel files (python-docx,
+python-pptx, openpyxl), from the optional `docs` extra.
 
 Only text is read. Nothing a document carries is run or followed (scripts, macros, form
 actions, links, embedded files); spreadsheet cells give their cached values, not formulas.
@@ -10,11 +12,128 @@ line is kept, and a chunk is located by the page it starts on."""
 
 from __future__ import annotations
 
+import bisect
+import errno
 import io
 import logging
+import os
+import stat
 import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
-from .files import Extracted, Unreadable
+from .errors import JinalocError
+
+DEFAULT_MAX_SIZE = 1024 * 1024
+# Files a user names one by one (`embed --file`, pipes) may be bigger than notes; the model
+# truncates them anyway.
+INPUT_MAX_SIZE = 50_000_000
+# Documents are mostly layout, fonts and images: their text is a small part of their bytes.
+DOCUMENT_MAX_SIZE = 32 * 1024 * 1024
+DOCUMENTS = {".pdf", ".docx", ".pptx", ".xlsx"}
+# Bytes inspected for the binary test: enough for any header, cheap for huge files.
+SNIFF_BYTES = 8192
+# Control characters other than whitespace and escape: text almost never has them.
+_CONTROL = bytes(set(range(32)) - {8, 9, 10, 12, 13, 27})
+
+
+class Unreadable(Exception):
+    """A candidate that cannot be indexed; the message is the reason."""
+
+
+@dataclass
+class Extracted:
+    """The text of a file; `pages`: the 1-based line each page starts on (PDF, slides)."""
+
+    text: str
+    pages: list[int] | None = None
+
+    def page_of(self, line: int) -> int | None:
+        return bisect.bisect_right(self.pages, line) if self.pages else None
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file that is neither a regular file nor a folder is, for a skip reason."""
+    for test, name in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "special file"
+
+
+def os_reason(e: OSError, symlink: bool = False) -> str:
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENOENT:
+        return "broken symlink" if symlink else "no such file"
+    if e.errno == errno.EISDIR:
+        return "is a directory"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return e.strerror or str(e)
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a file's bytes, or Unreadable('binary file' / 'not valid UTF-8' / 'empty')."""
+    head = data[:SNIFF_BYTES]
+    if b"\0" in head or len(head.translate(None, _CONTROL)) < len(head) * 0.9:
+        raise Unreadable("binary file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise Unreadable(f"not valid UTF-8 (byte {e.start})") from None
+    if not text.strip():
+        raise Unreadable("empty")
+    return text
+
+
+# Opening never waits (a FIFO without a writer) nor takes a terminal; regular files ignore
+# O_NONBLOCK.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """A candidate's bytes, with the size limit checked again (files grow). Only a regular
+    file is read: a FIFO, socket or device (a file swapped for one since it was walked) is
+    Unreadable, checked before opening and again on the open file."""
+    try:
+        kind = special_kind(os.stat(path).st_mode)
+        if kind is None:
+            fd = os.open(path, _OPEN_FLAGS)
+            with open(fd, "rb") as f:
+                kind = special_kind(os.fstat(fd).st_mode)
+                data = b"" if kind else f.read(max_size + 1)
+    except OSError as e:
+        raise Unreadable(os_reason(e)) from None
+    if kind:
+        raise Unreadable(f"{kind}, not a file")
+    if len(data) > max_size:
+        raise Unreadable(f"too large (> {max_size} bytes)")
+    return data
+
+
+def extract_text(data: bytes, name: str, probe: bool = False) -> Extracted:
+    """The text of a file's bytes by its type: a document's (below), else the bytes
+    as text. `probe`: only check that there is text (cheaper for a long PDF)."""
+    suffix = PurePath(name.lower()).suffix
+    if suffix in DOCUMENTS:
+        return extract_document(data, suffix, probe)
+    return Extracted(decode_text(data))
+
+
+def read_input(path: Path, max_size: int = INPUT_MAX_SIZE) -> str:
+    """A file named by the user (`embed --file`, pipes): its text (a document's too), or a
+    one-line error."""
+    path = Path(path).expanduser()
+    try:
+        return extract_text(read_bytes(path, max_size), path.name).text
+    except Unreadable as e:
+        raise JinalocError(f"{path}: {e}") from None
+
 
 # A zip that unpacks to more than this is not a document worth reading (a zip bomb).
 MAX_UNPACKED = 256 * 1024 * 1024
@@ -25,7 +144,7 @@ _NO_TEXT = "no text layer (a scanned or image-only PDF)"
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-def extract(data: bytes, suffix: str, probe: bool = False) -> Extracted:
+def extract_document(data: bytes, suffix: str, probe: bool = False) -> Extracted:
     """A document's text, or Unreadable with the reason. `probe`: only find out whether
     there is text (a PDF stops at its first page with text)."""
     try:

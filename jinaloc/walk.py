@@ -1,4 +1,4 @@
-"""Finding the files to index under some roots, and reading them safely.
+"""Finding the files to index under some roots.
 
 Ignore rules: .gitignore and .jinalocignore files (gitignore syntax, nested ones apply to
 their own folder), hidden files and folders, editors' swap, backup and temporary files,
@@ -6,8 +6,8 @@ their own folder), hidden files and folders, editors' swap, backup and temporary
 globs, the files they match whatever their type; else note and document formats (and source
 code when asked), the rest come back as a `LeftOut` with their type, so the caller can count
 them (README "What gets indexed").
-Files that are candidates but cannot be indexed (binary, not UTF-8, empty, unreadable, too
-large, symlink loop, a PDF without text) come back as a `Skipped` with the reason.
+Files that are candidates but cannot be indexed (symlink loop, unreadable folder, too large)
+come back as a `Skipped` with the reason; reading them (reader.py) finds the rest.
 
 Confinement: a symlink whose real path leaves the folder being walked (`ln -s /etc/passwd
 notes/x.md`, or a linked folder elsewhere) is skipped with the reason unless the walk
@@ -18,32 +18,32 @@ surrogate escapes (Python's `os.fsdecode`), which the store keeps byte for byte.
 
 from __future__ import annotations
 
-import bisect
-import errno
 import fnmatch
 import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import pathspec
 
 from .chunking import NOTE_SUFFIXES
 from .errors import JinalocError
+from .reader import (
+    DEFAULT_MAX_SIZE,
+    DOCUMENT_MAX_SIZE,
+    DOCUMENTS,
+    Unreadable,
+    os_reason,
+    read_bytes,
+    special_kind,
+)
 
 IGNORE_FILES = (".gitignore", ".jinalocignore")
 # Editors' swap, backup and temporary files (vim's `4913` write test, `note.md~`, emacs
 # `#note.md#`, atomic-save temporaries): never notes, and short-lived under `watch`.
 EDITOR_FILES = ("*~", "*.swp", "*.swo", "*.swx", "*.tmp", "4913", "#*#")
-DEFAULT_MAX_SIZE = 1024 * 1024
-# Files a user names one by one (`embed --file`, pipes) may be bigger than notes; the model
-# truncates them anyway.
-INPUT_MAX_SIZE = 50_000_000
-# Documents are mostly layout, fonts and images: their text is a small part of their bytes.
-DOCUMENT_MAX_SIZE = 32 * 1024 * 1024
-DOCUMENTS = {".pdf", ".docx", ".pptx", ".xlsx"}
 # Source code, indexed with `--code` (or named by an --include glob).
 CODE = {
     ".py", ".pyi", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx", ".go", ".rs",
@@ -60,10 +60,6 @@ CODE_NAMES = {
 # Generated files, never worth a search result: left out even with --code.
 GENERATED = (".min.js", ".min.css", ".map")
 TYPES = ("notes", "code")  # what a walk selects when no --include glob is given
-# Bytes inspected for the binary test: enough for any header, cheap for huge files.
-SNIFF_BYTES = 8192
-# Control characters other than whitespace and escape: text almost never has them.
-_CONTROL = bytes(set(range(32)) - {8, 9, 10, 12, 13, 27})
 
 
 @dataclass(frozen=True)
@@ -91,19 +87,6 @@ class LeftOut:
     kind: str
 
 
-def special_kind(mode: int) -> str | None:
-    """What a file that is neither a regular file nor a folder is, for a skip reason."""
-    for test, name in (
-        (stat.S_ISFIFO, "named pipe (FIFO)"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-    ):
-        if test(mode):
-            return name
-    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "special file"
-
-
 def inside(real: str, root: str) -> bool:
     """Whether the real path `real` is the real folder `root` or lies under it."""
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
@@ -125,21 +108,6 @@ def check_root(path: Path) -> None:
 
 def outside_reason(target: str) -> str:
     return f"symlink to {target}, outside the indexed folder (--follow-outside indexes it)"
-
-
-class Unreadable(Exception):
-    """A candidate that cannot be indexed; the message is the reason."""
-
-
-@dataclass
-class Extracted:
-    """The text of a file; `pages`: the 1-based line each page starts on (PDF, slides)."""
-
-    text: str
-    pages: list[int] | None = None
-
-    def page_of(self, line: int) -> int | None:
-        return bisect.bisect_right(self.pages, line) if self.pages else None
 
 
 def parse_size(text: str) -> int:
@@ -275,7 +243,7 @@ class Walker:
             except OSError as e:
                 if not os.path.lexists(path) or self._excluded(rules, rel, path.is_dir()):
                     continue
-                yield Skipped(path, _reason(e, path.is_symlink()))
+                yield Skipped(path, os_reason(e, path.is_symlink()))
                 continue
             yield from self._visit(root, path, rel, st, rules, ancestors, path.is_symlink())
 
@@ -311,7 +279,7 @@ class Walker:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
-            yield Skipped(folder, _reason(e))
+            yield Skipped(folder, os_reason(e))
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -323,7 +291,7 @@ class Walker:
             except OSError as e:
                 if self._excluded(rules, rel, entry.is_dir(follow_symlinks=False)):
                     continue
-                yield Skipped(path, _reason(e, entry.is_symlink()))
+                yield Skipped(path, os_reason(e, entry.is_symlink()))
                 continue
             yield from self._visit(root, path, rel, st, rules, ancestors, entry.is_symlink())
 
@@ -411,78 +379,14 @@ def _key(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _reason(e: OSError, symlink: bool = False) -> str:
-    if e.errno == errno.ELOOP:
-        return "symlink loop"
-    if e.errno == errno.ENOENT:
-        return "broken symlink" if symlink else "no such file"
-    if e.errno == errno.EISDIR:
-        return "is a directory"
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return e.strerror or str(e)
+@dataclass
+class WalkOptions:
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    max_size: int = DEFAULT_MAX_SIZE
+    types: str = "notes"  # files.TYPES: "code" adds source code to notes and documents
+    # Index files reached by symlinks whose real path leaves the root (default: skipped).
+    follow_outside: bool = False
 
-
-def decode_text(data: bytes) -> str:
-    """The text of a file's bytes, or Unreadable('binary file' / 'not valid UTF-8' / 'empty')."""
-    head = data[:SNIFF_BYTES]
-    if b"\0" in head or len(head.translate(None, _CONTROL)) < len(head) * 0.9:
-        raise Unreadable("binary file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise Unreadable(f"not valid UTF-8 (byte {e.start})") from None
-    if not text.strip():
-        raise Unreadable("empty")
-    return text
-
-
-# Opening never waits (a FIFO without a writer) nor takes a terminal; regular files ignore
-# O_NONBLOCK.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-
-
-def read_bytes(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """A candidate's bytes, with the size limit checked again (files grow). Only a regular
-    file is read: a FIFO, socket or device (a file swapped for one since it was walked) is
-    Unreadable, checked before opening and again on the open file."""
-    try:
-        kind = special_kind(os.stat(path).st_mode)
-        if kind is None:
-            fd = os.open(path, _OPEN_FLAGS)
-            with open(fd, "rb") as f:
-                kind = special_kind(os.fstat(fd).st_mode)
-                data = b"" if kind else f.read(max_size + 1)
-    except OSError as e:
-        raise Unreadable(_reason(e)) from None
-    if kind:
-        raise Unreadable(f"{kind}, not a file")
-    if len(data) > max_size:
-        raise Unreadable(f"too large (> {max_size} bytes)")
-    return data
-
-
-def extract_text(data: bytes, name: str, probe: bool = False) -> Extracted:
-    """The text of a file's bytes by its type: a document's (documents.py), else the bytes
-    as text. `probe`: only check that there is text (cheaper for a long PDF)."""
-    suffix = PurePath(name.lower()).suffix
-    if suffix in DOCUMENTS:
-        from .documents import extract
-
-        return extract(data, suffix, probe)
-    return Extracted(decode_text(data))
-
-
-def read_text(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> str:
-    """A file's text by the rules every command shares (size, binary, UTF-8, BOM)."""
-    return decode_text(read_bytes(path, max_size))
-
-
-def read_input(path: Path, max_size: int = INPUT_MAX_SIZE) -> str:
-    """A file named by the user (`embed --file`, pipes): its text (a document's too), or a
-    one-line error."""
-    path = Path(path).expanduser()
-    try:
-        return extract_text(read_bytes(path, max_size), path.name).text
-    except Unreadable as e:
-        raise JinalocError(f"{path}: {e}") from None
+    def walker(self) -> Walker:
+        return Walker(self.include, self.exclude, self.max_size, self.types, self.follow_outside)

@@ -36,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..chunking import is_heading
+from ..errors import IndexEmpty, JinalocError
+from ..reader import read_input
+from ..vectors import l2_normalize
 from .blocks import at_dim
-from .chunking import is_heading
-from .errors import IndexEmpty, JinalocError
-from .files import read_input
-from .search import MODES, candidates, search
+from .options import MODES, SearchOptions
+from .search import candidates, search
 from .store import MAX_K, Store
-from .vectors import l2_normalize
 
 KINDS = ("file", "heading", "passage")
 OVERSAMPLES = (2, 5, 10, 20)
@@ -260,7 +261,7 @@ def generate_queries(store: Store, sample: int = 200, seed: int = 0) -> list[Que
         ]
         if sentences:
             seq, text = rng.choice(sentences)
-            queries.append(Query(text, (doc.path,), "passage", _chunk_ids(store, doc.file_id)[seq]))
+            queries.append(Query(text, (doc.path,), "passage", store.chunk_ids(doc.file_id)[seq]))
     return queries
 
 
@@ -278,11 +279,6 @@ def _sentences(text: str, path: str) -> list[str]:
             if len(words) >= PASSAGE_MIN_WORDS:
                 out.append(" ".join(words[:PASSAGE_WORDS]))
     return out
-
-
-def _chunk_ids(store: Store, file_id: int) -> list[int]:
-    rows = store.conn.execute("SELECT id FROM chunks WHERE file_id = ? ORDER BY seq", (file_id,))
-    return [r[0] for r in rows]
 
 
 # configurations
@@ -334,7 +330,7 @@ def mode_configs(dim: int, rerank: bool = False) -> list[Config]:
 def _blocks(store: Store, size: int) -> Iterator[tuple[np.ndarray, ...]]:
     """(chunk ids, file ids, float vectors) of every chunk, ordered by file, in blocks of
     whole files of about `size` chunks."""
-    cursor = store.conn.execute("SELECT id, file_id, full FROM chunks ORDER BY file_id, seq")
+    cursor = store.chunk_vectors_by_file()
     dim = store.dim or 0
     pending: list = []
     while True:
@@ -585,10 +581,10 @@ def _search_files(store, query: Query, vector, mode: str, n: int) -> list[int]:
 def _search_hits(store, query: Query, vector, mode: str, n: int) -> list:
     """The best `n` files' hits (best chunk each), without the query's held-out chunk."""
     if query.held_out is None:
-        return search(store, query.text, vector, n, mode=mode)
+        return search(store, query.text, vector, n, SearchOptions(mode=mode))
     wanted = 4 * n
     while True:
-        hits = search(store, query.text, vector, wanted, mode=mode, all_chunks=True)
+        hits = search(store, query.text, vector, wanted, SearchOptions(mode=mode, all_chunks=True))
         kept: dict[int, object] = {}
         for h in hits:
             if h.chunk_id != query.held_out:

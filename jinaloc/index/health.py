@@ -27,11 +27,11 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..chunking import embed_text, table_headers
+from ..errors import IndexUnrepairable
 from . import blocks, lexical, salvage
-from .chunking import embed_text, table_headers
-from .errors import IndexUnrepairable
-from .index import CHUNK_FORMAT, IndexMeta
-from .planner import sha256
+from .meta import CHUNK_FORMAT, IndexMeta
+from .plan import sha256
 from .store import Store, _connect, open_error, writer_lock
 
 # The tables a salvage copies; the others are derived from them (lexical, tags, and the
