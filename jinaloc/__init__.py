@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Embedder": "embedder",
-    "load_embedder": "embedder",
+    "load_embedder": "load",
     "APISettings": "backends.api",
     "Index": "index",
     "IndexMeta": "index",

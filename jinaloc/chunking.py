@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from . import notes
 
 if TYPE_CHECKING:
-    from .embedder import Embedder
+    from .embedder import Embeds
 
 # Raw token counts of texts (no prompt, no special tokens), in order.
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -561,7 +561,7 @@ class DocumentChunker:
     """Chunks texts as the index embeds them: the model's tokenizer counts, and every
     embedded chunk (title/heading prefix included) fits the model's limit."""
 
-    def __init__(self, embedder: Embedder, chunk_tokens: int):
+    def __init__(self, embedder: Embeds, chunk_tokens: int):
         self.embedder = embedder
         self.overhead = embedder.count_tokens([""], "document")[0]
         # Raw tokens an embedded chunk may have: the limit less the prompt and special tokens.

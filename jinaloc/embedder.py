@@ -2,54 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import platform
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from .backends.base import Backend
 from .errors import JinalocError, check_choice
-from .registry import TASKS, ModelSpec, resolve
+from .registry import TASKS, ModelSpec
 from .textsafe import clean
 from .vectors import check_dim, matryoshka
 
-if TYPE_CHECKING:
-    from .backends.api import APISettings
-
 log = logging.getLogger("jinaloc")
 
-# "api": an embeddings server (backends/api.py); never chosen by "auto".
-BACKENDS = ("auto", "mlx", "gguf", "onnx", "api")
 PROMPTS = ("query", "document")
 # Padded tokens per forward pass: bounds memory for long inputs.
 MAX_BATCH_TOKENS = 16384
 
 ProgressFn = Callable[[int, int], None]  # (texts done in this step, tokens in this step)
-
-
-def default_backend(quant: str | None = None) -> str:
-    """MLX on Apple Silicon (Metal). On x86_64 Linux and Windows, ONNX Runtime int8 when it is
-    installed and no GGUF quant was asked for: measured 1.2-3.2x the speed of llama.cpp's
-    fastest quant there at cosine 0.9975 to fp32 (docs/benchmarks.md). GGUF elsewhere."""
-    if sys.platform == "darwin" and platform.machine() == "arm64":
-        return "mlx" if importlib.util.find_spec("mlx") else "gguf"
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    if x86 and sys.platform in ("linux", "win32") and (quant is None or is_onnx_quant(quant)):
-        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
-            return "onnx"
-    return "gguf"
-
-
-def is_onnx_quant(quant: str) -> bool:
-    from .backends import ONNX_QUANTS
-
-    return quant.lower() in ONNX_QUANTS
 
 
 @dataclass
@@ -58,32 +31,75 @@ class Embedding:
     token_counts: list[int]  # tokens actually embedded per text (after truncation)
 
 
-class Embedder:
-    """One loaded model. Switching task or dim does not reload the base weights."""
+class Embeds(Protocol):
+    """What the index, the pipelines and the servers use of a model. The local `Embedder`,
+    the server client (`server.client.RemoteEmbedder`), the api backend and the tests'
+    pure-numpy embedder satisfy it."""
 
-    # Embed calls that may run at once: a local model runs one forward pass at a time; a
-    # server backend keeps several requests in flight.
+    spec: ModelSpec
+    # Embed calls that may run at once: 1 for a local model; a server keeps several busy.
+    in_flight: int
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def quant(self) -> str: ...
+    @property
+    def backend_name(self) -> str: ...
+    def check_dim(self, dim: int | None) -> int: ...
+    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]: ...
+    def embed(
+        self,
+        texts: Sequence[str],
+        task: str = ...,
+        prompt: str = ...,
+        dim: int | None = ...,
+        batch_size: int = ...,
+        progress: ProgressFn | None = ...,
+        truncated: list[tuple[int, int]] | None = ...,
+    ) -> np.ndarray: ...
+    def embed_with_counts(
+        self,
+        texts: Sequence[str],
+        task: str = ...,
+        prompt: str = ...,
+        dim: int | None = ...,
+        batch_size: int = ...,
+        progress: ProgressFn | None = ...,
+        truncated: list[tuple[int, int]] | None = ...,
+    ) -> Embedding: ...
+    def embed_later(
+        self,
+        texts: Sequence[str],
+        task: str = ...,
+        prompt: str = ...,
+        dim: int | None = ...,
+        truncated: list[tuple[int, int]] | None = ...,
+    ) -> Future[Embedding]: ...
+    def close(self) -> None: ...
+
+
+class BaseEmbedder:
+    """What every embedder shares above its raw vectors: prompts, dims, Matryoshka slicing
+    and normalization, futures. A subclass gives `embed_raw`, `count_tokens` and the
+    model's sizes."""
+
     in_flight = 1
+    hidden_size: int
+    max_tokens: int
+    quant: str
+    backend_name: str
 
-    def __init__(self, spec: ModelSpec, backend: Backend):
+    def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self.backend = backend
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def hidden_size(self) -> int:
-        return self.backend.hidden_size
-
-    @property
-    def max_tokens(self) -> int:
-        return self.backend.max_tokens
-
-    @property
-    def quant(self) -> str:
-        return self.backend.quant
 
     def check_dim(self, dim: int | None) -> int:
         allowed = self.spec.allowed_dims()
@@ -96,14 +112,9 @@ class Embedder:
         check_prompt(prompt)
         return self.spec.prompts.get(prompt, "")
 
-    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
-        prefix = self.prefix(prompt)
-        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
-        return self.backend.tokenize([prefix + clean(t) for t in texts])
-
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         """Tokens each text would use, prompt and special tokens included, before truncation."""
-        return self.tokenize(texts, prompt)[1]
+        raise NotImplementedError
 
     def embed(
         self,
@@ -168,6 +179,53 @@ class Embedder:
         Inputs longer than the model's limit are truncated, with a warning; a caller that
         reports them itself (once for a whole run) passes `truncated`, which collects
         (input index, tokens before truncation) instead."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the model holds."""
+
+
+class Embedder(BaseEmbedder):
+    """One model loaded here on a local backend. Switching task or dim does not reload the
+    base weights."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend):
+        super().__init__(spec)
+        self.backend = backend
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backend.hidden_size
+
+    @property
+    def max_tokens(self) -> int:
+        return self.backend.max_tokens
+
+    @property
+    def quant(self) -> str:
+        return self.backend.quant
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
+        prefix = self.prefix(prompt)
+        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
+        return self.backend.tokenize([prefix + clean(t) for t in texts])
+
+    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
+        return self.tokenize(texts, prompt)[1]
+
+    def embed_raw(
+        self,
+        texts: Sequence[str],
+        task: str,
+        prompt: str,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+        truncated: list[tuple[int, int]] | None = None,
+    ) -> tuple[np.ndarray, list[int]]:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.hidden_size), np.float32), []
@@ -224,43 +282,3 @@ def check_task(task: str, tasks: Sequence[str] = TASKS) -> str:
 
 def check_prompt(prompt: str) -> str:
     return check_choice("prompt", prompt, PROMPTS)
-
-
-def load_embedder(
-    model: str | None = None,
-    backend: str = "auto",
-    quant: str | None = None,
-    offline: bool = False,
-    download: bool = True,
-    dim: int | None = None,
-    task: str | None = None,
-    api: APISettings | None = None,
-) -> Embedder:
-    """Load a registry model or local folder on the chosen backend.
-
-    `offline` never touches the network; `download=False` also refuses to fetch. A `dim`
-    is checked against the registry before anything is loaded or downloaded. `task`, the
-    adapter used first, saves fetching another task's GGUF just for its tokenizer.
-    backend "api" embeds through the server `api` names (default: JINALOC_API_* variables),
-    with only the model's tokenizer here; `offline` then still lets texts go to it."""
-    from .backends import open_backend
-
-    check_choice("backend", backend, BACKENDS)
-    spec = resolve(model)
-    if spec.kind != "embedding":
-        raise JinalocError(
-            f"{spec.name} is a {spec.kind}, not an embedding model: use it with"
-            f" `jinaloc rerank --cross --reranker {spec.name}`"
-        )
-    if dim is not None and spec.dims and spec.path is None:
-        check_dim(dim, spec.dims, spec.allowed_dims())
-    if backend == "auto":
-        backend = default_backend(quant)
-    if task is not None:
-        check_task(task, spec.tasks)
-    if backend == "api":
-        from .backends.api import open_api
-
-        return open_api(spec, api, offline=offline)
-    opened = open_backend(spec, backend, quant, offline=offline, download=download, task=task)
-    return Embedder(spec, opened)

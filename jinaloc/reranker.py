@@ -123,7 +123,7 @@ def reranker_backend(spec: ModelSpec, backend: str, quant: str | None) -> str:
     with the onnx extra)."""
     import importlib.util
 
-    from .embedder import default_backend
+    from .load import default_backend
 
     if backend in ("onnx", "gguf"):
         return backend

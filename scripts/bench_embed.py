@@ -54,7 +54,7 @@ from benchlib import (  # noqa: E402
     write_json,
 )
 
-from jinaloc.embedder import load_embedder  # noqa: E402
+from jinaloc.load import load_embedder  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
 
 TASK = "retrieval"

@@ -35,7 +35,7 @@ from benchlib import (  # noqa: E402
 )
 
 from jinaloc.chunking import embed_text  # noqa: E402
-from jinaloc.embedder import load_embedder  # noqa: E402
+from jinaloc.load import load_embedder  # noqa: E402
 from jinaloc.index.store import Store  # noqa: E402
 
 TOPICS = """budget hiring travel roadmap release security backup garden recipes reading
@@ -47,7 +47,7 @@ the research group tests retrieval models embeddings vector search and local inf
 should also remember to water the tomatoes renew the passport and call the accountant"""
 LOAD = """
 import sys, time
-from jinaloc.embedder import load_embedder
+from jinaloc.load import load_embedder
 e = load_embedder(sys.argv[1], backend=sys.argv[2], quant=sys.argv[3] or None, offline=True)
 e.embed(["warm up"], task="retrieval", dim=int(sys.argv[4]))
 """

@@ -107,7 +107,7 @@ def make_notes(
 
 def nano_embedder():
     """The tiny nano fixture on the GGUF backend, F32 (exact)."""
-    from jinaloc.embedder import load_embedder
+    from jinaloc.load import load_embedder
 
     return load_embedder(str(model_dir("nano")), backend="gguf", quant="F32", offline=True)
 
@@ -157,14 +157,17 @@ def docx_bytes(blocks: list[tuple[str, str]], table: list[list[str]] = ()) -> by
     return out.getvalue()
 
 
-def cli(*args, input=None, ok=(0,)):
+def cli(*args, input=None, ok=(0,), embedder=None):
     """`jinaloc ARGS` in-process (typer's runner); an AssertionError with both streams unless
-    the exit code is in `ok`."""
+    the exit code is in `ok`. `embedder`: every model the command loads is this one (the
+    CLI's test seam: no native runtime)."""
     from typer.testing import CliRunner
 
     from jinaloc.cli import app
+    from jinaloc.cli.common import Settings
 
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    obj = Settings(load=lambda *a, **k: embedder) if embedder is not None else None
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, obj=obj)
     if result.exit_code not in ok:
         raise AssertionError(
             f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"

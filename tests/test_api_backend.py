@@ -253,7 +253,7 @@ def test_settings_from_the_environment(monkeypatch):
 
 
 def test_never_a_default():
-    from jinaloc.embedder import default_backend
+    from jinaloc.load import default_backend
 
     assert default_backend() != "api"
     with pytest.raises(JinalocError, match="--api-url"):
@@ -335,7 +335,7 @@ def test_batches_by_inputs_and_tokens(fake):
     e.embed(texts, batch_size=16)
     assert sorted(Counter(server.answered).values()) == [1] * 100
     for body in server.bodies:
-        counts = e.backend.tokenize(body["input"])[1]  # prefixed already
+        counts = e.tokenizer.tokenize(body["input"])[1]  # prefixed already
         assert len(body["input"]) <= 16
         assert len(body["input"]) == 1 or max(counts) * len(body["input"]) <= 200
     e.close()
@@ -513,7 +513,7 @@ needs_gguf = pytest.mark.skipif(not have_gguf(), reason="needs llama-cpp-python"
 
 @pytest.fixture(scope="module")
 def local_nano():
-    from jinaloc.embedder import load_embedder
+    from jinaloc.load import load_embedder
 
     e = load_embedder(str(NANO), backend="gguf", quant="F32", offline=True)
     yield e

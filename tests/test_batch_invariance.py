@@ -12,7 +12,7 @@ import pytest
 from conftest import FAMILIES, model_dir
 from index_helpers import have_gguf
 
-from jinaloc.embedder import load_embedder
+from jinaloc.load import load_embedder
 
 MIN_COS = 0.99999
 TARGETS = ["hello world", "Steuererklärung bis Ende Mai, sonst wird es teuer", "a b c " * 20]

@@ -164,7 +164,7 @@ def test_similar_uses_stored_vectors(indexed, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("similar loaded a model for an indexed note")
 
-    monkeypatch.setattr("jinaloc.embedder.load_embedder", no_model)
+    monkeypatch.setattr("jinaloc.load.load_embedder", no_model)
     rows = json.loads(cli("similar", target, "--db", db, "--json", "-k", "5").stdout)
     assert len(rows) == 5 and all(r["path"] != str(target) for r in rows)
 

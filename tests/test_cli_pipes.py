@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jinaloc.cli import app
-from jinaloc.embedder import load_embedder
+from jinaloc.load import load_embedder
 from tests.conftest import ROOT, model_dir
 
 # GGUF at F32 (exact) where llama.cpp is installed, else MLX (CPU is fine for tiny models).

@@ -3,10 +3,8 @@ them and points at .jinalocignore; notes of ordinary sizes give no such line."""
 
 from __future__ import annotations
 
-from index_helpers import FakeEmbedder, make_notes
-from typer.testing import CliRunner
+from index_helpers import FakeEmbedder, cli, make_notes
 
-from jinaloc.cli import app
 from jinaloc.index import Index
 from jinaloc.index.write import CROWD_MIN_FILES, Report
 
@@ -60,9 +58,7 @@ def test_the_index_summary_points_at_jinalocignore(tmp_path, monkeypatch):
     notes = tmp_path / "notes"
     make_notes(notes, 60)
     translation_table(notes / "headings.txt")
-    monkeypatch.setattr("jinaloc.cli.index.load_embedder", lambda *a, **k: FakeEmbedder())
-    result = CliRunner().invoke(app, ["index", str(notes), "--db", str(tmp_path / "i.db")])
-    assert result.exit_code == 0, result.stderr
+    result = cli("index", notes, "--db", tmp_path / "i.db", embedder=FakeEmbedder())
     assert "crowding: 1 of 61 files hold" in result.stderr
     assert ".jinalocignore" in result.stderr
     assert f"{notes / 'headings.txt'}: " in result.stderr

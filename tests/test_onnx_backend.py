@@ -233,7 +233,7 @@ def test_cli_embed_onnx(family, quant):
 
 
 def test_auto_picks_onnx_on_x86_when_installed(monkeypatch):
-    from jinaloc import embedder
+    from jinaloc import load as embedder
 
     monkeypatch.setattr(embedder.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(embedder.sys, "platform", "linux")

@@ -27,8 +27,8 @@ from reranker_helpers import (  # noqa: E402
 )
 
 from jinaloc.cli import app  # noqa: E402
-from jinaloc.embedder import default_backend  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
+from jinaloc.load import default_backend  # noqa: E402
 from jinaloc.reranker import load_reranker, reranker_backend, resolve_reranker  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.test_cli_models import add_repo, jinaloc  # noqa: E402
@@ -311,10 +311,10 @@ def test_auto_off_onnx_platforms_is_llama_cpp_or_else_onnx(monkeypatch):
     llama.cpp when it is installed, else on ONNX Runtime when that is."""
     import importlib.util
 
-    import jinaloc.embedder
+    import jinaloc.load
 
     spec, _ = resolve_reranker("qwen3-reranker-0.6b")
-    monkeypatch.setattr(jinaloc.embedder, "default_backend", lambda quant=None: "mlx")
+    monkeypatch.setattr(jinaloc.load, "default_backend", lambda quant=None: "mlx")
     real = importlib.util.find_spec
     for have_llama, want in ((False, "onnx"), (True, "gguf")):
         monkeypatch.setattr(

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from jinaloc.embedder import default_backend, load_embedder
+from jinaloc.load import default_backend, load_embedder
 
 pytestmark = [
     pytest.mark.real_weights,

@@ -24,8 +24,8 @@ from reranker_helpers import (  # noqa: E402
     scores_vs_golden,
 )
 
-from jinaloc.embedder import load_embedder  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
+from jinaloc.load import load_embedder  # noqa: E402
 from jinaloc.reranker import DEFAULT_INSTRUCTION, load_reranker  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 

@@ -466,10 +466,7 @@ def use_server(server, monkeypatch):
 
 
 def test_cli_loader_picks_the_matching_server(use_server, monkeypatch):
-    from jinaloc.cli import common
-    from jinaloc.cli.common import load_embedder
-
-    monkeypatch.setattr(common, "use_server", True)  # as a command without --no-server
+    from jinaloc.cli.common import load_embedder  # outside a command: servers allowed
     from jinaloc.server.client import RemoteEmbedder, find_server
 
     model = MODEL_ARGS[1]

@@ -393,12 +393,10 @@ def test_remote_embedder_falls_back_to_the_local_model(busy, monkeypatch, caplog
 
 
 def test_cli_embed_against_a_busy_server(busy, monkeypatch, tmp_path):
-    from jinaloc.cli import common
     from jinaloc.server import client
 
     monkeypatch.setenv("JINALOC_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(client, "BUSY_WAIT", 1.0)
-    monkeypatch.setattr(common, "use_server", True)
     record_for(busy, tmp_path / "state")
     through = CliRunner().invoke(app, ["embed", *MODEL_ARGS, "--dim", "32", *TEXTS])
     assert through.exit_code == 0, through.stderr

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -39,10 +38,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from .. import __version__
-from ..embedder import Embedder, ProgressFn, length_sorted_batches, note_truncated
+from ..embedder import BaseEmbedder, ProgressFn, length_sorted_batches, note_truncated
 from ..errors import EmbedFailed, JinalocError, check_choice
+from ..net import is_loopback
 from ..registry import TASKS, ModelSpec
-from .base import Backend
+from ..textsafe import clean
 
 log = logging.getLogger("jinaloc")
 
@@ -125,13 +125,6 @@ def shown_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _named_task(model_id: str) -> str | None:
@@ -254,7 +247,7 @@ class Client:
         # Loopback goes direct; elsewhere the environment's proxies apply, as for any client.
         # Redirects are not followed: urllib would send the key on to wherever they point.
         handlers = [_NoRedirect()]
-        if _loopback(host):
+        if is_loopback(host):
             handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
         self.stats = Stats()
@@ -424,32 +417,22 @@ class Client:
         return out
 
 
-class _TokenizerOnly(Backend):
-    """What `Embedder` reads of a backend, with the model's tokenizer and no weights."""
+class APIEmbedder(BaseEmbedder):
+    """An embedder whose vectors come from an embeddings server; the model's tokenizer
+    (from its folder: no weights) counts and cuts texts here as a local model would."""
 
-    name = "api"
+    backend_name = "api"
+    quant = "default"
 
-    def __init__(self, folder, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, folder, settings: APISettings):
         from .canonical import HFTokenizer, max_tokens, read_json
 
+        super().__init__(spec)
         config = read_json(folder / "config.json")
         self.hidden_size = int(config["hidden_size"])
         self.max_tokens = max_tokens(config, spec.max_tokens)
         self.tokenizer = HFTokenizer(folder, self.max_tokens)
-
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
-        return self.tokenizer.tokenize(texts)
-
-    def embed_tokens(self, batch: list[list[int]], task: str) -> np.ndarray:
-        raise JinalocError("the api backend embeds texts, not token ids")
-
-
-class APIEmbedder(Embedder):
-    """An `Embedder` whose vectors come from an embeddings server."""
-
-    def __init__(self, spec: ModelSpec, backend: _TokenizerOnly, settings: APISettings):
-        super().__init__(spec, backend)
-        self.client = Client(settings, spec, backend.hidden_size)
+        self.client = Client(settings, spec, self.hidden_size)
         self.in_flight = settings.jobs
         self._requests = _Pool(settings.jobs, "jinaloc-api")
         self._calls = _Pool(settings.jobs, "jinaloc-api-call")
@@ -468,13 +451,13 @@ class APIEmbedder(Embedder):
             return np.zeros((0, self.hidden_size), np.float32), []
         model = self.client.model_for(task)
         prefix = self.prefix(prompt)
-        ids, full = self.backend.tokenize([prefix + t for t in texts])
+        ids, full = self.tokenize(texts, prompt)
         note_truncated(full, self.max_tokens, truncated)
         counts = [len(x) for x in ids]
         if self.client.kind == "jina":  # the server adds the prompt, and truncates as here
             inputs = texts
         else:
-            decode = self.backend.tokenizer.plain.decode
+            decode = self.tokenizer.plain.decode
             inputs = [
                 prefix + t if n <= self.max_tokens else decode(ids[i], skip_special_tokens=True)
                 for i, (t, n) in enumerate(zip(texts, full, strict=True))
@@ -532,6 +515,14 @@ class APIEmbedder(Embedder):
             lambda: self.embed_with_counts(texts, task, prompt, dim, truncated=truncated)
         )
 
+    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
+        """(token ids, counts before truncation) as the local model would cut them."""
+        prefix = self.prefix(prompt)
+        return self.tokenizer.tokenize([prefix + clean(t) for t in texts])
+
+    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
+        return self.tokenize(texts, prompt)[1]
+
     def close(self) -> None:
         self._requests.close()
         self._calls.close()
@@ -547,7 +538,7 @@ def open_api(spec: ModelSpec, settings: APISettings | None, offline: bool = Fals
         raise JinalocError(
             "--backend api needs the server's URL: pass --api-url URL (or set JINALOC_API_URL)"
         )
-    return APIEmbedder(spec, _TokenizerOnly(tokenizer_dir(spec, offline), spec), settings)
+    return APIEmbedder(spec, tokenizer_dir(spec, offline), settings)
 
 
 def _detail(e: urllib.error.HTTPError) -> str:

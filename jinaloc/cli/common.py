@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
@@ -69,9 +70,31 @@ InstructionOpt = Annotated[
 ]
 
 
-def _set_threads(value: int | None) -> None:
-    if value is not None:
-        os.environ["JINALOC_THREADS"] = str(value)  # every backend reads it when it loads
+@dataclass
+class Settings:
+    """What a command's options set for the code below it, kept on the command's context
+    (click's `ctx.obj`) instead of module globals. Tests pass their own (`CliRunner.invoke(
+    app, args, obj=Settings(load=...))`) to run commands on a pure-numpy embedder."""
+
+    threads: int | None = None  # --threads (else JINALOC_THREADS, else free cores)
+    use_server: bool = True  # --no-server: load the model here even when a server runs it
+    api: dict = field(default_factory=dict)  # --api-* given (backends/api.APISettings fields)
+    null_input: bool = False  # -0/--null: stdin items end in NUL
+    # How a command loads a model (load.load_embedder's arguments); None: load.load_embedder.
+    load: Callable | None = None
+
+
+def settings() -> Settings:
+    """The running command's settings (defaults outside a command)."""
+    # Typer carries its own copy of click: its context is the one to ask.
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return ctx.find_root().ensure_object(Settings) if ctx is not None else Settings()
+
+
+def _set_threads(ctx: typer.Context, value: int | None) -> None:
+    settings().threads = value
 
 
 ThreadsOpt = Annotated[
@@ -86,13 +109,8 @@ ThreadsOpt = Annotated[
 ]
 
 
-# Whether load_embedder may use a running server; --no-server turns it off per command.
-use_server = True
-
-
-def _no_server(value: bool) -> bool:
-    global use_server
-    use_server = not value
+def _no_server(ctx: typer.Context, value: bool) -> bool:
+    settings().use_server = not value
     return value
 
 
@@ -106,15 +124,11 @@ NoServerOpt = Annotated[
 ]
 
 
-# --backend api's settings given on the command line (backends/api.APISettings fields); the
-# environment's JINALOC_API_* fill in the rest. Reset by every command (the callbacks run
-# for defaults too).
-api_options: dict = {}
-
-
 def _api_option(name: str):
-    def store(value):
-        api_options[name] = value or None
+    """A callback keeping --api-NAME in the settings; JINALOC_API_* fill in the rest."""
+
+    def store(ctx: typer.Context, value):
+        settings().api[name] = value or None
         return value
 
     return store
@@ -164,17 +178,21 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     """The model: through an embeddings server with --backend api; else on a running
     `jinaloc serve` that loaded the same one (unless --no-server), else loaded here, with a
     spinner on stderr when it is a terminal."""
-    from ..embedder import load_embedder as load
-
+    s = settings()
+    if s.load is None:
+        from ..load import load_embedder as load
+    else:
+        load = s.load
     args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
 
     def here():
-        if spinner and err_console.is_terminal:
-            with err_console.status(f"loading {model or 'default model'}…"):
-                return load(model, **args)
-        return load(model, **args)
+        with threads_env(s.threads):
+            if spinner and err_console.is_terminal:
+                with err_console.status(f"loading {model or 'default model'}…"):
+                    return load(model, **args)
+            return load(model, **args)
 
-    given = {k: v for k, v in api_options.items() if v is not None}
+    given = {k: v for k, v in s.api.items() if v is not None}
     if backend == "api":
         from ..backends.api import APISettings
 
@@ -183,7 +201,7 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
         raise JinalocError(
             f"--api-{next(iter(given)).replace('models', 'model')} goes with --backend api"
         )
-    elif use_server:
+    elif s.use_server:
         from ..server.client import find_server
 
         # Loaded here after all when the server stays busy.
@@ -201,19 +219,33 @@ def load_reranker(reranker, quant, offline, doc_tokens=None, backend="auto"):
 
     backend = backend if backend in ("onnx", "gguf") else "auto"
     args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens or DOC_TOKENS, backend=backend)
-    if err_console.is_terminal:
-        with err_console.status(f"loading {reranker or 'default reranker'}…"):
-            return load(reranker, **args)
-    return load(reranker, **args)
+    with threads_env(settings().threads):
+        if err_console.is_terminal:
+            with err_console.status(f"loading {reranker or 'default reranker'}…"):
+                return load(reranker, **args)
+        return load(reranker, **args)
 
 
-# Whether stdin records end in NUL (`find -print0`) instead of newlines; set by -0/--null.
-null_input = False
+@contextmanager
+def threads_env(threads: int | None):
+    """JINALOC_THREADS (which every backend reads as it loads) set to --threads while a
+    model loads, then as it was."""
+    if threads is None:
+        yield
+        return
+    before = os.environ.get("JINALOC_THREADS")
+    os.environ["JINALOC_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("JINALOC_THREADS", None)
+        else:
+            os.environ["JINALOC_THREADS"] = before
 
 
-def _null_input(value: bool) -> bool:
-    global null_input
-    null_input = value
+def _null_input(ctx: typer.Context, value: bool) -> bool:
+    settings().null_input = value
     return value
 
 

@@ -12,7 +12,6 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import JinalocError
-from . import common
 from .common import err_console
 from .errors import error_line
 
@@ -136,5 +135,3 @@ def _root(
     ] = False,
 ) -> None:
     _setup_logging()
-    common.use_server = True  # until a command's --no-server says otherwise
-    common.api_options.clear()  # until a command's --api-* options say otherwise

@@ -33,7 +33,7 @@ from .core import app
 if TYPE_CHECKING:  # the model and numpy load when a command runs, not for --help
     import numpy as np
 
-    from ..embedder import Embedder
+    from ..embedder import Embeds
     from ..inputs import Record
 
 OUT_FORMATS = ("json", "jsonl", "npy")
@@ -129,7 +129,7 @@ def embed(
 class _Run:
     """Embeds blocks of records and writes (jsonl) or collects (json, npy) the results."""
 
-    def __init__(self, embedder: "Embedder", task, prompt, dim, batch_size, out_type, out_format):
+    def __init__(self, embedder: "Embeds", task, prompt, dim, batch_size, out_type, out_format):
         self.embedder, self.task, self.prompt, self.dim = embedder, task, prompt, dim
         self.batch_size, self.out_type, self.out_format = batch_size, out_type, out_format
         self.count = 0

@@ -152,7 +152,7 @@ def info(name: str, as_json: JsonOpt = False) -> None:
 
 def _format(fmt: str | None) -> str:
     from .. import hub
-    from ..embedder import default_backend
+    from ..load import default_backend
 
     # The ONNX and MLX backends read the canonical safetensors; GGUF its own files.
     default = "gguf" if default_backend() == "gguf" else "safetensors"
@@ -265,7 +265,7 @@ def path(
     elif spec.kind == "reranker":
         print(hub.reranker_file(spec, quant, download=False))
     else:
-        from ..backends import pick_gguf_quant
+        from ..backends.quants import pick_gguf_quant
         from ..embedder import check_task
 
         check_task(task, spec.tasks)

@@ -85,7 +85,7 @@ def _inputs(
         if read_files:
             raise JinalocError("give FILES or --read-files, not both")
         return path_items(files), len(files)
-    lines = common.iter_stdin_null() if common.null_input else iter_stdin()
+    lines = common.iter_stdin_null() if common.settings().null_input else iter_stdin()
     if read_files:
         return nonempty(path_items(lines)), None
     return nonempty(line_items(lines, input_format, grep_prefix=not no_prefix)), None

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from ..errors import JinalocError
-from .common import BackendOpt, ModelOpt, OfflineOpt, QuantOpt, ThreadsOpt, err_console
+from .common import (
+    BackendOpt,
+    ModelOpt,
+    OfflineOpt,
+    QuantOpt,
+    ThreadsOpt,
+    err_console,
+    settings,
+    threads_env,
+)
 from .core import app
 from .watch import batch_line
 
@@ -115,7 +124,8 @@ def serve(
         )
 
     limits = Limits(max_body=max_body, max_inputs=max_inputs, timeout=timeout)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops on SIGINT; a 2nd one
+    # uvicorn stops on SIGINT; a 2nd one
+    with threads_env(settings().threads), contextlib.suppress(KeyboardInterrupt):
         run(
             host,
             port,
@@ -165,4 +175,5 @@ def mcp(
     from ..paths import default_db
     from ..server.mcp_app import run_stdio
 
-    run_stdio((db or default_db()).expanduser(), model, backend, quant, offline, relative_to)
+    with threads_env(settings().threads):
+        run_stdio((db or default_db()).expanduser(), model, backend, quant, offline, relative_to)

@@ -26,7 +26,7 @@ from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store, new_file, writ
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..embedder import Embedder
+    from ..embedder import Embeds
     from .eval import Query, Result
     from .health import Problem
     from .search import Hit
@@ -37,12 +37,12 @@ if TYPE_CHECKING:
 VERIFY_ALL_BYTES = 64 << 20
 SMALL_TABLES = ("meta", "roots", "files")
 
-# loader(model, backend, quant, offline, task) -> Embedder
-Loader = Callable[..., "Embedder"]
+# loader(model, backend, quant, offline, task) -> an embedder
+Loader = Callable[..., "Embeds"]
 
 
 def _default_loader(model, backend, quant, offline, task):
-    from ..embedder import load_embedder
+    from ..load import load_embedder
 
     return load_embedder(model, backend=backend, quant=quant, offline=offline, task=task)
 
@@ -55,7 +55,7 @@ class Index:
         self.path = store.path
         self._meta = Meta(store)
         self._loader = loader or _default_loader
-        self._embedder: Embedder | None = None
+        self._embedder: Embeds | None = None
         self._owns_model = True
         self._choice: tuple = (None, "auto", None, False)
 
@@ -155,7 +155,7 @@ class Index:
         """Choose the model to load when one is needed: the index's own unless `model` says
         otherwise, and (unless asked otherwise) its backend and quant, so queries match the
         documents' vectors exactly."""
-        from ..embedder import default_backend
+        from ..load import default_backend
 
         m = self.meta
         if m is not None:
@@ -174,11 +174,11 @@ class Index:
         return self._choice
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Embeds:
         """The model, loaded on first use."""
         return self.load()
 
-    def load(self, task: str = TASK) -> Embedder:
+    def load(self, task: str = TASK) -> Embeds:
         """The model, loaded now if it is not yet; `task` is the adapter used first (GGUF
         files are per task, so a clustering run never fetches the retrieval one)."""
         if self._embedder is None:
@@ -195,7 +195,7 @@ class Index:
         meta = IndexMeta(
             model=e.spec.name,
             model_ref=model_ref(self._choice[0]) or e.spec.name,
-            backend=e.backend.name,
+            backend=e.backend_name,
             quant=e.quant,
             dim=e.check_dim(dim or min(DEFAULT_DIM, e.hidden_size)),
             full_dim=e.hidden_size,
@@ -296,7 +296,7 @@ class Index:
         # A bare path is walked with the default options.
         roots = [(r, WalkOptions()) if isinstance(r, (str, Path)) else r for r in roots]
 
-        def settle() -> tuple[IndexMeta, Embedder]:
+        def settle() -> tuple[IndexMeta, Embeds]:
             return self.settle(dim, chunk_tokens), self.embedder
 
         with self.writing(wait):

@@ -28,10 +28,10 @@ from .plan import Roots, Scope, Work, plan_update, sha256
 from .store import FileRecord, NewChunk, NoteMeta, Store
 
 if TYPE_CHECKING:
-    from ..embedder import Embedder
+    from ..embedder import Embeds
 
 # settle() -> (the index's meta, written first for a new index; the model that embeds)
-Settle = Callable[[], tuple[IndexMeta, "Embedder"]]
+Settle = Callable[[], tuple[IndexMeta, "Embeds"]]
 
 # Chunks embedded per step (then their files are written): one batch of the embedder, so an
 # interrupted run loses at most one forward pass of work (a server backend: one request per
@@ -144,7 +144,7 @@ class Writer:
     ):
         self.store = store
         self.settle = settle
-        self.embedder: Embedder | None = None
+        self.embedder: Embeds | None = None
         self.embed_dim: int | None = None  # of the vectors chunks keep, once settled
         self.progress = progress or Progress()
         self.report = report or Report()

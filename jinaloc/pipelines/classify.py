@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..embedder import Embedder
+from ..embedder import Embeds
 from ..errors import JinalocError
 from .score import AnchorScorer
 
@@ -33,7 +33,7 @@ def check_labels(labels: Iterable[str]) -> list[str]:
 
 
 def label_scorer(
-    embedder: Embedder, labels: Sequence[str], dim: int | None = None, batch_size: int = 32
+    embedder: Embeds, labels: Sequence[str], dim: int | None = None, batch_size: int = 32
 ) -> AnchorScorer:
     return AnchorScorer(
         embedder, check_labels(labels), "classification", "document", dim, batch_size
@@ -47,7 +47,7 @@ def best_labels(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classify(
-    embedder: Embedder,
+    embedder: Embeds,
     texts: Sequence[str],
     labels: Sequence[str],
     dim: int | None = None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..defaults import DEFAULT_MAX_K
-from ..embedder import Embedder
+from ..embedder import Embeds
 from ..errors import JinalocError
 from ..vectors import l2_normalize
 
@@ -170,7 +170,7 @@ def cluster_vectors(
 
 
 def cluster(
-    embedder: Embedder,
+    embedder: Embeds,
     texts: Sequence[str],
     k: int | None = None,
     max_k: int = DEFAULT_MAX_K,

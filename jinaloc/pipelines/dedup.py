@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..defaults import DEFAULT_THRESHOLD
-from ..embedder import Embedder
+from ..embedder import Embeds
 from ..errors import JinalocError
 
 # Rows per tile of the similarity matrix: a tile is BLOCK x BLOCK float32 (16 MB).
@@ -138,7 +138,7 @@ def duplicate_pairs(
 
 
 def find_duplicates(
-    embedder: Embedder,
+    embedder: Embeds,
     texts: Sequence[str],
     threshold: float = DEFAULT_THRESHOLD,
     dim: int | None = None,

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Embedder
+from ..embedder import Embeds
 from .score import AnchorScorer
 
 
 def query_scorer(
-    embedder: Embedder, query: str, dim: int | None = None, batch_size: int = 32
+    embedder: Embeds, query: str, dim: int | None = None, batch_size: int = 32
 ) -> AnchorScorer:
     """Retrieval adapter: query prompt for the query, document prompt for the texts."""
     return AnchorScorer(embedder, [query], "retrieval", "query", dim, batch_size)
@@ -63,7 +63,7 @@ def cut_to_tokens(text: str, limit: int, count: Callable[[str], int]) -> str:
 
 
 def rerank(
-    embedder: Embedder,
+    embedder: Embeds,
     query: str,
     texts: Sequence[str],
     k: int | None = None,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..embedder import Embedder, ProgressFn
+from ..embedder import Embeds, ProgressFn
 
 
 class AnchorScorer:
@@ -17,7 +17,7 @@ class AnchorScorer:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embeds,
         anchors: Sequence[str],
         task: str,
         anchor_prompt: str = "document",

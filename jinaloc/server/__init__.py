@@ -6,25 +6,16 @@ warm, and the record that lets the CLI find it.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
 from pathlib import Path
 
 from ..errors import JinalocError
+from ..net import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8089
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -133,7 +124,7 @@ def serve(
             pid=os.getpid(),
             model=e.name,
             model_path=str(e.spec.path or ""),
-            backend=e.backend.name,
+            backend=e.backend_name,
             quant=e.quant,
             quant_asked=served.quant_asked,
             hidden_size=e.hidden_size,

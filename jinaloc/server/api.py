@@ -17,7 +17,7 @@ from ..vectors import OUTPUT_TYPES, encode
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..embedder import Embedder
+    from ..embedder import Embeds
     from ..index import SearchOptions
 
 # Jina's task names -> (jinaloc task, prompt). jinaloc's own names are accepted too; no
@@ -128,7 +128,7 @@ def _typed(body: dict, key: str, kinds: tuple, what: str, default=None):
     return value
 
 
-def model_names(embedder: Embedder) -> set[str]:
+def model_names(embedder: Embeds) -> set[str]:
     """Names a request may give the served model by: its registry name, its folder, its
     Hugging Face repo and that repo's short name (as Jina's API calls it)."""
     spec = embedder.spec
@@ -140,7 +140,7 @@ def model_names(embedder: Embedder) -> set[str]:
     return names
 
 
-def check_model(body: dict, embedder: Embedder) -> None:
+def check_model(body: dict, embedder: Embeds) -> None:
     model = _typed(body, "model", (str,), "a string")
     if model and model not in model_names(embedder):
         raise ApiError(
@@ -198,7 +198,7 @@ def canonical_fields(body: dict, aliases: dict[str, str]) -> dict:
     return body
 
 
-def parse_embeddings(body: dict, embedder: Embedder, max_inputs: int) -> EmbedRequest:
+def parse_embeddings(body: dict, embedder: Embeds, max_inputs: int) -> EmbedRequest:
     check_fields(body, EMBEDDING_FIELDS)
     body = canonical_fields(body, ALIASES)
     for key in UNSUPPORTED:
@@ -307,7 +307,7 @@ class RerankRequest:
     max_doc_length: int | None = None  # tokens of each document scored; None: all
 
 
-def parse_rerank(body: dict, embedder: Embedder, max_inputs: int) -> RerankRequest:
+def parse_rerank(body: dict, embedder: Embeds, max_inputs: int) -> RerankRequest:
     check_fields(body, RERANK_FIELDS)
     body = canonical_fields(body, {"top_k": "top_n"})
     model = _typed(body, "model", (str,), "a string")

@@ -22,8 +22,9 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import JinalocError
+from ..net import is_loopback
 from ..output import json_dumps
-from . import api, is_loopback
+from . import api
 from .worker import Busy, ModelWorker, Served
 
 log = logging.getLogger("jinaloc.server")
@@ -43,7 +44,7 @@ class Limits:
 def loopback_host(host: str) -> bool:
     """A Host header naming this machine's loopback (with or without a port)."""
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    return is_loopback(name.strip("[]"))
+    return is_loopback(name)
 
 
 def loopback_origin(origin: str | None) -> bool:
@@ -247,7 +248,7 @@ def create_app(
                     "dimensions": embedder.hidden_size,
                     "max_tokens": embedder.max_tokens,
                     "tasks": list(api.TASKS),
-                    "backend": embedder.backend.name,
+                    "backend": embedder.backend_name,
                     "quant": embedder.quant,
                 }
             ],
@@ -261,7 +262,7 @@ def create_app(
             "watcher": watcher,
             "pid": os.getpid(),
             "model": embedder.name,
-            "backend": embedder.backend.name,
+            "backend": embedder.backend_name,
             "quant": embedder.quant,
             "db": str(served.index.path) if served.index else None,
             "queued": worker.pending,

@@ -16,19 +16,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..embedder import (
-    BACKENDS,
-    Embedder,
-    ProgressFn,
-    check_task,
-    default_backend,
-    note_truncated,
-)
+from ..embedder import BaseEmbedder, Embedder, ProgressFn, check_task, note_truncated
 from ..errors import JinalocError, check_choice
+from ..load import BACKENDS, default_backend
 from ..records import OPENER, ServerRecord, auth_headers, healthy, recorded_servers
 from ..registry import ModelSpec, resolve
 
@@ -56,22 +49,10 @@ def no_server_env() -> bool:
     return os.environ.get("JINALOC_NO_SERVER", "").strip() not in ("", "0")
 
 
-@dataclass
-class _ServerSide:
-    """What `Embedder` reads of its backend, as the server recorded it."""
-
-    name: str
-    hidden_size: int
-    max_tokens: int
-    quant: str
-
-    def close(self) -> None:
-        pass
-
-
-class RemoteEmbedder(Embedder):
-    """An `Embedder` on a model loaded by `jinaloc serve`. When the server stays busy,
-    `fallback()` loads the same model here and the rest of the work is done with it."""
+class RemoteEmbedder(BaseEmbedder):
+    """An embedder on a model loaded by `jinaloc serve` (its sizes as the server recorded
+    them). When the server stays busy, `fallback()` loads the same model here and the rest
+    of the work is done with it."""
 
     def __init__(
         self,
@@ -79,8 +60,11 @@ class RemoteEmbedder(Embedder):
         record: ServerRecord,
         fallback: Callable[[], Embedder] | None = None,
     ):
-        side = _ServerSide(record.backend, record.hidden_size, record.max_tokens, record.quant)
-        super().__init__(spec, side)  # type: ignore[arg-type]
+        super().__init__(spec)
+        self.hidden_size = record.hidden_size
+        self.max_tokens = record.max_tokens
+        self.quant = record.quant
+        self.backend_name = record.backend
         self.record = record
         self.fallback = fallback
         self.local: Embedder | None = None  # the fallback, once loaded
@@ -135,11 +119,6 @@ class RemoteEmbedder(Embedder):
                 raise JinalocError(f"{busy}, and loading the model here failed: {e}") from None
         return self.local
 
-    def tokenize(self, texts, prompt="document"):
-        if self.local is not None:
-            return self.local.tokenize(texts, prompt)
-        raise JinalocError("token ids are not sent by the server: pass --no-server")
-
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         counts: list[int] = []
         for part in self._requests(list(texts)):
@@ -158,7 +137,6 @@ class RemoteEmbedder(Embedder):
     def close(self) -> None:
         if self.local is not None:
             self.local.close()
-        super().close()
 
     def embed_raw(
         self,

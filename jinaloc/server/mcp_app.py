@@ -166,7 +166,7 @@ def create_mcp(worker: ModelWorker, relative_to: Path | None = None):
 
 def _load(model, backend, quant, offline, task):
     """A running `jinaloc serve`'s model when it is the same, else loaded here."""
-    from ..embedder import load_embedder
+    from ..load import load_embedder
     from .client import find_server
 
     def here():

@@ -22,7 +22,7 @@ log = logging.getLogger("jinaloc")
 CACHE_MB = 1024
 
 if TYPE_CHECKING:
-    from ..embedder import Embedder
+    from ..embedder import Embeds
     from ..index import Index
 
 
@@ -35,7 +35,7 @@ class Served:
     """What the worker holds: the loaded model, the index it serves (if any), and the quant
     the model was asked for ("" for the default), which the CLI matches its requests on."""
 
-    embedder: Embedder
+    embedder: Embeds
     index: Index | None
     quant_asked: str
     offline: bool = False
@@ -71,9 +71,9 @@ def open_served(
     otherwise, which must then be the same model: the index refuses another). An index
     that is not `db_required` (the default one) is left out, with a warning, when it is
     missing, empty or built with another model."""
-    from ..embedder import load_embedder
     from ..errors import IndexEmpty, IndexMismatch, IndexNotFound
     from ..index import Index
+    from ..load import load_embedder
 
     if db is not None and not db_required:
         try:

@@ -17,7 +17,6 @@ import onnxruntime as ort
 from ...errors import JinalocError
 from ...paths import cache_dir
 from ...registry import ModelSpec, detect_architecture
-from .. import onnx_quant
 from ..base import Backend
 from ..canonical import (
     HFTokenizer,
@@ -28,6 +27,7 @@ from ..canonical import (
     read_weights,
     weight_files,
 )
+from ..quants import onnx_quant
 from ..threads import default_threads
 
 log = logging.getLogger("jinaloc")

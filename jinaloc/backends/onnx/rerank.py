@@ -22,8 +22,8 @@ from tokenizers import Tokenizer
 from ...errors import JinalocError
 from ...paths import cache_dir
 from ...registry import detect_architecture
-from .. import onnx_quant
 from ..canonical import max_tokens, read_json, read_weights, weight_files
+from ..quants import onnx_quant
 from ..threads import default_threads
 from . import build_once, graph, open_session
 
