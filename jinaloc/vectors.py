@@ -60,10 +60,6 @@ def pack_bits(x: np.ndarray, bitorder: str = BIT_ORDER) -> np.ndarray:
     return np.packbits(np.asarray(x) > 0, axis=-1, bitorder=bitorder)
 
 
-def unpack_bits(packed: np.ndarray, dim: int, bitorder: str = BIT_ORDER) -> np.ndarray:
-    return np.unpackbits(packed, axis=-1, count=dim, bitorder=bitorder).astype(bool)
-
-
 def quantize(x: np.ndarray, kind: str) -> np.ndarray:
     """Arrays in Jina's API types: float32, ubinary (sign bits packed MSB-first, uint8),
     binary (ubinary - 128, int8), bit for bit what api.jina.ai returns."""

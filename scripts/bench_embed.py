@@ -54,8 +54,8 @@ from benchlib import (  # noqa: E402
     write_json,
 )
 
-from jinaloc.load import load_embedder  # noqa: E402
 from jinaloc.errors import JinalocError  # noqa: E402
+from jinaloc.load import load_embedder  # noqa: E402
 
 TASK = "retrieval"
 SAMPLE = """the note about a meeting with the team on budget planning and next quarter goals

@@ -35,8 +35,8 @@ from benchlib import (  # noqa: E402
 )
 
 from jinaloc.chunking import embed_text  # noqa: E402
-from jinaloc.load import load_embedder  # noqa: E402
 from jinaloc.index.store import Store  # noqa: E402
+from jinaloc.load import load_embedder  # noqa: E402
 
 TOPICS = """budget hiring travel roadmap release security backup garden recipes reading
 fitness taxes meeting research embeddings retrieval onboarding design review"""

@@ -127,7 +127,7 @@ NO_WORDS = ["", "   ", "*", "**", "!!!", "😀", "🎉🔥", '""', '" "', "-", "
 @pytest.mark.parametrize("query", NO_WORDS)
 def test_input_without_words_is_no_query(index, query):
     index.add(1, "anything at all")
-    assert lexical.match_query(query) is None
+    assert lexical.expression(index.conn, query) is None
     assert index.ids(query) == []
 
 
@@ -253,18 +253,11 @@ def test_identifiers_are_phrases_of_their_parts(index):
     assert set(index.ids("4711")) == {1, 3}
 
 
-def test_or_by_default_and_on_request(index):
+def test_or_by_default(index):
     index.add(1, "alpha beta")
     index.add(2, "alpha")
     assert set(index.ids("alpha beta")) == {1, 2}
     assert index.ids("alpha beta")[0] == 1  # matching both ranks first
-    rows = index.conn.execute(
-        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?",
-        (lexical.match_query("alpha beta", "AND"),),
-    ).fetchall()
-    assert rows == [(1,)]
-    with pytest.raises(ValueError):
-        lexical.match_query("x", "NEAR")
 
 
 def test_title_match_ranks_first(index):
@@ -296,7 +289,7 @@ def test_restriction_to_files_and_chunks(index):
 def test_very_long_queries_do_not_overflow_the_parser(index):
     index.add(1, "w5 w999")
     query = " ".join(f"w{i}" for i in range(2000))
-    assert lexical.match_query(query).count(" OR ") == lexical.MAX_PHRASES - 1
+    assert lexical.expression(index.conn, query).count(" OR ") == lexical.MAX_PHRASES - 1
     assert index.ids(query) == [1]
     assert index.ids("(" * 500 + "w5" + ")" * 500) == [1]
 
@@ -317,7 +310,7 @@ def test_fuzzed_input_never_raises(query):
     conn = _connect(":memory:")
     index = Index(conn)
     index.add(1, "数据 and the NEAR col: text 😀 C++", title="标题", heading=["見出し"])
-    expression = lexical.match_query(query)
+    expression = lexical.expression(conn, query)
     if expression is not None:
         conn.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (expression,))
     lexical.search(conn, query, 10)

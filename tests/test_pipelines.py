@@ -219,7 +219,9 @@ def test_each_task_uses_its_adapter_and_prompt():
     assert sum(len(c.members) for c in result.clusters) == 4
 
     fake.calls.clear()
-    groups = dedup.find_duplicates(fake, texts, threshold=0.99)
+    distinct = dedup.Distinct()
+    vectors = fake.embed(distinct.add(texts), "text-matching", "document")  # as `jinaloc dedup`
+    groups = dedup.duplicate_groups(vectors, 0.99, distinct.copies)
     assert fake.calls == [("text-matching", "document", ["alpha", "beta", "gamma"])]
     assert [g.members for g in groups] == [[0, 3]]
 

@@ -344,19 +344,6 @@ def _stemmed(phrases: list[tuple[str, bool]]) -> list[str]:
     return out[:MAX_PHRASES]
 
 
-def match_query(user_query: str, operator: str = "OR") -> str | None:
-    """A safe FTS5 MATCH expression for any user input, or None when it holds no word.
-
-    Each term is quoted, so FTS5 syntax in the input (`AND`, `NEAR`, `-`, `:`, `^`, `*`, `+`)
-    is searched as words: "exact phrase" stays a phrase, a trailing `*` makes the last word a
-    prefix, and the terms are joined by `operator` (OR: see docs/lexical.md). Lone unquoted
-    words are searched by their stems."""
-    if operator not in ("OR", "AND"):
-        raise ValueError(f"operator must be OR or AND, not {operator!r}")
-    phrases = _stemmed(_phrases(user_query))
-    return f" {operator} ".join(phrases) if phrases else None
-
-
 def _without_common(conn, phrases: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     """The phrases minus lone words found in more than COMMON_SHARE of the chunks (the
     rarest one when every word is common): such a word adds almost nothing to bm25 but makes

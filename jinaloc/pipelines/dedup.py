@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..defaults import DEFAULT_THRESHOLD
-from ..embedder import Embeds
 from ..errors import JinalocError
 
 # Rows per tile of the similarity matrix: a tile is BLOCK x BLOCK float32 (16 MB).
@@ -135,17 +134,3 @@ def duplicate_pairs(
         pairs.extend((min(a, b), max(a, b), s) for a in copies[u] for b in copies[v])
     pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
     return pairs
-
-
-def find_duplicates(
-    embedder: Embeds,
-    texts: Sequence[str],
-    threshold: float = DEFAULT_THRESHOLD,
-    dim: int | None = None,
-    batch_size: int = 32,
-) -> list[Group]:
-    """Groups of near-duplicate texts (indices into `texts`), text-matching adapter."""
-    check_threshold(threshold)
-    distinct = Distinct()
-    vectors = embedder.embed(distinct.add(texts), "text-matching", "document", dim, batch_size)
-    return duplicate_groups(vectors, threshold, distinct.copies)
