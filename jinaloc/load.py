@@ -8,13 +8,12 @@ import platform
 import sys
 from typing import TYPE_CHECKING
 
-from .embedder import BaseEmbedder, Embedder, check_task
 from .errors import JinalocError, check_choice
 from .registry import resolve
-from .vectors import check_dim
 
 if TYPE_CHECKING:
     from .backends.api import APISettings
+    from .embedder import BaseEmbedder
 
 # "api": an embeddings server (backends/api.py); never chosen by "auto".
 BACKENDS = ("auto", "mlx", "gguf", "onnx", "api")
@@ -56,7 +55,10 @@ def load_embedder(
     adapter used first, saves fetching another task's GGUF just for its tokenizer.
     backend "api" embeds through the server `api` names (default: JINALOC_API_* variables),
     with only the model's tokenizer here; `offline` then still lets texts go to it."""
+    # Here, not at the top: `default_backend` (asked by every search) needs no numpy.
     from .backends import open_backend
+    from .embedder import Embedder, check_task
+    from .vectors import check_dim
 
     check_choice("backend", backend, BACKENDS)
     spec = resolve(model)

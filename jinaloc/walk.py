@@ -25,8 +25,7 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from .chunking import NOTE_SUFFIXES
 from .errors import JinalocError
@@ -39,6 +38,9 @@ from .reader import (
     read_bytes,
     special_kind,
 )
+
+if TYPE_CHECKING:  # loaded by the first walk: a search never needs it
+    import pathspec
 
 IGNORE_FILES = (".gitignore", ".jinalocignore")
 # Editors' swap, backup and temporary files (vim's `4913` write test, `note.md~`, emacs
@@ -149,6 +151,8 @@ def size_limit(name: str, max_size: int) -> int:
 
 def _spec(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec | None:
     lines = [p for p in patterns if p.strip()]
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 

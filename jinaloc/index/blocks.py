@@ -19,11 +19,15 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..vectors import matryoshka, pack_bits
+
+if TYPE_CHECKING:
+    from .store import BlockCache
 
 BLOCK = 1024
 # A block holding fewer live chunks than this is dissolved back into `chunks` (and repacked
@@ -172,34 +176,6 @@ def live_slots(conn) -> set[tuple[int, int]]:
         ids, files = np.frombuffer(ids, dtype=np.int64), np.frombuffer(files, dtype=np.int64)
         out |= {(int(ids[o]), block * BLOCK + int(o)) for o in np.flatnonzero(files)}
     return out
-
-
-@dataclass
-class BlockCache:
-    """Blocks kept in memory by a long-lived session, up to `budget` bytes (0: none).
-    Blocks are immutable and their ids never reused, so an entry never goes stale. The
-    unpacked chunks are kept too, until the file changes: SQLite's data_version tells of
-    other connections' commits, `writes` (the Store counts them) of this one's."""
-
-    budget: int = 0
-    used: int = 0
-    entries: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    writes: int = 0
-    tail: dict[str, tuple[tuple[int, int], Part]] = field(default_factory=dict)
-
-    def get(self, block: int, column: str):
-        return self.entries.get((block, column))
-
-    def put(self, block: int, column: str, ids: np.ndarray, array: np.ndarray) -> None:
-        size = ids.nbytes + array.nbytes
-        if self.used + size <= self.budget:
-            self.entries[block, column] = (ids, array)
-            self.used += size
-
-    def forget_missing(self, present: set[int]) -> None:
-        for key in [k for k in self.entries if k[0] not in present]:
-            ids, array = self.entries.pop(key)
-            self.used -= ids.nbytes + array.nbytes
 
 
 @dataclass

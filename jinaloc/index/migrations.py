@@ -5,10 +5,8 @@ edit one that has shipped: add the next."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..notes import mtime_date
-from . import blocks, lexical
+from . import lexical
 
 
 def _script(conn, sql: str) -> None:
@@ -106,6 +104,10 @@ def m005_blocks(conn) -> None:
     """Schema 5: each chunk keeps its vector in `full` (float16) and the vectors are packed
     into blocks (blocks.py) in place of the vec0 bit table. An older index keeps what it
     had, vectors at its dim: meta `full_dim` says so, and a re-dim can only go lower."""
+    import numpy as np
+
+    from . import blocks
+
     conn.execute("ALTER TABLE chunks ADD COLUMN full BLOB")  # float16[full_dim]
     conn.execute("ALTER TABLE chunks ADD COLUMN slot INTEGER")  # blocks.py; NULL: unpacked
     last = 0

@@ -13,17 +13,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
-import pathspec
+from typing import TYPE_CHECKING
 
 from ..chunking import embed_text
 from ..errors import JinalocError
 from ..notes import date_arg
 from ..paths import display_path
-from ..vectors import note_vectors
 from .options import DEFAULTS, SearchOptions
 from .store import MAX_K, Store
+
+if TYPE_CHECKING:  # a lexical search needs neither
+    import numpy as np
 
 # Floors for small k (k=1 would get 10), and by dim: fewer bits tie and mislead more often.
 # Candidates x dim >= CANDIDATE_BITS gives 1024 candidates at 256 dims, 341 at 768; the
@@ -132,6 +132,8 @@ def matching_files(store: Store, glob: str) -> list[int]:
     """Ids of files whose root-relative path (with or without the root's own name in
     front: `git/*` and `til/git/*` for a root `til`) or displayed path matches a
     gitignore-style glob."""
+    import pathspec
+
     spec = pathspec.GitIgnoreSpec.from_lines([glob])
     cwd = Path.cwd()
     ids = []
@@ -372,6 +374,8 @@ def _check_k(k: int) -> None:
 def _vector_rows(store, query, k, per_file, file_ids, excluded, exact, oversample) -> list[Row]:
     """Candidates by cosine: the exact top k (`exact`, or too few dims for the coarse
     stage), else every chunk the coarse Hamming stage kept, rescored exactly."""
+    import numpy as np
+
     query = np.asarray(query, dtype=np.float32)
     if exact or len(query) < COARSE_MIN_DIM:
         return store.exact(query, k, per_file, file_ids, list(excluded))
@@ -425,6 +429,8 @@ def embed_query(embedder, text: str, dim: int) -> np.ndarray:
 
 def file_vector(store: Store, file_id: int) -> np.ndarray:
     """One vector for a whole indexed file: the normalized mean of its chunk vectors."""
+    from ..vectors import note_vectors
+
     vectors = store.file_vectors(file_id)
     if not len(vectors):
         raise JinalocError("that file has no indexed chunks")

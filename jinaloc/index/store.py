@@ -33,15 +33,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import numpy as np
 
 from ..errors import IndexBusy, IndexNotFound, JinalocError, SchemaTooNew
 from ..notes import mtime_date
 from ..textsafe import clean
-from . import blocks, lexical
+from . import lexical
 from .migrations import MIGRATIONS
+
+if TYPE_CHECKING:  # numpy and the block scans load when vectors are read or written:
+    import numpy as np  # a lexical search never does
+
+    from .blocks import Part
 
 log = logging.getLogger("jinaloc")
 
@@ -248,10 +252,20 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-def _connect(path: str, uri: bool = False):
-    """A connection with sqlite-vec loaded: the standard sqlite3 if it can, else pysqlite3."""
-    import sqlite_vec
+def _needs_vec(conn) -> bool:
+    """Whether a file may hold sqlite-vec's vec0 table: schemas 1-4 (or unreadable)."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except Exception:  # a damaged file: as before, with the extension
+        return True
+    return 0 < version < 5
 
+
+def _connect(path: str, uri: bool = False):
+    """A connection that can load extensions (the standard sqlite3 if it can, else
+    pysqlite3), with sqlite-vec loaded when the file is of a schema before 5 (its vec0 table
+    is dropped by the upgrade; importing sqlite_vec imports numpy, which a lexical search
+    never needs)."""
     modules = []
     import sqlite3
 
@@ -266,7 +280,10 @@ def _connect(path: str, uri: bool = False):
         conn = module.connect(path, isolation_level=None, check_same_thread=False, uri=uri)
         try:
             conn.enable_load_extension(True)
-            sqlite_vec.load(conn)
+            if _needs_vec(conn):
+                import sqlite_vec
+
+                sqlite_vec.load(conn)
             conn.enable_load_extension(False)
         except (AttributeError, module.OperationalError):
             conn.close()
@@ -337,6 +354,34 @@ class IndexedDocument:
     aliases: list[str] = field(default_factory=list)
 
 
+@dataclass
+class BlockCache:
+    """Blocks kept in memory by a long-lived session, up to `budget` bytes (0: none).
+    Blocks are immutable and their ids never reused, so an entry never goes stale. The
+    unpacked chunks are kept too, until the file changes: SQLite's data_version tells of
+    other connections' commits, `writes` (the Store counts them) of this one's."""
+
+    budget: int = 0
+    used: int = 0
+    entries: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    writes: int = 0
+    tail: dict[str, tuple[tuple[int, int], Part]] = field(default_factory=dict)
+
+    def get(self, block: int, column: str):
+        return self.entries.get((block, column))
+
+    def put(self, block: int, column: str, ids: np.ndarray, array: np.ndarray) -> None:
+        size = ids.nbytes + array.nbytes
+        if self.used + size <= self.budget:
+            self.entries[block, column] = (ids, array)
+            self.used += size
+
+    def forget_missing(self, present: set[int]) -> None:
+        for key in [k for k in self.entries if k[0] not in present]:
+            ids, array = self.entries.pop(key)
+            self.used -= ids.nbytes + array.nbytes
+
+
 class Store:
     def __init__(self, path: Path, conn):
         self.path = path
@@ -345,7 +390,7 @@ class Store:
         # The file opened (device, inode): writes check it is still the one at `path`.
         self.identity = file_identity(path)
         # Blocks kept in memory between scans; a long-lived session raises the budget.
-        self.cache = blocks.BlockCache()
+        self.cache = BlockCache()
 
     @classmethod
     def open(cls, path: Path, create: bool = True, readonly: bool = False) -> Store:
@@ -494,6 +539,8 @@ class Store:
         """The index's vectors again at `dim` (at most full_dim), from the vectors chunks
         keep, in one transaction: readers see the old dim until it commits. Returns the
         blocks written."""
+        from . import blocks
+
         with self.transaction():
             written = blocks.rebuild(self.conn, dim)
             self._write_meta({"dim": dim})
@@ -578,6 +625,8 @@ class Store:
             self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
 
     def _delete_chunks(self, file_id: int) -> None:
+        from . import blocks
+
         self.conn.execute(lexical.DELETE_FILE_SQL, (file_id,))
         self.conn.execute(lexical.FILE_DELETE_SQL, (file_id,))
         blocks.release(self.conn, file_id)
@@ -596,6 +645,10 @@ class Store:
         meta: NoteMeta | None = None,
     ) -> int:
         """Insert or replace one file with all its chunks, atomically. Returns its id."""
+        import numpy as np
+
+        from . import blocks
+
         dim, full = self.dim, self.full_dim
         for c in chunks:
             if np.shape(c.vector) != (full,):
@@ -689,6 +742,8 @@ class Store:
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """Kept (full) vectors of chunks whose embedded text has one of these hashes."""
+        from . import blocks
+
         rows = self.conn.execute(
             "SELECT hash, full FROM chunks WHERE hash IN (SELECT value FROM json_each(?))",
             (json.dumps(list(set(hashes))),),
@@ -710,6 +765,8 @@ class Store:
         exclude: Sequence[int] = (),
     ) -> list[int]:
         """Chunk ids of the k nearest sign-bit vectors by Hamming distance, nearest first."""
+        from . import blocks
+
         return blocks.coarse(
             self.conn, self.cache, query, self.dim or 0, min(k, MAX_K), file_ids, exclude
         )
@@ -755,6 +812,10 @@ class Store:
 
     def scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> list[tuple[int, int, float]]:
         """(chunk id, file id, cosine similarity) of the given chunks."""
+        import numpy as np
+
+        from . import blocks
+
         rows = self.conn.execute(
             "SELECT id, file_id, full FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(chunk_ids)),),
@@ -774,6 +835,8 @@ class Store:
     ) -> list[tuple[int, int, float]]:
         """The top k (chunk id, file id, similarity) by a full float scan; with `per_file`,
         only each file's best chunk."""
+        from . import blocks
+
         return blocks.exact(
             self.conn, self.cache, query, self.dim or 0, k, per_file, file_ids, exclude
         )
@@ -798,6 +861,8 @@ class Store:
 
     def file_vectors(self, file_id: int) -> np.ndarray:
         """The stored float vectors of one file's chunks, in order: (n, dim)."""
+        from . import blocks
+
         rows = self.conn.execute(
             "SELECT full FROM chunks WHERE file_id = ? ORDER BY seq", (file_id,)
         ).fetchall()
@@ -806,6 +871,8 @@ class Store:
     def iter_documents(self, paths: Iterable[str] | None = None) -> Iterator[IndexedDocument]:
         """Every indexed file (or those at `paths`, absolute) with its chunk texts and
         stored vectors, ordered by path. Reads one file at a time."""
+        from . import blocks
+
         dim = self.dim or 0
         files = self.conn.execute("SELECT id, path, title, meta FROM files ORDER BY path")
         files = files.fetchall()
