@@ -97,6 +97,25 @@ def test_a_command_that_runs_loads_what_it_uses(tmp_path):
     assert {"jinaloc.index.session", "jinaloc.index.store"} <= set(loaded)
 
 
+def test_a_lexical_search_loads_no_numpy_and_no_model(tmp_path):
+    """A lexical search needs SQLite and FTS5 only: numpy, the block scans, the walker's
+    matcher, sqlite-vec and the model code stay out (a cold start costs their imports)."""
+    from index_helpers import FakeEmbedder, make_notes
+
+    from jinaloc.index import Index
+
+    make_notes(tmp_path / "notes", 10)
+    db = tmp_path / "index.db"
+    with Index.open(db, create=True, loader=lambda *a, **k: FakeEmbedder()) as idx:
+        idx.update([tmp_path / "notes"])
+    proc, loaded = loaded_by("search", "tomato", "--db", str(db), "--mode", "lexical", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)  # it found something
+    assert {"sqlite3", "jinaloc.index.search"} <= set(loaded)
+    heavy = {"numpy", "sqlite_vec", "pathspec", "jinaloc.embedder", "jinaloc.backends"}
+    assert heavy & set(loaded) == set()
+
+
 @pytest.mark.parametrize("name", ["search", "eval", "models"])
 def test_a_run_builds_only_its_command(name):
     """main() hands Typer only the command it runs; that command is the full app's."""
