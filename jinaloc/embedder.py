@@ -79,6 +79,7 @@ class Embeds(Protocol):
         prompt: str = ...,
         dim: int | None = ...,
         truncated: list[tuple[int, int]] | None = ...,
+        progress: ProgressFn | None = ...,
     ) -> Future[Embedding]: ...
     def close(self) -> None: ...
 
@@ -155,12 +156,17 @@ class BaseEmbedder:
         prompt: str = "document",
         dim: int | None = None,
         truncated: list[tuple[int, int]] | None = None,
+        progress: ProgressFn | None = None,
     ) -> Future[Embedding]:
         """`embed_with_counts` as a future: a local model has finished when this returns;
         a server backend returns at once and embeds meanwhile (`in_flight` calls at most)."""
         future: Future[Embedding] = Future()
         try:
-            future.set_result(self.embed_with_counts(texts, task, prompt, dim, truncated=truncated))
+            future.set_result(
+                self.embed_with_counts(
+                    texts, task, prompt, dim, progress=progress, truncated=truncated
+                )
+            )
         except Exception as e:
             future.set_exception(e)
         return future

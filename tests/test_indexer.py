@@ -290,3 +290,25 @@ def test_index_redim_and_cache_from_python(tmp_path):
     assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(got, want, strict=True))
     with Store.open(db, create=False) as store:
         assert health.check(store) == []
+
+
+def test_a_local_model_embeds_a_whole_step_in_length_sorted_passes(tmp_path):
+    """Texts of several files go to the model together (STEP_CHUNKS), so its passes group
+    texts of like length across files; progress still hears each pass."""
+    from jinaloc.index import Progress
+    from jinaloc.index.write import STEP_CHUNKS
+
+    notes = tmp_path / "notes"
+    make_notes(notes, 70, paragraphs=1, words=8)  # one short chunk each
+    fake = FakeEmbedder()
+    passes = []
+
+    class Heard(Progress):
+        def embedded(self, texts, tokens):
+            passes.append(texts)
+
+    with Index.open(tmp_path / "i.db", create=True, loader=lambda *a, **k: fake) as idx:
+        report = idx.update([notes], progress=Heard())
+    assert report.added == 70 and STEP_CHUNKS >= 70
+    assert len(fake.calls) == 1  # one step: every file's chunk in one call
+    assert passes == [32, 32, 6]  # the embedder's passes of 32, each heard

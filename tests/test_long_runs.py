@@ -28,7 +28,8 @@ def test_embedder_collects_truncation_instead_of_warning(caplog):
     assert cut == [(1, 42), (3, 22)]  # (index, tokens with BOS/EOS before the cut)
 
 
-def test_a_run_reports_truncated_chunks_once_not_per_batch(tmp_path, caplog):
+def test_a_run_reports_truncated_chunks_once_not_per_batch(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("jinaloc.index.write.STEP_CHUNKS", 16)  # several steps of 40 notes
     notes = tmp_path / "notes"
     make_notes(notes, 40, paragraphs=2, words=60)
     fake = FakeEmbedder(max_tokens=48)

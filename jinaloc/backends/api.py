@@ -510,9 +510,13 @@ class APIEmbedder(BaseEmbedder):
                 ]
             )
 
-    def embed_later(self, texts, task="retrieval", prompt="document", dim=None, truncated=None):
+    def embed_later(
+        self, texts, task="retrieval", prompt="document", dim=None, truncated=None, progress=None
+    ):
         return self._calls.submit(
-            lambda: self.embed_with_counts(texts, task, prompt, dim, truncated=truncated)
+            lambda: self.embed_with_counts(
+                texts, task, prompt, dim, progress=progress, truncated=truncated
+            )
         )
 
     def tokenize(self, texts: Sequence[str], prompt: str = "document"):
