@@ -1,5 +1,7 @@
 """Indexing overhead: end-to-end `jinaloc index` on a generated notes corpus against pure
 embedding time of the same chunks, so the cost of walking, chunking and storing is visible.
+On a real notes folder (`--corpus DIR --sample N`: N of its notes, picked with a fixed seed)
+it also reports the padding of the indexer's passes against one global length sort.
 
 Each round runs, side by side: the CLI on a fresh index (a new process, as a user runs it);
 the same process start-up and model load alone (`load`: import, load, embed one text); and
@@ -7,6 +9,7 @@ the pure embedding of every chunk text the index stored, in one Embedder call wi
 already loaded. overhead = (index - load - embed) / embed.
 
     python scripts/bench_index.py [--families nano small] [--files 10] [--json PATH]
+    python scripts/bench_index.py --corpus ../corpus-til --sample 150 --backend onnx --quant int8
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from benchlib import (  # noqa: E402
 )
 
 from jinaloc.chunking import embed_text  # noqa: E402
+from jinaloc.embedder import MAX_BATCH_TOKENS, length_sorted_batches  # noqa: E402
 from jinaloc.index.store import Store  # noqa: E402
+from jinaloc.index.write import STEP_CHUNKS  # noqa: E402
 from jinaloc.load import load_embedder  # noqa: E402
 
 TOPICS = """budget hiring travel roadmap release security backup garden recipes reading
@@ -80,14 +85,48 @@ def make_corpus(folder: Path, files: int, seed: int = 0) -> int:
     return total
 
 
-def chunk_texts(db: Path) -> list[str]:
-    """The exact texts the index embedded: title and heading path, then the chunk."""
+def sample_corpus(source: Path, into: Path, n: int, seed: int = 0) -> int:
+    """`n` notes of a real folder, picked with a fixed seed, copied with their sub-folders."""
+    notes = sorted(p for p in source.rglob("*.md") if ".git" not in p.parts)
+    picked = np.random.default_rng(seed).choice(len(notes), size=min(n, len(notes)), replace=False)
+    total = 0
+    for i in sorted(picked):
+        target = into / notes[i].relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = notes[i].read_bytes()
+        target.write_bytes(data)
+        total += len(data)
+    return total
+
+
+def padding(files: list[list[int]], step: int, batch: int, cap: int) -> float:
+    """Share of computed tokens that are padding when files' texts (token counts, in file
+    order) are embedded `step` chunks at a time, each step length-sorted into passes of at
+    most `batch` texts and `cap` padded tokens (as Embedder.embed_raw cuts them)."""
+    steps, current = [], []
+    for counts in files:
+        current += counts
+        if len(current) >= step:
+            steps.append(current)
+            current = []
+    steps += [current] if current else []
+    real = padded = 0
+    for lengths in steps:
+        for b in length_sorted_batches(lengths, batch, cap):
+            real += sum(lengths[i] for i in b)
+            padded += max(lengths[i] for i in b) * len(b)
+    return 1 - real / padded
+
+
+def chunk_texts(db: Path) -> list[tuple[str, str]]:
+    """(file, text) of the exact texts the index embedded: title and heading path, then the
+    chunk; files in path order (the walk's)."""
     with Store.open(db, create=False) as store:
         rows = store.conn.execute(
-            "SELECT f.title, c.heading, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
-            " ORDER BY f.path, c.seq"
+            "SELECT f.path, f.title, c.heading, c.text FROM chunks c"
+            " JOIN files f ON f.id = c.file_id ORDER BY f.path, c.seq"
         ).fetchall()
-    return [embed_text(t, json.loads(h), x) for t, h, x in rows]
+    return [(p, embed_text(t, json.loads(h), x)) for p, t, h, x in rows]
 
 
 def run(cmd: list[str]) -> tuple[float, str]:
@@ -106,6 +145,7 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
     embedder.embed(["warm up"], task="retrieval", dim=dim)
     index_s, load_s, embed_s, reports = [], [], [], []
     texts: list[str] = []
+    files: list[str] = []
     for r in range(args.rounds):
         db = workdir / f"{family}-{r}.db"
         cmd = [sys.executable, "-m", "jinaloc", "index", str(corpus), "--db", str(db)]
@@ -113,7 +153,7 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
         dt, out = run(cmd + (["--quant", quant] if quant else []))
         index_s.append(dt)
         reports.append(json.loads(out))
-        texts = chunk_texts(db)
+        files, texts = map(list, zip(*chunk_texts(db), strict=True))
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         dt, _ = run([sys.executable, "-c", LOAD, model, backend, quant or "", str(dim)])
@@ -125,8 +165,17 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
             f"{family} round {r + 1}: index {index_s[-1]:.1f} s, load {load_s[-1]:.1f} s,"
             f" embed {embed_s[-1]:.1f} s"
         )
-    tokens = sum(embedder.count_tokens(texts, "document"))
+    counts = embedder.count_tokens(texts, "document")
+    tokens = sum(counts)
     embedder.close()
+    by_file: dict[str, list[int]] = {}
+    for path, n in zip(files, counts, strict=True):
+        by_file.setdefault(path, []).append(n)
+    pad = {
+        f"steps of {step}": padding(list(by_file.values()), step, 32, MAX_BATCH_TOKENS)
+        for step in (32, STEP_CHUNKS)
+    }
+    pad["one global sort"] = padding([counts], len(counts), 32, MAX_BATCH_TOKENS)
     index, load, embed = median(index_s), median(load_s), median(embed_s)
     rounds = list(zip(index_s, load_s, embed_s, strict=True))
     report = reports[-1]
@@ -136,6 +185,7 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
         "quant": quant,
         "dim": dim,
         "files": report["added"],
+        "padding": pad,
         "chunks": len(texts),
         "tokens": tokens,
         "rounds": args.rounds,
@@ -160,6 +210,8 @@ def main() -> None:
     p.add_argument("--models", type=Path, help="folder with bench-v5-nano/ and bench-v5-small/")
     p.add_argument("--families", nargs="+", default=["nano", "small"])
     p.add_argument("--files", type=int, default=10, help="notes in the generated corpus")
+    p.add_argument("--corpus", type=Path, help="a real notes folder instead of generated notes")
+    p.add_argument("--sample", type=int, default=150, help="notes taken from --corpus")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--backend", default="gguf")
     p.add_argument("--quant", default="Q8_0", help="GGUF quant, or MLX fp32/q8/q4")
@@ -177,8 +229,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="jinaloc-bench-index-") as tmp:
         corpus = Path(tmp) / "notes"
-        size = make_corpus(corpus, args.files)
-        log(f"corpus: {args.files} files, {size / 1e3:.0f} kB")
+        if args.corpus:
+            size = sample_corpus(args.corpus.expanduser(), corpus, args.sample)
+            log(f"corpus: {args.sample} notes of {args.corpus}, {size / 1e3:.0f} kB")
+        else:
+            size = make_corpus(corpus, args.files)
+            log(f"corpus: {args.files} files, {size / 1e3:.0f} kB")
         for family, folder in folders.items():
             rows.append(bench_family(family, folder, corpus, Path(tmp), args))
     cols = ["family", "quant", "files", "chunks", "tokens", "index_s", "load_s", "embed_s"]
@@ -191,6 +247,9 @@ def main() -> None:
         }
         for r in rows
     ]
+    for r in rows:
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["padding"].items())
+        print(f"- {r['family']} padding of the passes: {shares}")
     for t in targets:
         print(f"- {t['target']}: {t['value']:.3f} ({'met' if t['met'] else 'MISSED'})")
     write_json(
