@@ -72,6 +72,10 @@ def test_pack_bits_equals_sqlite_vec_quantize_binary(tmp_path):
     rng = np.random.default_rng(1)
     x = matryoshka(rng.standard_normal((20, 256)))
     with Store.open(tmp_path / "bits.db") as store:
+        import sqlite_vec  # the index loads it only to upgrade files of schema 1-4
+
+        store.conn.enable_load_extension(True)
+        sqlite_vec.load(store.conn)
         for row in x:
             (blob,) = store.conn.execute(
                 "SELECT vec_quantize_binary(?)", [row.astype(np.float32).tobytes()]
