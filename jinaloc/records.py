@@ -48,6 +48,11 @@ class ServerRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def no_server_env() -> bool:
+    """JINALOC_NO_SERVER: the CLI never uses a server (as --no-server)."""
+    return os.environ.get("JINALOC_NO_SERVER", "").strip() not in ("", "0")
+
+
 def servers_dir() -> Path:
     return state_dir() / "servers"
 
