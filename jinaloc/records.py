@@ -10,17 +10,15 @@ command that may embed."""
 
 from __future__ import annotations
 
-import hashlib
+import http.client
 import json
 import os
-import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .paths import state_dir
 
-# Loopback servers: never through an http(s)_proxy from the environment.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Seconds the CLI waits for a recorded server's /health before ignoring it.
 HEALTH_TIMEOUT = 0.5
 
@@ -109,11 +107,12 @@ def recorded_servers() -> list[ServerRecord]:
 
 def healthy(record: ServerRecord, timeout: float = HEALTH_TIMEOUT) -> bool:
     """The server answers /health as the process recorded (not another one on its port)."""
-    request = urllib.request.Request(record.url + "/health", headers=auth_headers(record))
     try:
-        with OPENER.open(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except (OSError, ValueError):
+        status, answer = call(record, "GET", "/health", timeout=timeout)
+        body = json.loads(answer)
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    if status != 200 or not isinstance(body, dict):
         return False
     # "degraded": its watcher died; it still embeds.
     return body.get("status") in ("ok", "degraded") and body.get("pid") == record.pid
@@ -123,26 +122,20 @@ def auth_headers(record: ServerRecord) -> dict[str, str]:
     return {"Authorization": f"Bearer {record.token}"} if record.token else {}
 
 
-def watcher_path(db: Path | str) -> Path:
-    """Where a watcher of `db` keeps its record (one per index file)."""
-    key = hashlib.sha256(str(Path(db).expanduser().resolve()).encode()).hexdigest()[:16]
-    return state_dir() / "watchers" / f"{key}.json"
-
-
-def write_watcher(db: Path | str, data: dict) -> None:
-    """Replace the record of the watcher of `db` (atomically: readers never see half)."""
-    path = watcher_path(db)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_watcher(db: Path | str) -> dict | None:
-    """The record of the watcher running for `db`, or None (none, or its process is gone:
-    killed before it could remove its record)."""
+def call(
+    record: ServerRecord, method: str, path: str, body: bytes | None = None, timeout: float = 60
+) -> tuple[int, bytes]:
+    """(status, body) of one request to a recorded server: plain http.client, never through
+    an http(s)_proxy from the environment (the server is this machine's), and light to
+    import for the CLI's thin search path. Raises OSError or http.client.HTTPException."""
+    url = urlsplit(record.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+    headers = auth_headers(record)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        data = json.loads(watcher_path(db).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data.get("pid"), int) and pid_alive(data["pid"]) else None
+        connection.request(method, path, body, headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

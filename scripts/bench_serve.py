@@ -1,17 +1,18 @@
 """A warm `jinaloc search` through `jinaloc serve` against today's cold process.
 
 Builds a small index, starts `jinaloc serve` on it, then runs per round, order alternating:
-`jinaloc search Q --db DB --json --no-server` (cold: a new process loads the model) and the
-same command without --no-server (warm: a new process, the model is the server's), plus the
-floors: `python -c pass` and one /v1/search request from this process (no process start).
-Outputs of cold and warm are checked equal. Then `python -X importtime` of the warm command
-shows how much of what remains is Python start-up and imports.
+`jinaloc search Q --db DB --json --no-server` (cold: a new process loads the model), the
+same command without --no-server (warm: the server runs the whole search, the process
+loads no numpy and no model), `jinaloc --help`, and the floors: `python -c pass` and one
+/v1/search request from this process (no process start). Outputs of cold and warm are
+checked byte-identical. Then `python -X importtime` of the warm command shows how much of
+what remains is Python start-up and imports, and whether it loaded numpy.
 
-    python scripts/bench_serve.py [--model DIR|NAME] [--backend gguf] [--quant F32]
+    python scripts/bench_serve.py [--model DIR|NAME] [--backend gguf|onnx] [--quant F32]
                                   [--rounds 15] [--threads 1] [--json PATH] [--quick]
 
-Default model: the full-size random-weight nano from make_bench_models.py when present,
-else the tiny fixture.
+Default model: the full-size random-weight nano from make_bench_models.py when present
+(its GGUF Q8_0 when made, else ONNX int8), else the tiny fixture (GGUF F32).
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ hiring travel costs software licenses office space customer onboarding review ma
 retrieval models embeddings vector search local inference water tomatoes passport accountant"""
 
 
-def default_model() -> tuple[str, str]:
-    """(model folder, quant): the full-size nano when made, else the tiny fixture."""
+def default_model() -> tuple[str, str, str | None]:
+    """(model folder, backend, quant): the full-size nano when made, else the tiny fixture."""
     bench = bench_models_dir() / "bench-v5-nano"
     if (bench / "gguf").is_dir():
         quant = "Q8_0" if any((bench / "gguf").glob("*Q8_0.gguf")) else "F16"
-        return str(bench), quant
-    return str(fixtures_dir() / "tiny-v5-nano"), "F32"
+        return str(bench), "gguf", quant
+    if (bench / "model.safetensors").is_file():
+        return str(bench), "onnx", None  # its int8 graph, built into the cache once
+    return str(fixtures_dir() / "tiny-v5-nano"), "gguf", "F32"
 
 
 def make_notes(folder: Path, n: int) -> None:
@@ -129,13 +132,15 @@ def import_times(cmd: list[str], env: dict) -> dict:
     return {
         "total_ms": round(sum(top.values()), 1),
         "top_ms": {k: round(v, 1) for k, v in ranked.items()},
+        "numpy_loaded": "numpy" in top,
+        "pydantic_loaded": "pydantic" in top,
     }
 
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--model")
-    p.add_argument("--backend", default="gguf")
+    p.add_argument("--backend")
     p.add_argument("--quant")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--notes", type=int, default=50)
@@ -143,12 +148,14 @@ def main() -> None:
         "--threads", type=int, default=1, help="JINALOC_THREADS for every process (busy machine: 1)"
     )
     args = p.parse_args()
-    model, quant = default_model()
-    model = args.model or model
+    model, backend, quant = default_model()
+    if args.model:
+        model, backend, quant = args.model, "gguf", None
+    backend = args.backend or backend
     quant = args.quant or quant
     rounds = 3 if args.quick else args.rounds
     py = sys.executable
-    model_args = ["--model", model, "--backend", args.backend, "--quant", quant]
+    model_args = ["--model", model, "--backend", backend, *(["--quant", quant] if quant else [])]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         notes, db, state = tmp / "notes", tmp / "index.db", tmp / "state"
@@ -165,6 +172,7 @@ def main() -> None:
             commands = {
                 "cold": [*search, "--no-server"],
                 "warm": search,
+                "--help": [*jl, "--help"],
                 "python -c pass": [py, "-c", "pass"],
             }
             times: dict[str, list[float]] = {name: [] for name in [*commands, "http"]}
@@ -199,7 +207,7 @@ def main() -> None:
         "command": " ".join(["python scripts/bench_serve.py", *sys.argv[1:]]),
         "machine": machine(),
         "model": model,
-        "backend": args.backend,
+        "backend": backend,
         "quant": quant,
         "threads": args.threads,
         "rounds": rounds,

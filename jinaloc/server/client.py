@@ -22,7 +22,6 @@ from ..embedder import BaseEmbedder, Embedder, ProgressFn, check_task, note_trun
 from ..errors import JinalocError, check_choice
 from ..load import BACKENDS, default_backend
 from ..records import (
-    OPENER,
     ServerRecord,
     auth_headers,
     healthy,
@@ -42,6 +41,8 @@ BUSY_FIRST_WAIT = 0.25
 BUSY_MAX_WAIT = 4.0
 # Share of the server's body limit a request may fill (JSON escapes are estimated).
 BODY_SHARE = 0.8
+# Loopback servers: never through an http(s)_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 log = logging.getLogger("jinaloc")

@@ -9,13 +9,12 @@ serve) gives None, and the CLI searches in-process as it always did."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from ..records import OPENER, auth_headers, healthy, no_server_env, recorded_servers
+from ..records import call, healthy, no_server_env, recorded_servers
 
 # Seconds to wait for the rows: as long as an in-process search would wait for the
 # server's query embedding (client.REQUEST_TIMEOUT); a full queue answers at once (429).
@@ -56,13 +55,12 @@ def search_rows(
     for record in servers:
         if not healthy(record):
             continue
-        headers = {"Content-Type": "application/json", **auth_headers(record)}
-        request = urllib.request.Request(record.url + "/v1/search", data, headers, method="POST")
         try:
-            with OPENER.open(request, timeout=REQUEST_TIMEOUT) as response:
-                rows = json.loads(response.read())
-        except (OSError, ValueError):  # refused (409: another model...), busy, or gone
+            status, answer = call(record, "POST", "/v1/search", data, REQUEST_TIMEOUT)
+            rows = json.loads(answer)
+        except (OSError, ValueError, http.client.HTTPException):  # gone, or not a server
             continue
-        if isinstance(rows, list):
+        if status == 200 and isinstance(rows, list):
             return rows
+        # Refused (409: another model...), busy (429/503) or failed: searched here.
     return None
