@@ -1,5 +1,6 @@
-"""Option values coerced without pydantic (cli/coerce.py) come out as Typer's own coercion
-gives them, and every bad value fails with Typer's own message."""
+"""Start-up cuts that must not show: option values coerced without pydantic (cli/coerce.py)
+come out as Typer's own coercion gives them, every bad value fails with Typer's own
+message; the root's help built without the commands' options reads as the full app's."""
 
 from __future__ import annotations
 
@@ -86,3 +87,17 @@ def test_a_run_needs_no_pydantic(tmp_path):
     )
     assert "no index" in run.stderr or "not found" in run.stderr, run.stderr
     assert "PYDANTIC False" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], [], ["--version"], ["--bogus"], ["-h"]])
+def test_root_help_without_options_reads_as_the_full_apps(args, monkeypatch):
+    from typer.testing import CliRunner
+
+    from jinaloc.cli import listing, load_all
+
+    monkeypatch.setenv("COLUMNS", "100")
+    full = CliRunner().invoke(load_all(), args)
+    lean = CliRunner().invoke(listing(), args)
+    assert (lean.exit_code, lean.stdout, lean.stderr) == (full.exit_code, full.stdout, full.stderr)
+    if args == ["--help"]:
+        assert all(f" {name} " in lean.stdout for name in ("search", "serve", "models", "dedup"))
