@@ -37,10 +37,14 @@ from benchlib import (  # noqa: E402
     median,
     parser,
     table,
+    tree_of,
     write_json,
 )
 
 QUERY = "how do I renew the passport before the trip"
+# Every process runs here: `python -m jinaloc` imports the package of its working directory
+# first, which must be neither tree (PYTHONPATH says which).
+OUTSIDE = tempfile.gettempdir()
 SAMPLE = """the note about a meeting with the team on budget planning and next quarter goals
 hiring travel costs software licenses office space customer onboarding review march research
 retrieval models embeddings vector search local inference water tomatoes passport accountant"""
@@ -85,7 +89,9 @@ def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
     says what the command costs; the wall time also holds the wait for a core."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, check=True, cwd=OUTSIDE
+    ).stdout
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -93,7 +99,9 @@ def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
 
 
 def start_server(cmd: list[str], env: dict, state: Path) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=OUTSIDE
+    )
     deadline = time.monotonic() + 600
     while not list((state / "servers").glob("server-*.json")):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -117,7 +125,11 @@ def import_times(cmd: list[str], env: dict) -> dict:
     """Cumulative import time (ms) of the whole command and of its biggest top-level
     packages, from `python -X importtime`."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd[1:]], env=env, capture_output=True, text=True
+        [sys.executable, "-X", "importtime", *cmd[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=OUTSIDE,
     )
     top: dict[str, float] = {}
     for line in proc.stderr.splitlines():
@@ -147,6 +159,10 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="JINALOC_THREADS for every process (busy machine: 1)"
     )
+    p.add_argument(
+        "--before",
+        help="git revision whose CLI runs the warm search and --help too, against the same server",
+    )
     args = p.parse_args()
     model, backend, quant = default_model()
     if args.model:
@@ -170,27 +186,33 @@ def main() -> None:
         try:
             search = [*jl, "search", QUERY, "--db", str(db), "--json"]
             commands = {
-                "cold": [*search, "--no-server"],
-                "warm": search,
-                "--help": [*jl, "--help"],
-                "python -c pass": [py, "-c", "pass"],
+                "cold": ([*search, "--no-server"], env),
+                "warm": (search, env),
+                "--help": ([*jl, "--help"], env),
+                "python -c pass": ([py, "-c", "pass"], env),
             }
+            if args.before:  # its CLI, this server
+                old = {**env, "PYTHONPATH": str(tree_of(args.before, tmp / "before"))}
+                commands["warm (before)"] = (search, old)
+                commands["--help (before)"] = ([*jl, "--help"], old)
             times: dict[str, list[float]] = {name: [] for name in [*commands, "http"]}
             cpu: dict[str, list[float]] = {name: [] for name in commands}
-            outputs: dict[str, set[str]] = {"cold": set(), "warm": set()}
-            for cmd in commands.values():  # warm-up: page cache, .pyc files
-                run(cmd, env)
+            outputs: dict[str, set[str]] = {"cold": set(), "warm": set(), "warm (before)": set()}
+            for cmd, cmd_env in commands.values():  # warm-up: page cache, .pyc files
+                run(cmd, cmd_env)
             for r in range(rounds):
                 order = list(commands) if r % 2 == 0 else list(reversed(commands))
                 for name in order:
-                    seconds, cpu_seconds, out = run(commands[name], env)
+                    seconds, cpu_seconds, out = run(*commands[name])
                     times[name].append(seconds)
                     cpu[name].append(cpu_seconds)
                     if name in outputs:
                         outputs[name].add(out)
                 times["http"].append(http_search(record["url"]))
-            assert outputs["cold"] == outputs["warm"] and len(outputs["warm"]) == 1, outputs
-            imports = import_times(commands["warm"], env)
+            assert len(outputs["cold"]) == 1, outputs
+            for name in ("warm", "warm (before)"):
+                assert name not in commands or outputs[name] == outputs["cold"], (name, outputs)
+            imports = import_times(*commands["warm"])
         finally:
             proc.terminate()
             proc.wait(30)
