@@ -10,6 +10,7 @@ command that may embed."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -120,6 +121,31 @@ def healthy(record: ServerRecord, timeout: float = HEALTH_TIMEOUT) -> bool:
 
 def auth_headers(record: ServerRecord) -> dict[str, str]:
     return {"Authorization": f"Bearer {record.token}"} if record.token else {}
+
+
+def watcher_path(db: Path | str) -> Path:
+    """Where a watcher of `db` keeps its record (one per index file)."""
+    key = hashlib.sha256(str(Path(db).expanduser().resolve()).encode()).hexdigest()[:16]
+    return state_dir() / "watchers" / f"{key}.json"
+
+
+def write_watcher(db: Path | str, data: dict) -> None:
+    """Replace the record of the watcher of `db` (atomically: readers never see half)."""
+    path = watcher_path(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_watcher(db: Path | str) -> dict | None:
+    """The record of the watcher running for `db`, or None (none, or its process is gone:
+    killed before it could remove its record)."""
+    try:
+        data = json.loads(watcher_path(db).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data.get("pid"), int) and pid_alive(data["pid"]) else None
 
 
 def call(
