@@ -237,7 +237,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    model, quant = default_model()
+    model, _, quant = default_model(args.backend)
     model, quant = args.model or model, args.quant or quant
     chunks = 2000 if args.quick else args.chunks
     rounds = 2 if args.quick else args.rounds

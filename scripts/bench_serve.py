@@ -51,13 +51,14 @@ hiring travel costs software licenses office space customer onboarding review ma
 retrieval models embeddings vector search local inference water tomatoes passport accountant"""
 
 
-def default_model() -> tuple[str, str, str | None]:
-    """(model folder, backend, quant): the full-size nano when made, else the tiny fixture."""
+def default_model(backend: str | None = None) -> tuple[str, str, str | None]:
+    """(model folder, backend, quant): the full-size nano when made (for `backend`, else
+    its GGUF when made, else ONNX), else the tiny fixture (GGUF F32)."""
     bench = bench_models_dir() / "bench-v5-nano"
-    if (bench / "gguf").is_dir():
+    if backend in (None, "gguf") and (bench / "gguf").is_dir():
         quant = "Q8_0" if any((bench / "gguf").glob("*Q8_0.gguf")) else "F16"
         return str(bench), "gguf", quant
-    if (bench / "model.safetensors").is_file():
+    if backend in (None, "onnx") and (bench / "model.safetensors").is_file():
         return str(bench), "onnx", None  # its int8 graph, built into the cache once
     return str(fixtures_dir() / "tiny-v5-nano"), "gguf", "F32"
 
@@ -165,10 +166,11 @@ def main() -> None:
         help="git revision whose CLI runs the warm search and --help too, against the same server",
     )
     args = p.parse_args()
-    model, backend, quant = default_model()
+    model, backend, quant = default_model(args.backend)
     if args.model:
         model, backend, quant = args.model, "gguf", None
-    backend = args.backend or backend
+    if args.backend and args.backend != backend:
+        backend, quant = args.backend, None  # that backend's default quant
     quant = args.quant or quant
     rounds = 3 if args.quick else args.rounds
     py = sys.executable
