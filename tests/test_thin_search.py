@@ -70,6 +70,7 @@ QUERIES = [
     ["python bug", "--json", "--oversample", "2", "--before", "2999-01-01"],
     ["tomato", "--json", "--path", "work/*"],  # from the server's own directory
     ["zzqx", "--json", "--min-score", "0.99"],  # nothing: exit 1 both ways
+    ["tomato", "--json", *MODEL_ARGS],  # the served model named as the index names it
 ]
 
 
@@ -144,6 +145,7 @@ def test_the_record_names_the_index_absolutely(served):
         ({"tags": ["work", 3]}, 400, "invalid_type"),
         ({"local": {"model": None, "backend": "gguf", "quant": "Q8_0"}}, 409, "other_model"),
         ({"local": {"model": "v5-small", "backend": "auto", "quant": None}}, 409, "other_model"),
+        ({"local": {"model": "/etc", "backend": "auto", "quant": None}}, 409, "other_model"),
         ({"path_glob": "work/*", "cwd": "/"}, 409, "other_cwd"),
     ],
 )

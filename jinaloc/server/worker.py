@@ -58,11 +58,13 @@ class Served:
         from ..errors import JinalocError
         from ..index import Index
         from ..registry import resolve
+        from .api import model_names
         from .client import loads_same
 
-        if self.index is None:
-            return False
         e = self.embedder
+        # A name of the served model, or none: never a path the server would go and read.
+        if self.index is None or (model is not None and model not in model_names(e)):
+            return False
         loaded = SimpleNamespace(
             model=e.name,
             model_path=str(e.spec.path or ""),
