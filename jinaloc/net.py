@@ -3,11 +3,11 @@ without TLS."""
 
 from __future__ import annotations
 
-import ipaddress
-
 
 def is_loopback(host: str) -> bool:
     """`localhost` or a loopback address (127.0.0.0/8, ::1); a bracketed IPv6 host too."""
+    import ipaddress  # here: the CLI's thin search path imports this module, never calls it
+
     host = host.strip("[]")
     if host == "localhost":
         return True

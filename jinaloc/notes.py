@@ -19,11 +19,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 # Front matter longer than this is taken for a document that happens to start with `---`.
 FRONT_MATTER_LINES = 200
 DATE_KEYS = ("date", "created", "updated")
@@ -81,7 +76,12 @@ def front_matter(lines: list[str]) -> FrontMatter:
 def _read(block: list[str], toml: bool) -> FrontMatter:
     text = "\n".join(block)
     try:
-        if toml:
+        if toml:  # imported here, as yaml is: `search` reads no front matter
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+
             data = tomllib.loads(text)
         else:
             import yaml

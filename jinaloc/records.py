@@ -11,16 +11,15 @@ command that may embed."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
-import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .paths import state_dir
 
-# Loopback servers: never through an http(s)_proxy from the environment.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Seconds the CLI waits for a recorded server's /health before ignoring it.
 HEALTH_TIMEOUT = 0.5
 
@@ -46,6 +45,11 @@ class ServerRecord:
     def from_json(cls, data: dict) -> ServerRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def no_server_env() -> bool:
+    """JINALOC_NO_SERVER: the CLI never uses a server (as --no-server)."""
+    return os.environ.get("JINALOC_NO_SERVER", "").strip() not in ("", "0")
 
 
 def servers_dir() -> Path:
@@ -104,11 +108,12 @@ def recorded_servers() -> list[ServerRecord]:
 
 def healthy(record: ServerRecord, timeout: float = HEALTH_TIMEOUT) -> bool:
     """The server answers /health as the process recorded (not another one on its port)."""
-    request = urllib.request.Request(record.url + "/health", headers=auth_headers(record))
     try:
-        with OPENER.open(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except (OSError, ValueError):
+        status, answer = call(record, "GET", "/health", timeout=timeout)
+        body = json.loads(answer)
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    if status != 200 or not isinstance(body, dict):
         return False
     # "degraded": its watcher died; it still embeds.
     return body.get("status") in ("ok", "degraded") and body.get("pid") == record.pid
@@ -141,3 +146,22 @@ def read_watcher(db: Path | str) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data.get("pid"), int) and pid_alive(data["pid"]) else None
+
+
+def call(
+    record: ServerRecord, method: str, path: str, body: bytes | None = None, timeout: float = 60
+) -> tuple[int, bytes]:
+    """(status, body) of one request to a recorded server: plain http.client, never through
+    an http(s)_proxy from the environment (the server is this machine's), and light to
+    import for the CLI's thin search path. Raises OSError or http.client.HTTPException."""
+    url = urlsplit(record.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+    headers = auth_headers(record)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body, headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

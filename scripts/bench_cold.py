@@ -40,7 +40,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import clustered  # noqa: E402
 from bench_serve import QUERY, SAMPLE, default_model, env_for, make_notes  # noqa: E402
-from benchlib import ROOT, call_in_tree, log, machine, median, parser, table, write_json  # noqa: E402
+from benchlib import (  # noqa: E402
+    ROOT,
+    call_in_tree,
+    log,
+    machine,
+    median,
+    parser,
+    table,
+    tree_of,
+    write_json,
+)
 
 from jinaloc.index.store import NewChunk, Store  # noqa: E402
 from jinaloc.vectors import l2_normalize  # noqa: E402
@@ -146,18 +156,6 @@ def hit_keys(out: str) -> tuple:
     return tuple((r["path"], r["start_line"]) for r in json.loads(out))
 
 
-def tree_of(rev: str, into: Path) -> Path:
-    """The package at a git revision, unpacked to import from."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "jinaloc", "models.toml"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def wall(cmd: list[str], env: dict, cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
@@ -239,7 +237,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    model, quant = default_model()
+    model, _, quant = default_model(args.backend)
     model, quant = args.model or model, args.quant or quant
     chunks = 2000 if args.quick else args.chunks
     rounds = 2 if args.quick else args.rounds

@@ -42,6 +42,18 @@ def call_in_tree(tree: Path, module: str, function: str, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def tree_of(rev: str, into: Path) -> Path:
+    """The package at a git revision, unpacked to import from."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "jinaloc", "models.toml"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def bench_models_dir() -> Path:
     """Where make_bench_models.py writes the full-size random-weight models: outside the repo,
     beside it unless $JINALOC_BENCH_MODELS says otherwise."""

@@ -12,6 +12,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import JinalocError
+from . import coerce
 from .common import err_console
 from .errors import error_line
 
@@ -46,6 +47,7 @@ class JinalocGroup(TyperGroup):
     def main(self, *args, **kwargs):
         """Usage errors as one line when stderr is not a terminal (scripts, pipes)."""
         _plain_metavars(self)
+        coerce.install()  # no pydantic for plain option values
         if err_console.is_terminal:
             return super().main(*args, **kwargs)
         # Typer carries its own copy of click: its exceptions are the ones raised.

@@ -447,8 +447,9 @@ def _explain_line(row: dict) -> str:
     return line
 
 
-def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> None:
-    """Results on stdout in the chosen form; exit code 1 when there are none (like grep)."""
+def _print_hits(rows: list[dict], fmt: str, explain: bool = False, null: bool = False) -> None:
+    """Results (`Hit.to_json(explain)` rows) on stdout in the chosen form; exit code 1 when
+    there are none (like grep)."""
 
     def tty(row: dict) -> None:
         _hit_tty(row)
@@ -466,7 +467,7 @@ def _print_hits(hits, fmt: str, explain: bool = False, null: bool = False) -> No
         terminal=out_console.is_terminal,
         null=null,
     )
-    out.add(h.to_json(explain) for h in hits)
+    out.add(rows)
     if not out.close():
         raise typer.Exit(1)
 
@@ -537,39 +538,65 @@ def search(
         since, before = (date_arg(d) if d else None for d in (since, before))
     except ValueError as e:
         raise JinalocError(str(e)) from None
-    with _open_index(db, model, backend, quant, offline) as idx:
-        cross = load_reranker(reranker, None, offline, backend=backend) if rerank else None
-        try:
-            todo = (rerank_top or k) if rerank else 0
-            with embed_progress(todo, "reranking") as progress:
-                hits = idx.search(
-                    text,
-                    k,
-                    mode=mode,
-                    exact=exact,
-                    oversample=oversample,
-                    path_glob=path,
-                    min_score=min_score,
-                    all_chunks=all_chunks,
-                    tags=tag or (),
-                    since=since,
-                    before=before,
-                    reranker=cross,
-                    rerank_top=rerank_top,
-                    instruction=instruction,
-                    rerank_progress=progress,
-                )
-            if not hits and mode == "lexical" and idx.lexical_too_common(text):
-                err_console.print(
-                    "no lexical results: each word of the query is in most indexed chunks,"
-                    " too common to rank by; add a rarer word",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        finally:
-            if cross is not None:
-                cross.close()
-    _print_hits(hits, fmt, explain, null)
+    options = dict(
+        mode=mode,
+        exact=exact,
+        oversample=oversample,
+        path_glob=path,
+        min_score=min_score,
+        all_chunks=all_chunks,
+        tags=tag or [],
+        since=since,
+        before=before,
+    )
+    rows = (
+        None if rerank else _search_on_server(db, text, k, options, model, backend, quant, explain)
+    )
+    if rows is None:
+        with _open_index(db, model, backend, quant, offline) as idx:
+            cross = load_reranker(reranker, None, offline, backend=backend) if rerank else None
+            try:
+                todo = (rerank_top or k) if rerank else 0
+                with embed_progress(todo, "reranking") as progress:
+                    hits = idx.search(
+                        text,
+                        k,
+                        **options,
+                        reranker=cross,
+                        rerank_top=rerank_top,
+                        instruction=instruction,
+                        rerank_progress=progress,
+                    )
+                if not hits and options["mode"] == "lexical" and idx.lexical_too_common(text):
+                    err_console.print(
+                        "no lexical results: each word of the query is in most indexed chunks,"
+                        " too common to rank by; add a rarer word",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+            finally:
+                if cross is not None:
+                    cross.close()
+        rows = [h.to_json(explain) for h in hits]
+    _print_hits(rows, fmt, explain, null)
+
+
+def _search_on_server(db, text, k, options, model, backend, quant, explain) -> list[dict] | None:
+    """The rows from a running `jinaloc serve` of this index when it answers as this process
+    would (server/remote.py), without loading numpy, the index or the model; else None."""
+    from .common import settings
+
+    s = settings()
+    # A test's own loader (Settings.load) is never bypassed.
+    if not s.use_server or s.load is not None or backend == "api" or any(s.api.values()):
+        return None
+    from ..server.remote import search_rows
+
+    local = dict(model=model, backend=backend, quant=quant)
+    rows = search_rows(_db_path(db), text, k, options, local, explain)
+    if not rows and options["mode"] == "lexical":
+        return None  # the in-process path says when the words are too common to rank by
+    return rows
 
 
 @app.command(epilog="[b]Example[/b]\n\n  jinaloc similar notes/ideas.md -k 5 --files")
@@ -601,7 +628,7 @@ def similar(
     fmt = output_format(json_out, jsonl, files)
     with _open_index(db, model, backend, quant, offline) as idx:
         hits = idx.similar(path, k, exact=exact, path_glob=path_glob, min_score=min_score)
-    _print_hits(hits, fmt, null=null)
+    _print_hits([h.to_json() for h in hits], fmt, null=null)
 
 
 @app.command()

@@ -108,7 +108,8 @@ def serve(
     from ..server.app import Limits
 
     check_bind(host, token)
-    db_path = db.expanduser() if db is not None else default_db()
+    # Absolute: the record tells clients in other directories which index this is.
+    db_path = (db.expanduser() if db is not None else default_db()).absolute()
     if watch and not db_path.exists():
         raise JinalocError(f"--watch serves an index: no index at {db_path}")
     if db is not None and not db_path.exists():

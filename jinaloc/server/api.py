@@ -6,6 +6,7 @@ and OpenAI's clients both read."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -362,7 +363,13 @@ def rerank_response(
 
 # --- search -------------------------------------------------------------------------------
 
-_JSON_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+_JSON_TYPES = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "tuple[str, ...]": (list,),  # checked item by item in parse_search
+}
 
 
 def search_options() -> dict[str, tuple]:
@@ -405,6 +412,8 @@ def parse_search(
         if value is None and nullable:
             continue
         options[key] = _typed(body, key, kinds, f"of type {'/'.join(k.__name__ for k in kinds)}")
+        if kinds == (list,) and not all(isinstance(item, str) for item in value):
+            raise bad(f"'{key}' must be a list of strings", key, "invalid_type")
     if options.get("path_glob"):
         check_glob(options["path_glob"])
     try:
@@ -416,16 +425,44 @@ def parse_search(
 def shown_path(path: str, relative_to: str | None = None) -> str:
     """A path as servers show it: absolute (a server's working directory means nothing to
     its clients), or relative to `relative_to` (absolute) when inside it."""
-    import os
-
     if relative_to is not None and (path + os.sep).startswith(relative_to.rstrip(os.sep) + os.sep):
         return os.path.relpath(path, relative_to)
     return path
 
 
-def hit_json(hit, relative_to: str | None = None) -> dict:
+def hit_json(hit, relative_to: str | None = None, explain: bool = False) -> dict:
     """A search hit as the CLI's --json shows it, with its path as `shown_path` gives it."""
-    return {**hit.to_json(), "path": shown_path(hit.path, relative_to)}
+    return {**hit.to_json(explain), "path": shown_path(hit.path, relative_to)}
+
+
+@dataclass(frozen=True)
+class SearchCaller:
+    """jinaloc's own /v1/search fields, for a client that shows the results as `jinaloc
+    search` would in its place (the CLI's thin path, server/remote.py). `explain`: each hit
+    carries its "explain" object. `cwd`: the caller's working directory (absolute): paths
+    are shown relative to it when inside it, as the CLI shows them. `local`: the caller's
+    {"model", "backend", "quant"}: answered only when a search with them in the caller's
+    process would embed its query with the served model (else 409, "other_model")."""
+
+    explain: bool = False
+    cwd: str | None = None
+    local: dict | None = None
+
+
+def parse_caller(body: dict) -> SearchCaller:
+    """SearchCaller's fields, taken out of a /v1/search body."""
+    fields = {key: body.pop(key) for key in ("explain", "cwd", "local") if key in body}
+    explain = _typed(fields, "explain", (bool,), "a boolean", False)
+    cwd = _typed(fields, "cwd", (str,), "a string")
+    if cwd is not None and not os.path.isabs(cwd):
+        raise bad("'cwd' must be an absolute path", "cwd")
+    local = _typed(fields, "local", (dict,), "an object")
+    if local is not None:
+        if set(local) != {"model", "backend", "quant"}:
+            raise bad("'local' must hold model, backend and quant", "local")
+        if not all(value is None or isinstance(value, str) for value in local.values()):
+            raise bad("'local' values must be strings or null", "local", "invalid_type")
+    return SearchCaller(explain, cwd, local)
 
 
 GLOB_ESCAPES = "path globs may not contain '..'"

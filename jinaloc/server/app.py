@@ -232,9 +232,29 @@ def create_app(
     async def search(request: Request):
         if served.index is None:
             raise api.ApiError(404, "this server has no index: start it with --db", code="no_index")
-        query, k, options = api.parse_search(await read_json(request), search_options, limits.max_k)
-        hits = await run(lambda s: s.index.search(query, k, options))
-        return [api.hit_json(hit, relative_to) for hit in hits]
+        body = await read_json(request)
+        caller = api.parse_caller(body)
+        query, k, options = api.parse_search(body, search_options, limits.max_k)
+        if options.path_glob and caller.cwd not in (None, os.getcwd()):
+            # The glob also matches paths as shown from the working directory: this one's.
+            raise api.ApiError(
+                409,
+                "path globs are matched from the server's working directory",
+                "cwd",
+                "other_cwd",
+            )
+
+        def job(s: Served):
+            if caller.local is not None and not s.searches_as(**caller.local):
+                raise api.ApiError(
+                    409, "a search with these model options would not use the served model",
+                    "local", "other_model",
+                )  # fmt: skip
+            return s.index.search(query, k, options)
+
+        hits = await run(job)
+        base = caller.cwd or relative_to
+        return [api.hit_json(hit, base, caller.explain) for hit in hits]
 
     async def models(request: Request):
         return {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,13 @@ import numpy as np
 from ..embedder import BaseEmbedder, Embedder, ProgressFn, check_task, note_truncated
 from ..errors import JinalocError, check_choice
 from ..load import BACKENDS, default_backend
-from ..records import OPENER, ServerRecord, auth_headers, healthy, recorded_servers
+from ..records import (
+    ServerRecord,
+    auth_headers,
+    healthy,
+    no_server_env,
+    recorded_servers,
+)
 from ..registry import ModelSpec, resolve
 
 # Seconds to wait for an answer: past the server's own limit (600 s, queue + work), which
@@ -36,6 +41,8 @@ BUSY_FIRST_WAIT = 0.25
 BUSY_MAX_WAIT = 4.0
 # Share of the server's body limit a request may fill (JSON escapes are estimated).
 BODY_SHARE = 0.8
+# Loopback servers: never through an http(s)_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 log = logging.getLogger("jinaloc")
@@ -43,10 +50,6 @@ log = logging.getLogger("jinaloc")
 
 class ServerBusy(JinalocError):
     """The server stayed busy for BUSY_WAIT seconds."""
-
-
-def no_server_env() -> bool:
-    return os.environ.get("JINALOC_NO_SERVER", "").strip() not in ("", "0")
 
 
 class RemoteEmbedder(BaseEmbedder):
@@ -246,10 +249,21 @@ def find_server(
     check_choice("backend", backend, BACKENDS)
     if task is not None:
         check_task(task, spec.tasks)
-    wanted = default_backend() if backend == "auto" else backend
     for record in records:
-        same_model = record.model == spec.name and record.model_path == str(spec.path or "")
-        same_quant = quant == record.quant if quant else record.quant_asked == ""
-        if same_model and record.backend == wanted and same_quant and healthy(record):
+        if loads_same(record, spec, backend, quant) and healthy(record):
             return RemoteEmbedder(spec, record, fallback)
     return None
+
+
+def loads_same(loaded, spec: ModelSpec, backend: str, quant: str | None) -> bool:
+    """Whether a server that loaded `loaded` (a ServerRecord, or anything with its model,
+    model_path, backend, quant and quant_asked) holds what an in-process load of (spec,
+    backend, quant) would: the same model, backend and quant, so the same vectors."""
+    wanted = default_backend() if backend == "auto" else backend
+    same_quant = quant == loaded.quant if quant else loaded.quant_asked == ""
+    return (
+        loaded.model == spec.name
+        and loaded.model_path == str(spec.path or "")
+        and loaded.backend == wanted
+        and same_quant
+    )

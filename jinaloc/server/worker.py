@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("jinaloc")
@@ -49,6 +50,37 @@ class Served:
 
             self.rerankers[name] = load_reranker(name, offline=self.offline)
         return self.rerankers[name]
+
+    def searches_as(self, model: str | None, backend: str, quant: str | None) -> bool:
+        """Whether `jinaloc search` of the served index with these --model, --backend and
+        --quant would embed its query with the served model: the choice `Index.use_model`
+        makes for them, matched as `client.find_server` matches a record."""
+        from ..errors import JinalocError
+        from ..index import Index
+        from ..registry import resolve
+        from .api import model_names
+        from .client import loads_same
+
+        e = self.embedder
+        # A name of the served model, or none: never a path the server would go and read.
+        if self.index is None or (model is not None and model not in model_names(e)):
+            return False
+        loaded = SimpleNamespace(
+            model=e.name,
+            model_path=str(e.spec.path or ""),
+            backend=e.backend.name,
+            quant=e.quant,
+            quant_asked=self.quant_asked,
+        )
+        try:
+            self.index.check(model=model)  # another model: the CLI's own error
+            # A fresh Index on the same connection: the served one keeps its own choice.
+            model, backend, quant, _ = (
+                Index(self.index.store).use_model(model, backend, quant).choice
+            )
+            return loads_same(loaded, resolve(model), backend, quant)
+        except JinalocError:
+            return False
 
     def close(self) -> None:
         for cross in self.rerankers.values():
