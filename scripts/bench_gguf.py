@@ -1,0 +1,413 @@
+"""GGUF on x86: where the time goes (issue 25), measured on full-size random-weight GGUFs.
+
+    python scripts/bench_gguf.py make [--out DIR]        # nano/small F16 + Q8_0 GGUFs, once
+    python scripts/bench_gguf.py run [--json FILE] ...   # interleaved rounds, see --help
+
+`make` writes the GGUFs directly with llama.cpp's gguf-py (from the llama-cpp-python sdist,
+as make_bench_models.py fetches it) and quantizes them with llama.cpp itself: the fixture's
+metadata and tokenizer (vocab padded to the real size, as make_bench_models.py does), the real
+shapes, random weights. No torch needed; the cost per token is the real model's. `--small-vocab`
+also writes small without the padding: llama.cpp computes the tied output head for every
+token in embedding mode, and the two files differ only by that head's 151936 vs 640 rows.
+
+`run` times, per round and in rotated order, jinaloc's GGUF backend with its settings before
+and after issue 25 ("variants"), an int8 GEMM roof (ONNX Runtime MatMulInteger 512x1024x3072,
+as issue 25 measured it) and the fp32 roof of bench_embed.py; it also splits each call into
+time inside llama_decode and the rest (Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = Path(os.environ.get("JINALOC_BENCH_GGUF") or HERE.parents[1] / "bench-models-gguf")
+ARCH = {"nano": "eurobert", "small": "qwen3"}
+FTYPES = {"F16": 1, "Q8_0": 7}  # llama_ftype values
+
+
+# --- make ---
+
+
+def _gguf(src: Path):
+    sys.path.insert(0, str(src / "gguf-py"))
+    import gguf
+
+    return gguf
+
+
+def _layer_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """numpy shapes (out, in) of one layer's tensors, named as llama.cpp names them."""
+    h, f = cfg["hidden_size"], cfg["intermediate_size"]
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // heads
+    shapes = {
+        "attn_norm": (h,),
+        "attn_q": (heads * hd, h),
+        "attn_k": (kv * hd, h),
+        "attn_v": (kv * hd, h),
+        "attn_output": (h, heads * hd),
+        "ffn_norm": (h,),
+        "ffn_gate": (f, h),
+        "ffn_up": (f, h),
+        "ffn_down": (h, f),
+    }
+    if "head_dim" in cfg:  # Qwen3's per-head q/k RMSNorm
+        shapes |= {"attn_q_norm": (hd,), "attn_k_norm": (hd,)}
+    return shapes
+
+
+def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = True) -> Path:
+    """A full-size random-weight F16 GGUF with the tiny fixture's metadata and tokenizer."""
+    from benchlib import fixtures_dir
+
+    gguf = _gguf(src)
+    template = fixtures_dir() / f"tiny-v5-{family}" / "gguf" / f"v5-{family}-retrieval-F32.gguf"
+    reader = gguf.GGUFReader(template)
+    from make_bench_models import SHAPES
+
+    cfg, arch = SHAPES[family], ARCH[family]
+    vocab = cfg["vocab_size"] if pad_vocab else None
+    writer = gguf.GGUFWriter(out, arch)
+    shape_keys = {
+        f"{arch}.block_count": cfg["num_hidden_layers"],
+        f"{arch}.context_length": cfg["max_position_embeddings"],
+        f"{arch}.embedding_length": cfg["hidden_size"],
+        f"{arch}.feed_forward_length": cfg["intermediate_size"],
+        f"{arch}.attention.head_count": cfg["num_attention_heads"],
+        f"{arch}.attention.head_count_kv": cfg["num_key_value_heads"],
+        f"{arch}.attention.key_length": cfg.get("head_dim"),
+        f"{arch}.attention.value_length": cfg.get("head_dim"),
+        "general.file_type": FTYPES["F16"],
+    }
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue  # the writer adds these
+        value = field.contents()
+        if key in shape_keys:
+            value = shape_keys[key]
+        elif vocab and key == "tokenizer.ggml.tokens":
+            value = value + [f"[PAD{i}]" for i in range(len(value), vocab)]
+        elif vocab and key == "tokenizer.ggml.token_type":
+            value = value + [int(gguf.TokenType.UNUSED)] * (vocab - len(value))
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, value, field.types[0], sub)
+    n_vocab = len(writer.kv_data[0]["tokenizer.ggml.tokens"].value)
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape):
+        if len(shape) == 1:  # norms
+            return np.ones(shape, np.float32)
+        return (rng.standard_normal(shape, np.float32) * 0.02).astype(np.float16)
+
+    writer.add_tensor("token_embd.weight", weight(n_vocab, cfg["hidden_size"]))
+    for i in range(cfg["num_hidden_layers"]):
+        for name, shape in _layer_shapes(cfg).items():
+            writer.add_tensor(f"blk.{i}.{name}.weight", weight(*shape))
+    writer.add_tensor("output_norm.weight", weight(cfg["hidden_size"]))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def quantize(src: Path, dst: Path, ftype: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
+        raise SystemExit(f"llama_model_quantize failed for {dst}")
+
+
+def make(args) -> None:
+    from benchlib import log
+    from make_bench_models import converter_dir
+
+    src = converter_dir(args.llama_cpp_src)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(f, True) for f in args.families]
+    if args.small_vocab:
+        jobs.append(("small", False))
+    for seed, (family, pad) in enumerate(jobs):
+        stem = f"v5-{family}-retrieval" + ("" if pad else "-smallvocab")
+        f16 = args.out / f"{stem}-F16.gguf"
+        if not f16.is_file():
+            log(f"writing {f16.name}")
+            write_f16(family, f16.with_suffix(".tmp"), src, 1000 + seed, pad).rename(f16)
+        q8 = args.out / f"{stem}-Q8_0.gguf"
+        if not q8.is_file():
+            log(f"quantizing {q8.name}")
+            quantize(f16, q8, FTYPES["Q8_0"])
+        if not pad:
+            f16.unlink()  # only the Q8_0 is measured
+    for f in sorted(args.out.glob("*.gguf")):
+        log(f"{f.stat().st_size / 1e6:9.1f} MB  {f}")
+
+
+# --- run: variants in their own processes, interleaved rounds ---
+
+WORKLOADS = {"1x20": (1, 20), "32x128": (32, 128), "4x512": (4, 512)}
+WORKER = (
+    "import sys, json; sys.path[:0] = [{tree!r}, {here!r}]; import jinaloc;"  # the variant's tree
+    " from bench_gguf import worker; worker(json.loads(sys.argv[1]))"
+)
+
+
+def token_batch(n: int, t: int, seed: int) -> list[list[int]]:
+    """Random ids among the fixture tokenizer's real tokens: cost does not depend on them."""
+    rng = np.random.default_rng(seed)
+    return [[int(x) for x in rng.integers(10, 580, t)] for _ in range(n)]
+
+
+def worker(cfg: dict) -> None:
+    """One variant's process: jinaloc's GGUFBackend from its tree, one JSON command per line."""
+    from jinaloc.backends import gguf
+    from jinaloc.registry import ModelSpec
+
+    inside = [0.0]
+    decode = gguf.Context._decode
+
+    def timed(*a, **k):
+        t = time.perf_counter()
+        try:
+            return decode(*a, **k)
+        finally:
+            inside[0] += time.perf_counter() - t
+
+    gguf.Context._decode = timed
+    if cfg["flash"]:  # the experiment: flash attention for the short inputs too
+        init = gguf._TaskModel.__init__
+
+        def flash_short(self, model, threads):
+            init(self, model, threads)
+            self.short = gguf.Context(model, threads, flash=True)
+
+        gguf._TaskModel.__init__ = flash_short
+    backend = gguf.GGUFBackend(
+        lambda task: Path(cfg["path"]), ModelSpec(name="bench"), cfg["threads"]
+    )
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        batch = token_batch(*cmd["shape"], cmd["seed"])
+        inside[0] = 0.0
+        t = time.perf_counter()
+        vecs = backend.embed_tokens(batch, "retrieval")
+        out = {"seconds": time.perf_counter() - t, "decode": inside[0]}
+        if cmd.get("vectors"):
+            out["vectors"] = vecs.tolist()
+        print(json.dumps(out), flush=True)
+
+
+class Variant:
+    def __init__(self, kind: str, tree: Path, path: Path, threads: int):
+        self.name, self.threads = f"{kind}-t{threads}", threads
+        code = WORKER.format(tree=str(tree), here=str(HERE))
+        cfg = json.dumps({"path": str(path), "threads": threads, "flash": kind == "flash"})
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, cfg],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+
+    def call(self, shape, seed: int, vectors: bool = False) -> dict:
+        self.proc.stdin.write(json.dumps({"shape": shape, "seed": seed, "vectors": vectors}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"variant {self.name} died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+class Int8Roof:
+    """ONNX Runtime MatMulInteger (u8 x s8 -> s32), 512x1024x3072: issue 25's int8 GEMM roof."""
+
+    def __init__(self, threads: list[int]):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        m, k, n = 512, 1024, 3072
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+            "roof",
+            [
+                helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k]),
+                helper.make_tensor_value_info("B", TensorProto.INT8, [k, n]),
+            ],
+            [helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        rng = np.random.default_rng(0)
+        self.feed = {
+            "A": rng.integers(0, 256, (m, k), dtype=np.uint8),
+            "B": rng.integers(-127, 128, (k, n), dtype=np.int8),
+        }
+        self.ops = 2 * m * k * n
+        self.sessions = {}
+        for t in threads:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = t
+            self.sessions[t] = ort.InferenceSession(model.SerializeToString(), so)
+        self.samples: dict[int, list[float]] = {t: [] for t in threads}
+
+    def sample(self) -> None:
+        for t, sess in self.sessions.items():
+            sess.run(None, self.feed)
+            best = min(_seconds(lambda s=sess: s.run(None, self.feed)) for _ in range(3))
+            self.samples[t].append(self.ops / best / 1e9)
+
+    def gops(self, threads: int) -> float:
+        return median(self.samples[threads])
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def useful_ops(family: str, tokens: int) -> float:
+    """Multiply-adds x 2 a sequence of `tokens` needs: the projections and attention (what
+    the ONNX graph and PyTorch compute; no output head)."""
+    from make_bench_models import SHAPES
+
+    c = SHAPES[family]
+    h, f, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    heads, kv = c["num_attention_heads"], c["num_key_value_heads"]
+    hd = c.get("head_dim") or h // heads
+    linear = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * f
+    attended = tokens if family == "nano" else (tokens + 1) / 2
+    return 2 * layers * tokens * (linear + 2 * heads * hd * attended)
+
+
+def run(args) -> None:
+    from benchlib import log, machine, table, write_json
+
+    roof = Int8Roof(args.threads)
+    trees = {"before": args.before} if args.before else {}
+    trees["after"] = HERE.parent
+    if args.flash:
+        trees["flash"] = HERE.parent
+    rows, info = [], machine()
+    log(f"machine: {info}")
+    for family in args.families:
+        path = args.models / f"v5-{family}-retrieval-{args.quant}.gguf"
+        variants = [
+            Variant(f"{name}-t{t}", tree, path, t)
+            for t in args.threads
+            for name, tree in trees.items()
+        ]
+        shapes = [WORKLOADS[w] for w in args.workloads]
+        for v in variants:  # warm-up: the page cache, the first context
+            v.call(WORKLOADS["1x20"], 0)
+        samples: dict[tuple, list] = {}
+        cos: dict[tuple, float] = {}
+        for r in range(args.rounds):
+            roof.sample()
+            k = r % len(variants)
+            for shape, w in zip(shapes, args.workloads, strict=True):
+                vecs = {}
+                for v in variants[k:] + variants[:k]:
+                    res = v.call(shape, r + 1, vectors=r == 0)
+                    vecs[v.name] = np.array(res.pop("vectors", []))
+                    samples.setdefault((w, v.name), []).append(res)
+                if r == 0:  # the same inputs in every variant: their vectors compared
+                    ref = vecs[variants[0].name]
+                    for name, x in vecs.items():
+                        c = (
+                            (x * ref).sum(1)
+                            / np.linalg.norm(x, axis=1)
+                            / np.linalg.norm(ref, axis=1)
+                        )
+                        cos[(w, name)] = float(c.min())
+            log(f"{family} round {r + 1}/{args.rounds} load {os.getloadavg()[0]:.2f}")
+        for v in variants:
+            v.close()
+        for (w, name), res in samples.items():
+            n, t = WORKLOADS[w]
+            sec = median(x["seconds"] for x in res)
+            threads = int(name.rsplit("-t", 1)[1])
+            gops = useful_ops(family, t) * n / sec / 1e9
+            rows.append(
+                {
+                    "family": family,
+                    "workload": w,
+                    "variant": name,
+                    "ms": sec * 1000,
+                    "tok_per_s": n * t / sec,
+                    "in_decode": median(x["decode"] / x["seconds"] for x in res),
+                    "gop_per_s": gops,
+                    "int8_roof": roof.gops(threads),
+                    "roof_fraction": gops / roof.gops(threads),
+                    "cos_vs_first": cos[(w, name)],
+                    "rounds": len(res),
+                }
+            )
+            if args.before and not name.startswith("before"):
+                before = samples[(w, "before-" + name.split("-", 1)[1])]
+                ratios = [b["seconds"] / a["seconds"] for a, b in zip(res, before, strict=True)]
+                rows[-1]["speedup"] = median(ratios)
+    cols = [
+        "family",
+        "workload",
+        "variant",
+        "ms",
+        "tok_per_s",
+        "in_decode",
+        "gop_per_s",
+        "int8_roof",
+        "roof_fraction",
+        "speedup",
+        "cos_vs_first",
+    ]
+    print(table(rows, cols))
+    info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at the end: {info['load_avg_end']}; int8 roof GOP/s: {roof.samples}")
+    write_json(args.json, {"machine": info, "rows": rows, "int8_roof": roof.samples})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make", help="write the GGUFs (gguf-py of llama-cpp-python's sdist)")
+    m.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    m.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
+    m.add_argument("--small-vocab", action="store_true", help="also small with a 640-token vocab")
+    m.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree with gguf-py")
+    r = sub.add_parser("run", help="time variants in interleaved rounds")
+    r.add_argument("--models", type=Path, default=DEFAULT_OUT)
+    r.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
+    r.add_argument("--quant", default="Q8_0")
+    r.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    r.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--before", type=Path, help="a source tree of the code before (git archive)")
+    r.add_argument("--flash", action="store_true", help="also: flash attention for short inputs")
+    r.add_argument("--json", type=Path)
+    args = p.parse_args()
+    if args.cmd == "make":
+        make(args)
+    elif args.cmd == "run":
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
