@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = Path(os.environ.get("JINALOC_BENCH_GGUF") or HERE.parents[1] / "bench-models-gguf")
-ARCH = {"nano": "eurobert", "small": "qwen3"}
+ARCH = {"nano": "eurobert", "small": "qwen3", "reranker": "qwen3"}
 FTYPES = {"F16": 1, "Q8_0": 7}  # llama_ftype values
 
 
@@ -66,16 +67,30 @@ def _layer_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = True) -> Path:
-    """A full-size random-weight F16 GGUF with the tiny fixture's metadata and tokenizer."""
-    from benchlib import fixtures_dir
+def _shape(family: str) -> tuple[dict, Path]:
+    """The real shapes and the tiny fixture GGUF whose metadata and tokenizer are reused."""
+    from benchlib import ROOT, fixtures_dir
 
-    gguf = _gguf(src)
-    template = fixtures_dir() / f"tiny-v5-{family}" / "gguf" / f"v5-{family}-retrieval-F32.gguf"
-    reader = gguf.GGUFReader(template)
+    if family == "reranker":  # Qwen3-Reranker-0.6B, as bench_rerank.py builds it
+        from bench_rerank import SHAPE
+
+        return SHAPE, ROOT / "tests/fixtures/tiny-qwen3-reranker/gguf/tiny-qwen3-reranker-F32.gguf"
     from make_bench_models import SHAPES
 
-    cfg, arch = SHAPES[family], ARCH[family]
+    return SHAPES[family], fixtures_dir() / f"tiny-v5-{family}/gguf/v5-{family}-retrieval-F32.gguf"
+
+
+def model_file(folder: Path, family: str, quant: str) -> Path:
+    stem = "qwen3-reranker" if family == "reranker" else f"v5-{family}-retrieval"
+    return folder / f"{stem}-{quant}.gguf"
+
+
+def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = True) -> Path:
+    """A full-size random-weight F16 GGUF with the tiny fixture's metadata and tokenizer."""
+    gguf = _gguf(src)
+    cfg, template = _shape(family)
+    reader = gguf.GGUFReader(template)
+    arch = ARCH[family]
     vocab = cfg["vocab_size"] if pad_vocab else None
     writer = gguf.GGUFWriter(out, arch)
     shape_keys = {
@@ -114,6 +129,8 @@ def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = Tr
         for name, shape in _layer_shapes(cfg).items():
             writer.add_tensor(f"blk.{i}.{name}.weight", weight(*shape))
     writer.add_tensor("output_norm.weight", weight(cfg["hidden_size"]))
+    if family == "reranker":  # the converter's yes/no rank head
+        writer.add_tensor("cls.output.weight", weight(2, cfg["hidden_size"]))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -140,8 +157,12 @@ def make(args) -> None:
     jobs = [(f, True) for f in args.families]
     if args.small_vocab:
         jobs.append(("small", False))
+    if args.reranker:
+        jobs.append(("reranker", True))
     for seed, (family, pad) in enumerate(jobs):
-        stem = f"v5-{family}-retrieval" + ("" if pad else "-smallvocab")
+        stem = model_file(args.out, family, "X").name[: -len("-X.gguf")] + (
+            "" if pad else "-smallvocab"
+        )
         f16 = args.out / f"{stem}-F16.gguf"
         if not f16.is_file():
             log(f"writing {f16.name}")
@@ -158,7 +179,9 @@ def make(args) -> None:
 
 # --- run: variants in their own processes, interleaved rounds ---
 
-WORKLOADS = {"1x20": (1, 20), "32x128": (32, 128), "4x512": (4, 512)}
+WORKLOADS = {"1x20": (1, 20), "32x128": (32, 128), "4x512": (4, 512), "4x256": (4, 256)}
+# The reranker's prompt around each document (bench_rerank.py: the real tokenizer's counts).
+RERANK_PREFIX, RERANK_SUFFIX = 83, 9
 WORKER = (
     "import sys, json; sys.path[:0] = [{tree!r}, {here!r}]; import jinaloc;"  # the variant's tree
     " from bench_gguf import worker; worker(json.loads(sys.argv[1]))"
@@ -195,26 +218,45 @@ def worker(cfg: dict) -> None:
             self.short = gguf.Context(model, threads, flash=True)
 
         gguf._TaskModel.__init__ = flash_short
-    backend = gguf.GGUFBackend(
-        lambda task: Path(cfg["path"]), ModelSpec(name="bench"), cfg["threads"]
-    )
+    if cfg["reranker"]:
+        from jinaloc.backends.rerank_gguf import GGUFReranker
+
+        reranker = GGUFReranker(Path(cfg["path"]), cfg["threads"])
+
+        def call(batch):  # one query's candidates: a shared prompt, then each document
+            prefix, suffix = (
+                token_batch(1, RERANK_PREFIX, 0)[0],
+                token_batch(1, RERANK_SUFFIX, 0)[0],
+            )
+            return reranker.score_tokens([prefix + doc + suffix for doc in batch])[:, None]
+    else:
+        backend = gguf.GGUFBackend(
+            lambda task: Path(cfg["path"]), ModelSpec(name="bench"), cfg["threads"]
+        )
+
+        def call(batch):
+            return backend.embed_tokens(batch, "retrieval")
+
     for line in sys.stdin:
         cmd = json.loads(line)
         batch = token_batch(*cmd["shape"], cmd["seed"])
         inside[0] = 0.0
         t = time.perf_counter()
-        vecs = backend.embed_tokens(batch, "retrieval")
+        vecs = call(batch)
         out = {"seconds": time.perf_counter() - t, "decode": inside[0]}
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if cmd.get("vectors"):
             out["vectors"] = vecs.tolist()
         print(json.dumps(out), flush=True)
 
 
 class Variant:
-    def __init__(self, kind: str, tree: Path, path: Path, threads: int):
+    def __init__(self, kind: str, tree: Path, path: Path, threads: int, reranker: bool):
         self.name, self.threads = f"{kind}-t{threads}", threads
         code = WORKER.format(tree=str(tree), here=str(HERE))
-        cfg = json.dumps({"path": str(path), "threads": threads, "flash": kind == "flash"})
+        cfg = json.dumps(
+            {"path": str(path), "threads": threads, "flash": kind == "flash", "reranker": reranker}
+        )
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, cfg],
@@ -284,9 +326,12 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t
 
 
-def useful_ops(family: str, tokens: int) -> float:
+def useful_ops(
+    family: str, tokens: int, attention: bool = True, outputs: int | None = None
+) -> float:
     """Multiply-adds x 2 a sequence of `tokens` needs: the projections and attention (what
-    the ONNX graph and PyTorch compute; no output head)."""
+    the ONNX graph and PyTorch compute; no output head). `outputs`: the rows the last
+    layer's FFN runs on (llama.cpp: the output tokens), all by default."""
     from make_bench_models import SHAPES
 
     c = SHAPES[family]
@@ -295,7 +340,10 @@ def useful_ops(family: str, tokens: int) -> float:
     hd = c.get("head_dim") or h // heads
     linear = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * f
     attended = tokens if family == "nano" else (tokens + 1) / 2
-    return 2 * layers * tokens * (linear + 2 * heads * hd * attended)
+    macs = layers * tokens * (linear + (2 * heads * hd * attended if attention else 0))
+    if outputs is not None:
+        macs -= (tokens - outputs) * 3 * h * f
+    return 2 * macs
 
 
 def run(args) -> None:
@@ -309,13 +357,16 @@ def run(args) -> None:
     rows, info = [], machine()
     log(f"machine: {info}")
     for family in args.families:
-        path = args.models / f"v5-{family}-retrieval-{args.quant}.gguf"
+        path = model_file(args.models, family, args.quant)
+        rr = family == "reranker"
         variants = [
-            Variant(f"{name}-t{t}", tree, path, t)
+            Variant(name, tree, path, t, rr)
             for t in args.threads
             for name, tree in trees.items()
+            if not (rr and name == "flash")
         ]
-        shapes = [WORKLOADS[w] for w in args.workloads]
+        workloads = args.workloads or (["4x256"] if rr else ["1x20", "32x128", "4x512"])
+        shapes = [WORKLOADS[w] for w in workloads]
         for v in variants:  # warm-up: the page cache, the first context
             v.call(WORKLOADS["1x20"], 0)
         samples: dict[tuple, list] = {}
@@ -323,7 +374,7 @@ def run(args) -> None:
         for r in range(args.rounds):
             roof.sample()
             k = r % len(variants)
-            for shape, w in zip(shapes, args.workloads, strict=True):
+            for shape, w in zip(shapes, workloads, strict=True):
                 vecs = {}
                 for v in variants[k:] + variants[:k]:
                     res = v.call(shape, r + 1, vectors=r == 0)
@@ -345,7 +396,7 @@ def run(args) -> None:
             n, t = WORKLOADS[w]
             sec = median(x["seconds"] for x in res)
             threads = int(name.rsplit("-t", 1)[1])
-            gops = useful_ops(family, t) * n / sec / 1e9
+            gops = None if rr else useful_ops(family, t) * n / sec / 1e9
             rows.append(
                 {
                     "family": family,
@@ -356,8 +407,9 @@ def run(args) -> None:
                     "in_decode": median(x["decode"] / x["seconds"] for x in res),
                     "gop_per_s": gops,
                     "int8_roof": roof.gops(threads),
-                    "roof_fraction": gops / roof.gops(threads),
+                    "roof_fraction": None if rr else gops / roof.gops(threads),
                     "cos_vs_first": cos[(w, name)],
+                    "peak_rss_mb": max(x["peak_rss_mb"] for x in res),
                     "rounds": len(res),
                 }
             )
@@ -377,11 +429,93 @@ def run(args) -> None:
         "roof_fraction",
         "speedup",
         "cos_vs_first",
+        "peak_rss_mb",
     ]
     print(table(rows, cols))
     info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average at the end: {info['load_avg_end']}; int8 roof GOP/s: {roof.samples}")
     write_json(args.json, {"machine": info, "rows": rows, "int8_roof": roof.samples})
+
+
+# --- profile: time per ggml op, inside llama.cpp ---
+
+
+def _category(op: str, name: str) -> str:
+    if op == "MUL_MAT":
+        if name == "result_output":
+            return "output head (unused lm_head)"
+        return "attention" if name in ("kq", "kqv") else "projections (Q8_0 GEMM)"
+    if op in ("SOFT_MAX", "FLASH_ATTN_EXT", "CPY") or name == "v_cont":
+        return "attention"
+    return "other (norms, RoPE, SwiGLU, adds)"
+
+
+def profile(args) -> None:
+    """One thread, one workload: llama.cpp computes the graph node by node (an eval callback
+    that asks for every node), and each node's time goes to its category."""
+    import ctypes
+
+    import llama_cpp
+    from benchlib import log, table
+
+    from jinaloc.backends import gguf
+    from jinaloc.registry import ModelSpec
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    for fn in (lib.ggml_op_desc, lib.ggml_get_name):
+        fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    spent: dict[str, float] = {}
+    last = [0.0]
+
+    @llama_cpp.ggml_backend_sched_eval_callback
+    def on_node(t, ask, _user):
+        if not ask:
+            now = time.perf_counter()
+            key = _category(lib.ggml_op_desc(t).decode(), lib.ggml_get_name(t).decode())
+            spent[key] = spent.get(key, 0.0) + now - last[0]
+            last[0] = time.perf_counter()
+        return True
+
+    defaults = llama_cpp.llama_context_default_params
+
+    def with_callback():
+        p = defaults()
+        p.cb_eval = on_node
+        return p
+
+    llama_cpp.llama_context_default_params = with_callback
+    decode = gguf.Context._decode
+
+    def timed(*a, **k):
+        last[0] = time.perf_counter()
+        return decode(*a, **k)
+
+    gguf.Context._decode = timed
+    roof = Int8Roof([1])
+    rows = []
+    for family in args.families:
+        path = model_file(args.models, family, args.quant)
+        backend = gguf.GGUFBackend(lambda task, p=path: p, ModelSpec(name="bench"), 1)
+        for w in args.workloads:
+            n, t = WORKLOADS[w]
+            backend.embed_tokens(token_batch(n, t, 0), "retrieval")  # warm-up
+            roof.sample()
+            spent.clear()
+            start = time.perf_counter()
+            backend.embed_tokens(token_batch(n, t, 1), "retrieval")
+            total = time.perf_counter() - start
+            linear = useful_ops(family, t, attention=False, outputs=1 if family == "small" else t)
+            for key, sec in sorted(spent.items(), key=lambda kv: -kv[1]):
+                row = {"family": family, "workload": w, "part": key, "ms": sec * 1000}
+                row["share"] = sec / total
+                if key.startswith("projections"):
+                    row["gop_per_s"] = linear * n / sec / 1e9
+                    row["of_int8_roof"] = row["gop_per_s"] / roof.gops(1)
+                rows.append(row)
+            log(f"{family} {w}: {total * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}")
+        backend.close()
+    print(table(rows, ["family", "workload", "part", "ms", "share", "gop_per_s", "of_int8_roof"]))
+    print(f"int8 roof (1 thread) GOP/s: {roof.samples[1]}; load {os.getloadavg()}")
 
 
 def main() -> None:
@@ -391,15 +525,26 @@ def main() -> None:
     m.add_argument("--out", type=Path, default=DEFAULT_OUT)
     m.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
     m.add_argument("--small-vocab", action="store_true", help="also small with a 640-token vocab")
+    m.add_argument("--reranker", action="store_true", help="also Qwen3-Reranker-0.6B's shapes")
     m.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree with gguf-py")
     r = sub.add_parser("run", help="time variants in interleaved rounds")
     r.add_argument("--models", type=Path, default=DEFAULT_OUT)
     r.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
+    r.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=list(WORKLOADS),
+        help="default: 1x20 32x128 4x512; reranker 4x256",
+    )
     r.add_argument("--quant", default="Q8_0")
-    r.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     r.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     r.add_argument("--rounds", type=int, default=3)
     r.add_argument("--before", type=Path, help="a source tree of the code before (git archive)")
+    q = sub.add_parser("profile", help="time per ggml op (1 thread, this tree)")
+    q.add_argument("--models", type=Path, default=DEFAULT_OUT)
+    q.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
+    q.add_argument("--quant", default="Q8_0")
+    q.add_argument("--workloads", nargs="+", default=["32x128", "4x512"], choices=list(WORKLOADS))
     r.add_argument("--flash", action="store_true", help="also: flash attention for short inputs")
     r.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -407,6 +552,8 @@ def main() -> None:
         make(args)
     elif args.cmd == "run":
         run(args)
+    else:
+        profile(args)
 
 
 if __name__ == "__main__":
