@@ -179,7 +179,14 @@ def make(args) -> None:
 
 # --- run: variants in their own processes, interleaved rounds ---
 
-WORKLOADS = {"1x20": (1, 20), "32x128": (32, 128), "4x512": (4, 512), "4x256": (4, 256)}
+WORKLOADS = {
+    "1x20": (1, 20),
+    "32x128": (32, 128),
+    "4x512": (4, 512),
+    "4x256": (4, 256),  # the reranker: 4 candidates of 256 document tokens
+    "8x128": (8, 128),  # the profile's shorter stand-ins for 32x128 and 4x512
+    "1x512": (1, 512),
+}
 # The reranker's prompt around each document (bench_rerank.py: the real tokenizer's counts).
 RERANK_PREFIX, RERANK_SUFFIX = 83, 9
 WORKER = (
@@ -241,9 +248,10 @@ def worker(cfg: dict) -> None:
         cmd = json.loads(line)
         batch = token_batch(*cmd["shape"], cmd["seed"])
         inside[0] = 0.0
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         vecs = call(batch)
         out = {"seconds": time.perf_counter() - t, "decode": inside[0]}
+        out["cpu_seconds"] = time.process_time() - cpu  # all threads: spinning included
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if cmd.get("vectors"):
             out["vectors"] = vecs.tolist()
@@ -403,6 +411,7 @@ def run(args) -> None:
                     "workload": w,
                     "variant": name,
                     "ms": sec * 1000,
+                    "cpu_ms": median(x["cpu_seconds"] for x in res) * 1000,
                     "tok_per_s": n * t / sec,
                     "in_decode": median(x["decode"] / x["seconds"] for x in res),
                     "gop_per_s": gops,
@@ -417,6 +426,10 @@ def run(args) -> None:
                 before = samples[(w, "before-" + name.split("-", 1)[1])]
                 ratios = [b["seconds"] / a["seconds"] for a, b in zip(res, before, strict=True)]
                 rows[-1]["speedup"] = median(ratios)
+                cpu = [
+                    b["cpu_seconds"] / a["cpu_seconds"] for a, b in zip(res, before, strict=True)
+                ]
+                rows[-1]["cpu_speedup"] = median(cpu)
     cols = [
         "family",
         "workload",
@@ -428,6 +441,8 @@ def run(args) -> None:
         "int8_roof",
         "roof_fraction",
         "speedup",
+        "cpu_ms",
+        "cpu_speedup",
         "cos_vs_first",
         "peak_rss_mb",
     ]
@@ -441,6 +456,7 @@ def run(args) -> None:
 
 
 def _category(op: str, name: str) -> str:
+    name = name.split("-")[0]  # "kq-3": layer 3's
     if op == "MUL_MAT":
         if name == "result_output":
             return "output head (unused lm_head)"
@@ -456,12 +472,13 @@ def profile(args) -> None:
     import ctypes
 
     import llama_cpp
-    from benchlib import log, table
 
-    from jinaloc.backends import gguf
+    from jinaloc.backends import gguf  # first: PYTHONPATH=<tree> profiles that tree's code
     from jinaloc.registry import ModelSpec
 
     lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    from benchlib import log, table  # after jinaloc: it puts this checkout on sys.path
+
     for fn in (lib.ggml_op_desc, lib.ggml_get_name):
         fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
     spent: dict[str, float] = {}
@@ -504,15 +521,17 @@ def profile(args) -> None:
             start = time.perf_counter()
             backend.embed_tokens(token_batch(n, t, 1), "retrieval")
             total = time.perf_counter() - start
+            roof.sample()  # before and after: the roof under the same load
             linear = useful_ops(family, t, attention=False, outputs=1 if family == "small" else t)
             for key, sec in sorted(spent.items(), key=lambda kv: -kv[1]):
                 row = {"family": family, "workload": w, "part": key, "ms": sec * 1000}
                 row["share"] = sec / total
                 if key.startswith("projections"):
                     row["gop_per_s"] = linear * n / sec / 1e9
-                    row["of_int8_roof"] = row["gop_per_s"] / roof.gops(1)
+                    row["of_int8_roof"] = row["gop_per_s"] / median(roof.samples[1][-2:])
                 rows.append(row)
             log(f"{family} {w}: {total * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}")
+            log(table(rows[-len(spent) :], ["part", "ms", "share", "gop_per_s", "of_int8_roof"]))
         backend.close()
     print(table(rows, ["family", "workload", "part", "ms", "share", "gop_per_s", "of_int8_roof"]))
     print(f"int8 roof (1 thread) GOP/s: {roof.samples[1]}; load {os.getloadavg()}")
