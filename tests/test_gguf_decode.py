@@ -1,7 +1,7 @@
 """How jinaloc drives llama.cpp's decode (issue 25): which tokens each decode outputs.
 
 In embedding mode llama.cpp makes every token an output, and a causal model (small, the
-Qwen3 reranker) then runs its output head (small's tied 151936-row lm_head: ~25% of its
+Qwen3 reranker) then runs its output head (small's tied 151936-row lm_head: 22% of its
 time on the full-size model, docs/benchmarks.md 1g) and its last layer on every token. The
 GGUF backend decodes a causal pack's tokens without outputs first and only each sequence's
 last token with them; these tests pin that, and that the vectors are those of one decode."""

@@ -335,7 +335,7 @@ class Context:
         if self.pooling is not None and self.ctx.memory is not None:
             # Causal: all but each sequence's last token go first, without outputs. In
             # embedding mode llama.cpp makes every token an output and runs the output head
-            # (small's tied 151936 x 1024 lm_head, ~25% of its time) and the last layer on
+            # (small's tied 151936 x 1024 lm_head, 22% of its time) and the last layer on
             # each; the KV cache holds the same values either way.
             body = [(sid, ids[:-1], start) for sid, ids, start in parts if len(ids) > 1]
             if body:
