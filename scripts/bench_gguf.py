@@ -1,19 +1,21 @@
 """GGUF on x86: where the time goes (issue 25), measured on full-size random-weight GGUFs.
 
-    python scripts/bench_gguf.py make [--out DIR]        # nano/small F16 + Q8_0 GGUFs, once
-    python scripts/bench_gguf.py run [--json FILE] ...   # interleaved rounds, see --help
+    python scripts/bench_gguf.py make [--reranker]     # nano/small (+ reranker) F16, Q8_0, once
+    python scripts/bench_gguf.py profile ...           # time per part of llama.cpp's graph
+    python scripts/bench_gguf.py run --before TREE ... # the code before vs now, interleaved
 
 `make` writes the GGUFs directly with llama.cpp's gguf-py (from the llama-cpp-python sdist,
 as make_bench_models.py fetches it) and quantizes them with llama.cpp itself: the fixture's
 metadata and tokenizer (vocab padded to the real size, as make_bench_models.py does), the real
-shapes, random weights. No torch needed; the cost per token is the real model's. `--small-vocab`
-also writes small without the padding: llama.cpp computes the tied output head for every
-token in embedding mode, and the two files differ only by that head's 151936 vs 640 rows.
+shapes, random weights. No torch needed; the cost per token is the real model's.
 
-`run` times, per round and in rotated order, jinaloc's GGUF backend with its settings before
-and after issue 25 ("variants"), an int8 GEMM roof (ONNX Runtime MatMulInteger 512x1024x3072,
-as issue 25 measured it) and the fp32 roof of bench_embed.py; it also splits each call into
-time inside llama_decode and the rest (Python).
+`profile` (one thread, the jinaloc on sys.path: PYTHONPATH=<tree> for another) adds each graph
+node's time to a part (projections, output head, attention, the rest) and compares the
+projections' rate with the int8 GEMM roof (ONNX Runtime MatMulInteger 512x1024x3072, as issue
+25 measured it) sampled before and after. `run` keeps each variant (a source tree, a thread
+count; `--flash`: flash attention for short inputs too) in its own process and times them in
+rotated order per round: wall and CPU time, the share inside llama_decode, peak RSS, and the
+cosine between the variants' vectors (docs/benchmarks.md 1g).
 """
 
 from __future__ import annotations
@@ -85,13 +87,13 @@ def model_file(folder: Path, family: str, quant: str) -> Path:
     return folder / f"{stem}-{quant}.gguf"
 
 
-def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = True) -> Path:
+def write_f16(family: str, out: Path, src: Path, seed: int) -> Path:
     """A full-size random-weight F16 GGUF with the tiny fixture's metadata and tokenizer."""
     gguf = _gguf(src)
     cfg, template = _shape(family)
     reader = gguf.GGUFReader(template)
     arch = ARCH[family]
-    vocab = cfg["vocab_size"] if pad_vocab else None
+    vocab = cfg["vocab_size"]
     writer = gguf.GGUFWriter(out, arch)
     shape_keys = {
         f"{arch}.block_count": cfg["num_hidden_layers"],
@@ -110,9 +112,9 @@ def write_f16(family: str, out: Path, src: Path, seed: int, pad_vocab: bool = Tr
         value = field.contents()
         if key in shape_keys:
             value = shape_keys[key]
-        elif vocab and key == "tokenizer.ggml.tokens":
+        elif key == "tokenizer.ggml.tokens":
             value = value + [f"[PAD{i}]" for i in range(len(value), vocab)]
-        elif vocab and key == "tokenizer.ggml.token_type":
+        elif key == "tokenizer.ggml.token_type":
             value = value + [int(gguf.TokenType.UNUSED)] * (vocab - len(value))
         sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, value, field.types[0], sub)
@@ -154,25 +156,15 @@ def make(args) -> None:
 
     src = converter_dir(args.llama_cpp_src)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(f, True) for f in args.families]
-    if args.small_vocab:
-        jobs.append(("small", False))
-    if args.reranker:
-        jobs.append(("reranker", True))
-    for seed, (family, pad) in enumerate(jobs):
-        stem = model_file(args.out, family, "X").name[: -len("-X.gguf")] + (
-            "" if pad else "-smallvocab"
-        )
-        f16 = args.out / f"{stem}-F16.gguf"
+    families = args.families + (["reranker"] if args.reranker else [])
+    for seed, family in enumerate(families):
+        f16, q8 = model_file(args.out, family, "F16"), model_file(args.out, family, "Q8_0")
         if not f16.is_file():
             log(f"writing {f16.name}")
-            write_f16(family, f16.with_suffix(".tmp"), src, 1000 + seed, pad).rename(f16)
-        q8 = args.out / f"{stem}-Q8_0.gguf"
+            write_f16(family, f16.with_suffix(".tmp"), src, 1000 + seed).rename(f16)
         if not q8.is_file():
             log(f"quantizing {q8.name}")
             quantize(f16, q8, FTYPES["Q8_0"])
-        if not pad:
-            f16.unlink()  # only the Q8_0 is measured
     for f in sorted(args.out.glob("*.gguf")):
         log(f"{f.stat().st_size / 1e6:9.1f} MB  {f}")
 
@@ -543,7 +535,6 @@ def main() -> None:
     m = sub.add_parser("make", help="write the GGUFs (gguf-py of llama-cpp-python's sdist)")
     m.add_argument("--out", type=Path, default=DEFAULT_OUT)
     m.add_argument("--families", nargs="+", default=["nano", "small"], choices=list(ARCH))
-    m.add_argument("--small-vocab", action="store_true", help="also small with a 640-token vocab")
     m.add_argument("--reranker", action="store_true", help="also Qwen3-Reranker-0.6B's shapes")
     m.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree with gguf-py")
     r = sub.add_parser("run", help="time variants in interleaved rounds")
