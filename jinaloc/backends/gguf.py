@@ -278,26 +278,35 @@ class Context:
             self.tokens = min(self.tokens, llama_cpp.llama_n_ctx(c))
         self.seqs = llama_cpp.llama_n_seq_max(c)
 
-    def _fill(self, seqs: list[list[int]], start: int) -> list[int]:
-        """The batch holds `seqs` (seq ids 0.., positions from `start`); returns the batch
-        index of each sequence's last token. Pooling needs every token as output, logits
-        only the last."""
+    def _fill(self, parts: list[tuple[int, list[int], int]], outputs: str) -> list[int]:
+        """The batch holds each (seq id, tokens, first position); `outputs`: "all" tokens,
+        each part's "last" or "none". Returns the batch index of each part's last token."""
         b = self.batch.batch
         n, ends = 0, []
-        for sid, ids in enumerate(seqs):
+        for sid, ids, start in parts:
             for k, token in enumerate(ids):
                 b.token[n], b.pos[n], b.n_seq_id[n] = token, start + k, 1
                 b.seq_id[n][0] = sid
-                b.logits[n] = self.pooling is not None
+                b.logits[n] = outputs == "all"
                 n += 1
-            b.logits[n - 1] = True
+            b.logits[n - 1] = outputs != "none"
             ends.append(n - 1)
         b.n_tokens = n
         return ends
 
-    def _decode(self) -> None:
+    def _decode(self, outputs: bool = True) -> None:
+        """`outputs` False: a pooled context decodes without any output (llama.cpp makes every
+        token an output while embeddings are on), so it computes no output head."""
+        c = self.ctx.ctx
+        quiet = not outputs and self.pooling is not None
         with _guard("llama.cpp decode failed"):
-            self.ctx.decode(self.batch)
+            if quiet:
+                llama_cpp.llama_set_embeddings(c, False)
+            try:
+                self.ctx.decode(self.batch)
+            finally:
+                if quiet:
+                    llama_cpp.llama_set_embeddings(c, True)
 
     def share_prefix(self, ids: list[int]) -> None:
         """Decode `ids` once as the start of every sequence (causal models): `run(...,
@@ -305,8 +314,8 @@ class Context:
         if len(ids) > self.tokens or self.ctx.memory is None:
             raise JinalocError(f"internal: a prefix of {len(ids)} tokens cannot be shared")
         self.ctx.kv_cache_clear()
-        self._fill([ids], 0)
-        self._decode()
+        self._fill([(0, ids, 0)], "none")
+        self._decode(outputs=False)
         for sid in range(1, self.seqs):  # tags the same KV cells, copies nothing
             self.ctx.kv_cache_seq_cp(0, sid, -1, -1)
 
@@ -322,7 +331,18 @@ class Context:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, -1, start, -1)
         else:
             self.ctx.kv_cache_clear()
-        ends = self._fill(seqs, start)
+        parts = [(sid, ids, start) for sid, ids in enumerate(seqs)]
+        if self.pooling is not None and self.ctx.memory is not None:
+            # Causal: all but each sequence's last token go first, without outputs. In
+            # embedding mode llama.cpp makes every token an output and runs the output head
+            # (small's tied 151936 x 1024 lm_head, 22% of its time) and the last layer on
+            # each; the KV cache holds the same values either way.
+            body = [(sid, ids[:-1], start) for sid, ids, start in parts if len(ids) > 1]
+            if body:
+                self._fill(body, "none")
+                self._decode(outputs=False)
+            parts = [(sid, ids[-1:], start + len(ids) - 1) for sid, ids, start in parts]
+        ends = self._fill(parts, "all" if self.pooling is not None else "last")
         self._decode()
         out = np.empty((len(seqs), width), np.float32)
         for i, end in enumerate(ends):
