@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_embed import TASK, flops_per_token  # noqa: E402
+from bench_embed import TASK, Int8Roof, flops_per_token  # noqa: E402
 from benchlib import ROOT, bench_models_dir, log, machine, median, parser, table  # noqa: E402
 
 from jinaloc.backends import onnx as onnx_backend  # noqa: E402
@@ -80,50 +80,6 @@ def built_graph(rev: str, folder: Path, graphs: Path, quant: str) -> Path:
     return onnx_backend.build_once(out, make, f"{rev} {folder.name}")
 
 
-class Int8Roof:
-    """ORT's int8 GEMM at a model-like shape (tokens x hidden @ hidden x FFN), u8 activations x
-    s8 weights within +-63 as the qint8 graphs store them, one thread."""
-
-    def __init__(self, m: int = 512, k: int = 1024, n: int = 3072):
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        rng = np.random.default_rng(0)
-        w = rng.integers(-63, 64, (k, n), dtype=np.int8)
-        node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
-        graph = helper.make_graph(
-            [node],
-            "roof",
-            [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
-            [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
-            [numpy_helper.from_array(w, "w")],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            model.SerializeToString(),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
-        self.feed = {"a": rng.integers(0, 256, (m, k), dtype=np.uint8)}
-        self.ops = 2 * m * k * n
-        self.samples: list[float] = []
-
-    def sample(self, repeat: int = 3) -> None:
-        best = float("inf")
-        for _ in range(repeat):
-            t = time.perf_counter()
-            self.session.run(None, self.feed)
-            best = min(best, time.perf_counter() - t)
-        self.samples.append(self.ops / best / 1e9)
-
-    def gops(self) -> float:
-        return median(self.samples)
-
-
 def passes(ids: np.ndarray, mask: np.ndarray, cap: int):
     """Row slices of at most `cap` tokens (batch x padded length), at least one row each."""
     rows = len(ids) if not cap else max(1, cap // ids.shape[1])
@@ -161,7 +117,7 @@ def main() -> None:
     p.add_argument("--build-only", action="store_true")
     args = p.parse_args()
     base = args.models or bench_models_dir()
-    rows, cos_rows = [], []
+    rows = []
     roof = Int8Roof()
     load = os.getloadavg()
     for family in args.families:
@@ -226,7 +182,11 @@ def main() -> None:
     cols = ["family", "variant", "shape", "rounds", "tok_per_s", "ms_per_call"]
     cols += [f"vs_{args.variants[0]}", "gop_per_s", "roof_fraction", "min_cos_to_first"]
     print(table(rows, cols))
-    roof_summary = {"median_gops": roof.gops(), "max_gops": max(roof.samples), "n": len(roof.samples)}
+    roof_summary = {
+        "median_gops": roof.gops(),
+        "max_gops": max(roof.samples),
+        "n": len(roof.samples),
+    }
     print(f"int8 roof (ORT MatMulInteger 512x1024x3072, 1 thread): {roof_summary}")
     print(f"load average before/after: {load} / {os.getloadavg()}")
     if args.json:

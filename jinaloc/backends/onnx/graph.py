@@ -130,24 +130,20 @@ def rms_norm(g: Builder, x: str, weight: str, eps: float) -> str:
 
 
 def linear(g: Builder, x: str, weights: dict, *keys: str) -> list[str]:
-    """x @ W.T (+ b) for each key's weight, in one matmul over the weights side by side (and
-    for int8 one quantization of x), split back: the weights are stored transposed, (in, out)
-    as MatMul wants them."""
-    ws = [weights.pop(f"{k}.weight").T for k in keys]
-    biases = [weights.pop(f"{k}.bias", None) for k in keys]
-    name = f"{keys[0]}.weight" if len(keys) == 1 else f"{keys[0]}+{len(keys) - 1}.weight"
-    w = ws[0] if len(ws) == 1 else np.concatenate(ws, axis=1)
-    if g.quant == "fp32":
-        y = g.op("MatMul", x, g.weight(name, w))
-    else:
-        y = int8_matmul(g, x, w, name)
-    if any(b is not None for b in biases):
-        bias = [np.zeros(a.shape[1], np.float32) if b is None else b for a, b in zip(ws, biases)]
-        y = g.op("Add", y, g.weight(name[:-7] + ".bias", np.concatenate(bias)))
-    if len(keys) == 1:
-        return [y]
-    widths = g.const([a.shape[1] for a in ws])
-    return g.op("Split", y, widths, axis=-1, outputs=len(keys))
+    """x @ W.T (+ b) for each key's weight (stored transposed, (in, out) as MatMul wants it).
+    int8 graphs quantize x once for all of them (q/k/v, gate/up); one matmul per weight, not
+    one over the weights side by side, whose split would copy the whole output again."""
+    rows = quantize_rows(g, x) if g.quant != "fp32" else None
+    out = []
+    for key in keys:
+        w = weights.pop(f"{key}.weight").T
+        if rows is None:
+            y = g.op("MatMul", x, g.weight(f"{key}.weight", w))
+        else:
+            y = int8_matmul(g, x, rows, w, f"{key}.weight")
+        bias = weights.pop(f"{key}.bias", None)
+        out.append(y if bias is None else g.op("Add", y, g.weight(f"{key}.bias", bias)))
+    return out
 
 
 # --- int8 ---------------------------------------------------------------------------------
@@ -179,26 +175,26 @@ def quantize_columns(w: np.ndarray, limit: int = 127) -> tuple[np.ndarray, np.nd
 
 
 def quantize_rows(g: Builder, x: str) -> tuple[str, str]:
-    """x (rows, K) float -> (uint8 codes, zero point 128; scale (rows,)): each row rounded on
-    its own max |x| / 127, so no row's codes depend on any other row's values. One
-    QuantizeLinear per row scale (per-axis) divides, rounds half to even, adds the zero point
-    and saturates in one pass."""
+    """x (..., K) float -> (uint8 codes (rows, K), zero point 128; scale (rows,)): each token
+    row rounded on its own max |x| / 127, so no row's codes depend on any other row's values.
+    The rows are flattened to (rows, K), so that one QuantizeLinear with a scale per row
+    (per-axis) divides, rounds half to even, adds the zero point and saturates in one pass."""
+    x = g.op("Flatten", x, axis=-1)
     amax = g.op("ReduceMax", g.op("Abs", x), axes=[-1], keepdims=0)
     scale = g.op("Mul", g.op("Max", amax, g.const(1e-30, np.float32)), g.const(1 / 127, np.float32))
     zero = g.op("Expand", g.const([128], np.uint8), g.op("Shape", scale))
     return g.op("QuantizeLinear", x, scale, zero, axis=0), scale
 
 
-def int8_matmul(g: Builder, x: str, w: np.ndarray, name: str) -> str:
-    """x @ w (float, x (B, L, K), w (K, N)) in integer arithmetic, as `g.quant` says: exact
-    int32 sums of int8 activations (a scale per token row) and int8 weights (a scale per
-    column), rescaled to float. onnxruntime's MatMulIntegerToFloat (a contrib op: the graph
-    imports CONTRIB) does the sums and the column scales in one kernel; the row scales follow.
-    The rows are flattened to (B*L, K) for the per-row QuantizeLinear and shaped back after.
-    Any graph's projections can be built with it (the reranker's too)."""
+def int8_matmul(g: Builder, x: str, rows: tuple[str, str], w: np.ndarray, name: str) -> str:
+    """x @ w (float, x (B, L, K), w (K, N)) in integer arithmetic, as `g.quant` says, from
+    x's row codes and scales (`quantize_rows`): exact int32 sums of int8 activations and int8
+    weights (a scale per column), rescaled to float. onnxruntime's MatMulIntegerToFloat (a
+    contrib op: the graph imports CONTRIB) does the sums and the column scales in one kernel;
+    the row scales follow, and the result takes x's leading shape back. Any graph's
+    projections can be built with it (the reranker's too)."""
     zero = g.const(128, np.uint8)
-    rows = g.op("Reshape", x, g.const([-1, w.shape[0]]))
-    codes, row_scale = quantize_rows(g, rows)
+    codes, row_scale = rows
     if g.quant == "quint8":
         q, col_scale = quantize_columns(w)
         weights, w_zero = g.weight(name, (q.astype(np.int16) + 128).astype(np.uint8)), zero
@@ -338,9 +334,19 @@ def add_norm(g: Builder, h: str, y: str, weight: str, eps: float) -> tuple[str, 
     return normed, total
 
 
-def build(config: dict, architecture: str, weights: dict, path: Path, quant: str = "fp32") -> Path:
+def build(
+    config: dict,
+    architecture: str,
+    weights: dict,
+    path: Path,
+    quant: str = "fp32",
+    hidden_states: bool = False,
+) -> Path:
     """Write the model to `path` (+ `path.data`), float32 or int8 (`quant` qint8 / quint8);
-    consumes `weights` as it goes."""
+    consumes `weights` as it goes. `hidden_states`: output `last_hidden_state` (batch x seq x
+    hidden, every token final-normed) instead of `pooled`, as exported models do, for
+    runtimes that pool themselves (the peers in scripts/bench_embed.py); the final layer
+    then runs on every token."""
     if architecture not in ("eurobert", "qwen3"):
         raise JinalocError(f"the ONNX backend cannot run {architecture!r} models")
     s = Spec(config, architecture)
@@ -348,7 +354,12 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
     try:
         ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
         mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
-        out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
+        if hidden_states:
+            out = helper.make_tensor_value_info(
+                "last_hidden_state", TensorProto.FLOAT, ["batch", "seq", s.hidden]
+            )
+        else:
+            out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
         seq_len = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
         rope = rope_tables(g, s, seq_len)
         bias = attention_bias(g, s, "attention_mask", seq_len, s.causal)
@@ -363,7 +374,7 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
             x = rms_norm(g, h, norm, s.eps)
             for i in range(s.layers):
                 p = f"layers.{i}"
-                final = i == s.layers - 1
+                final = i == s.layers - 1 and not hidden_states
                 a = attention(
                     g, s, x, weights, f"{p}.self_attn", rope, last_bias if final else bias,
                     last if final else None,
@@ -372,7 +383,7 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
                     f"{p}.post_norm", weights.pop(f"{p}.post_attention_layernorm.weight")
                 )
                 x, h = add_norm(g, take_last(g, h, last) if final else h, a, norm, s.eps)
-                if final:
+                if i == s.layers - 1:
                     norm = g.weight("norm", weights.pop("norm.weight"))
                 else:
                     key = f"layers.{i + 1}.input_layernorm.weight"
@@ -382,8 +393,9 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
             raise JinalocError(
                 f"model.safetensors lacks {e.args[0]} (does it match config.json?)"
             ) from None
-        pooled = g.op("Squeeze", x, g.const([1]))
-        g.nodes.append(helper.make_node("Identity", [pooled], ["pooled"]))
+        if not hidden_states:
+            x = g.op("Squeeze", x, g.const([1]))
+        g.nodes.append(helper.make_node("Identity", [x], [out.name]))
     finally:
         g.close()
     graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)
