@@ -39,9 +39,11 @@ CACHE_FORMAT = 5  # bump when the graph or the quantization settings change (3: 
 SCORE_BYTES = 256 << 20
 # Tokens (rows x padded length) per forward pass, per architecture: a smaller pass keeps its
 # activations in the CPU caches between the graph's element-wise steps, a larger one gives the
-# int8 GEMMs more rows. Measured in docs/benchmarks.md, section 1f; a single sequence longer
-# than the cap still runs, alone. ONNXBackend(pass_tokens=...) overrides it.
-PASS_TOKENS = {"eurobert": 1024, "qwen3": 1024}
+# int8 GEMMs more rows. 512 (4 texts of 128): 1.24x (nano) and 1.19x (small) one pass of 32 x 128
+# on an AVX-512 VNNI CPU (issue 25); on an AVX2 one, caps of 512 to 4096 measured within the
+# noise (docs/benchmarks.md, section 1f). A single sequence longer than the cap runs alone.
+# ONNXBackend(pass_tokens=...) overrides it.
+PASS_TOKENS = {"eurobert": 512, "qwen3": 512}
 
 
 def cache_path(folder: Path, task: str, quant: str) -> Path:
