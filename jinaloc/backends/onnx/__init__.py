@@ -33,7 +33,7 @@ from ..threads import default_threads
 log = logging.getLogger("jinaloc")
 
 CACHE_FORMAT = 5  # bump when the graph or the quantization settings change (3: per-row int8;
-# 4: saved as ONNX Runtime optimizes it; 5: fused projections, contrib rotary and add+norm)
+# 4: saved as ONNX Runtime optimizes it; 5: one quantization per input, contrib RoPE, add+norm)
 # Attention scores of one forward pass (batch x heads x seq^2 floats) are kept under this by
 # splitting the batch; a single sequence longer than it allows still runs, alone.
 SCORE_BYTES = 256 << 20

@@ -267,18 +267,18 @@ def take_last(g: Builder, x: str, last: str) -> str:
     return g.op("Unsqueeze", picked, g.const([1]))
 
 
-def head_norm(g: Builder, s: Spec, x: str, weight: np.ndarray, heads: int) -> str:
+def head_norm(g: Builder, s: Spec, x: str, weights: dict, key: str, heads: int) -> str:
     """Qwen3's RMSNorm of each head of x (B, L, heads * hd)."""
     x = g.op("Reshape", x, g.const([0, 0, heads, s.head_dim]))
-    x = rms_norm(g, x, g.weight(g.name("head_norm"), weight), s.eps)
+    x = rms_norm(g, x, g.weight(key, weights.pop(key)), s.eps)
     return g.op("Reshape", x, g.const([0, 0, heads * s.head_dim]))
 
 
 def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) -> str:
     """Self-attention of normed `x` (B, L, H). With `last`, only each row's last real token
     queries (B, 1, H): in the final layer no other token's output is ever used. q, k and v
-    come from one matmul (k and v only, with `last`); 1/sqrt(hd) is folded into q's weights
-    (or into q_norm's, which follows them)."""
+    share one quantization of x (k and v only, with `last`); 1/sqrt(hd) is folded into q's
+    weights (or into q_norm's, which follows them)."""
     hd, rep = s.head_dim, s.heads // s.kv_heads
     scaled = f"{p}.q_norm.weight" if s.qk_norm else f"{p}.q_proj.weight"
     weights[scaled] = weights[scaled] * np.float32(hd**-0.5)
@@ -293,8 +293,8 @@ def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) 
         k, v = linear(g, x, weights, f"{p}.k_proj", f"{p}.v_proj")
         q_pos = g.op("Unsqueeze", last, g.const([1]))  # (B, 1)
     if s.qk_norm:  # Qwen3: per-head RMSNorm of q and k, before RoPE
-        q = head_norm(g, s, q, weights.pop(f"{p}.q_norm.weight"), s.heads)
-        k = head_norm(g, s, k, weights.pop(f"{p}.k_norm.weight"), s.kv_heads)
+        q = head_norm(g, s, q, weights, f"{p}.q_norm.weight", s.heads)
+        k = head_norm(g, s, k, weights, f"{p}.k_norm.weight", s.kv_heads)
     q = g.op("Reshape", rotate(g, q, rope, q_pos), g.const([0, 0, s.heads, hd]))
     k = g.op("Reshape", rotate(g, k, rope, start), g.const([0, 0, s.kv_heads, hd]))
     v = g.op("Reshape", v, g.const([0, 0, s.kv_heads, hd]))
