@@ -6,7 +6,8 @@ round makes one call on every runtime, in an order rotated each round, until a t
 spent. Reports per runtime the median tokens/s and ms per call over rounds, the best round, the
 ratio to PyTorch fp32 (median of per-round ratios: each pairs calls made seconds apart, which is
 what keeps the ratio meaningful on a shared, noisy machine), the fraction of the arithmetic roof
-(model FLOPs/token x tokens/s vs fp32 matmul GFLOP/s sampled every round) and the cosine of each
+(model FLOPs/token x tokens/s vs fp32 matmul GFLOP/s sampled every round; int8_roof_fraction:
+vs ORT's int8 GEMM, MatMulInteger u8 x s8 at the same shape, one thread) and the cosine of each
 runtime's vectors against PyTorch fp32's.
 
     python scripts/make_bench_models.py           # once: full-size random-weight models
@@ -20,6 +21,15 @@ runtime's vectors against PyTorch fp32's.
 per batch) and after (per-row activation scales in the graph), with fp32 as the reference:
 each text alone vs batched with short, long and many neighbours (cosine, bit-identical), the
 cosine to fp32, and tokens/s at 1x16, 32x128 and 4x512 in interleaved rounds.
+
+Peers (`--shapes` runs only): fastembed and embroider, each on an int8 graph jinaloc writes
+from the same weights (graph.build(hidden_states=True): qint8, per-row activations, output
+`last_hidden_state` for every token, since both pool themselves; so their final layer runs on
+every token where jinaloc's runs on the pooled one). Bench-only packages, in no extra:
+`pip install --no-deps fastembed==0.9.1 embroider==0.3.3 loguru mmh3 py_rust_stemmers`
+(--no-deps: fastembed would pin huggingface_hub below the one transformers here needs).
+embroider has no thread setting (it takes half the physical cores: one here) and encodes one
+text per forward pass by design.
 
 `--shapes NxT` replaces the workloads by batches of N texts of about T tokens in one call;
 `--threads` runs GGUF (and ONNX int8) at each count; `--rss` measures each runtime's peak RSS
@@ -178,7 +188,133 @@ def torch_runtime(folder: Path, tokenizer, prompts: dict, threads: int, dtype="f
     return Runtime(f"pytorch-{dtype}", embed)
 
 
+def peer_graph(folder: Path) -> Path:
+    """jinaloc's qint8 graph of `folder` with a `last_hidden_state` output, in a folder of its
+    own with the tokenizer files: what the peers load. Built once, in jinaloc's ONNX cache."""
+    import shutil
+
+    from jinaloc.backends import onnx as onnx_backend
+    from jinaloc.backends.canonical import adapter_dir, merge_adapter, read_weights
+    from jinaloc.registry import detect_architecture
+
+    config = json.loads((folder / "config.json").read_text())
+
+    def make(out: Path) -> None:
+        from jinaloc.backends.onnx import graph
+
+        weights = merge_adapter(read_weights(folder), adapter_dir(folder, TASK))
+        arch = detect_architecture(config)
+        graph.build(config, arch, weights, out / "model.onnx", "qint8", hidden_states=True)
+        del weights
+        onnx_backend._save_optimized(out / "model.onnx")
+        for f in folder.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt"):
+                shutil.copy(f, out / f.name)
+        # fastembed truncates at model_max_length and refuses a tokenizer without one
+        tok = out / "tokenizer_config.json"
+        settings = json.loads(tok.read_text()) if tok.is_file() else {}
+        if not 0 < float(settings.get("model_max_length") or 0) < 1e9:
+            settings["model_max_length"] = config["max_position_embeddings"]
+            tok.write_text(json.dumps(settings))
+
+    final = onnx_backend.cache_path(folder, TASK, "qint8-hidden-states-2")
+    return onnx_backend.build_once(final, make, f"{folder.name} peer graph").parent
+
+
+def fastembed_runtime(folder: Path, threads: int) -> Runtime:
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    graph = peer_graph(folder)
+    name = f"jinaloc-bench/{folder.name}-{graph.name[-8:]}"
+    if name not in {m["model"] for m in TextEmbedding.list_supported_models()}:
+        TextEmbedding.add_custom_model(
+            model=name,
+            pooling=PoolingType.LAST_TOKEN,
+            normalization=True,
+            sources=ModelSource(hf=name),
+            dim=json.loads((folder / "config.json").read_text())["hidden_size"],
+            model_file="model.onnx",
+            additional_files=["model.onnx.data"],
+        )
+    model = TextEmbedding(name, specific_model_path=str(graph), threads=threads)
+    prefix = {"query": "Query: ", "document": "Document: "}
+
+    def embed(texts, prompt, batch_size):
+        docs = [prefix[prompt] + t for t in texts]
+        return np.stack(list(model.embed(docs, batch_size=batch_size)))
+
+    return Runtime("fastembed", embed)
+
+
+def embroider_runtime(folder: Path) -> Runtime:
+    import onnxruntime
+
+    # embroider dlopens ONNX Runtime: the same library as the other runtimes here
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    dylib = next(capi.glob("libonnxruntime.so*"), None)
+    if dylib is not None:
+        os.environ.setdefault("ORT_DYLIB_PATH", str(dylib))
+    import embroider
+
+    graph = peer_graph(folder)
+    dim = json.loads((folder / "config.json").read_text())["hidden_size"]
+    model = embroider.JinaV5.open_files(
+        str(graph / "model.onnx"), str(graph / "tokenizer.json"), truncate_dim=dim, device="cpu"
+    )
+    task = {"query": "Query", "document": "Document"}
+
+    def embed(texts, prompt, batch_size):
+        return np.asarray(model.encode_batch(list(texts), task=task[prompt]), np.float32)
+
+    return Runtime("embroider", embed)
+
+
 # --- arithmetic roof ---
+
+
+class Int8Roof:
+    """ORT's int8 GEMM at a model-like shape (tokens x hidden @ hidden x FFN), u8 activations x
+    s8 weights within +-63 as the qint8 graphs store them, one thread."""
+
+    def __init__(self, m: int = 512, k: int = 1024, n: int = 3072):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        w = rng.integers(-63, 64, (k, n), dtype=np.int8)
+        node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
+        graph = helper.make_graph(
+            [node],
+            "roof",
+            [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
+            [numpy_helper.from_array(w, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            model.SerializeToString(),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+        self.feed = {"a": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+        self.ops = 2 * m * k * n
+        self.samples: list[float] = []
+
+    def sample(self, repeat: int = 3) -> None:
+        """`repeat` timed calls, each a sample (not the best of them: the runtimes' calls are
+        single calls too, on the same loaded machine)."""
+        for _ in range(repeat):
+            t = time.perf_counter()
+            self.session.run(None, self.feed)
+            self.samples.append(self.ops / (time.perf_counter() - t) / 1e9)
+
+    def gops(self) -> float:
+        return median(self.samples)
 
 
 class Roof:
@@ -192,6 +328,7 @@ class Roof:
         self.b = rng.standard_normal((k, n), dtype=np.float32)
         self.flops = 2 * m * k * n
         self.samples: dict[str, list[float]] = {"numpy_fp32": [], "torch_fp32": []}
+        self.int8 = Int8Roof(m, k, n)
         try:
             import torch
 
@@ -205,6 +342,7 @@ class Roof:
         if self.ta is not None:
             t = median(timeit(lambda: self.ta @ self.tb, repeat=repeat))
             self.samples["torch_fp32"].append(self.flops / t / 1e9)
+        self.int8.sample(repeat)
 
     def gflops(self) -> float:
         """The peak: the best of the numpy and PyTorch medians."""
@@ -215,6 +353,8 @@ class Roof:
         for name, v in self.samples.items():
             if v:
                 out[name] = {"median": median(v), "max": max(v), "samples": len(v)}
+        v = self.int8.samples
+        out["ort_int8_gops"] = {"median": median(v), "max": max(v), "samples": len(v)}
         return out
 
 
@@ -285,6 +425,8 @@ def factories(folder: Path, tokenizer, prompts: dict, threads: int, args) -> dic
             name = tag(f"gguf-{q}", t)
             out[name] = lambda q=q, t=t, name=name: jinaloc_runtime(name, folder, "gguf", q, t)
     if args.shapes:  # MLX (Linux: tests only) keeps to its own short workloads
+        out["fastembed"] = lambda: fastembed_runtime(folder, threads)
+        out["embroider"] = lambda: embroider_runtime(folder)
         return out
     mlx_kw = {} if args.quick else {"cap": 1, "workloads": args.mlx_workloads}
     for q in ("fp32", "q8") if args.quick else ("fp32", "q8", "q4"):
@@ -411,10 +553,13 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
                 for name, got in samples.items()
             }
             ref = per_round.get("pytorch-fp32", {})
+            engine = next((n for n in per_round if n.startswith("onnx-qint8")), None)
+            own = per_round.get(engine, {})  # jinaloc's default engine, for the peers
             for rt in active:
                 got = samples[rt.name]
                 rates = per_round[rt.name]
                 paired = [rate / ref[r] for r, rate in rates.items() if r in ref]
+                vs_own = [rate / own[r] for r, rate in rates.items() if r in own]
                 mean_tokens = float(np.mean([sum(tokens[r % len(tokens)]) for r, _ in got]))
                 rows.append(
                     {
@@ -430,6 +575,7 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
                         "ms_per_call": 1000 * median([dt for _, dt in got]),
                         "best_ms_per_call": 1000 * min(dt for _, dt in got),
                         "vs_pytorch": median(paired) if paired else None,
+                        "vs_onnx_qint8": median(vs_own) if vs_own else None,
                         "gflop_per_token": flop / 1e9,
                         "gflops": median(list(rates.values())) * flop / 1e9,
                         "load_s": rt.load_s,
@@ -439,12 +585,20 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
             if mode == "batched":
                 for rt in active:
                     vectors[rt.name] = rt.embed(texts[:2], w.prompt, 32)
-        ref = vectors.get("pytorch-fp32")
+        # against PyTorch fp32, or without torch against jinaloc's engine (the peers' check)
+        ref_name = "pytorch-fp32" if "pytorch-fp32" in vectors else engine
+        ref = vectors.get(ref_name)
         for name, v in vectors.items():
-            if ref is not None and name != "pytorch-fp32":
+            if ref is not None and name != ref_name:
                 cos = float(np.min(np.sum(v * ref, axis=1)))
                 cos_rows.append(
-                    {"family": family, "runtime": name, "workload": w.name, "min_cos": cos}
+                    {
+                        "family": family,
+                        "runtime": name,
+                        "workload": w.name,
+                        "reference": ref_name,
+                        "min_cos": cos,
+                    }
                 )
     for rt in runtimes:
         if rt.close:
@@ -453,8 +607,9 @@ def bench_family(family: str, folder: Path, args, roof: Roof) -> tuple[list[dict
         peaks = {rt.name: probe_rss(family, folder, rt.name, args) for rt in runtimes}
         for r in rows:
             r["peak_rss_mb"] = peaks.get(r["runtime"])
-    for r in rows:  # against the peak sampled over the whole family's run
+    for r in rows:  # against the peaks sampled over the whole family's run
         r["roof_fraction"] = r["gflops"] / roof.gflops()
+        r["int8_roof_fraction"] = r["gflops"] / roof.int8.gops()
     return rows + skipped, cos_rows
 
 
@@ -684,8 +839,9 @@ def main() -> None:
     timed = [r for r in rows if "tok_per_s" in r]
     cols = ["family", "runtime", "workload", "mode", "tokens_per_text", "tok_per_s", "ms_per_call"]
     extra = ["peak_rss_mb"] if args.rss else []
-    print(table(timed, cols + ["vs_pytorch", "roof_fraction", *extra]))
-    print(table(cos_rows, ["family", "runtime", "workload", "min_cos"]))
+    cols += ["vs_pytorch", "vs_onnx_qint8", "roof_fraction", "int8_roof_fraction", *extra]
+    print(table(timed, cols))
+    print(table(cos_rows, ["family", "runtime", "workload", "reference", "min_cos"]))
     targets = targets_for(timed, cos_rows)
     for t in targets:
         print(f"- {t['target']}: {t['value']:.2f} ({'met' if t['met'] else 'MISSED'})")

@@ -259,5 +259,59 @@ def test_batch_split_by_attention_memory(embedder, monkeypatch):
     ids, _ = embedder.tokenize(texts, "document")
     whole = backend.embed_tokens(ids, "retrieval")
     monkeypatch.setattr(onnx_backend, "SCORE_BYTES", 1)  # one sequence per forward pass
-    assert backend._rows(np.array([len(x) for x in ids])) == 1
+    assert all(end - start == 1 for start, end in backend.passes([len(x) for x in ids]))
     np.testing.assert_allclose(backend.embed_tokens(ids, "retrieval"), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("cap", [1, 40, 100])
+def test_passes_respect_the_token_cap_and_leave_vectors_unchanged(family, cache, cap):
+    """Passes of at most `cap` padded tokens (one sequence longer than it runs alone), over
+    texts of mixed lengths in any order: the int8 vectors are those of one pass, up to the float
+    rounding of the attention GEMMs, whose summation order may follow the padded width (one
+    ulp on one text of the nano fixture here)."""
+    whole = load(family, "qint8", pass_tokens=10**6)
+    capped = load(family, "qint8", pass_tokens=cap)
+    texts = [t * k for k in (1, 3, 2) for t in short_texts(family)]  # unsorted, mixed lengths
+    ids, _ = whole.tokenize(texts, "document")
+    shapes = []
+    session = capped.backend._use("retrieval")
+    run = session.run
+
+    class Spy:
+        def run(self, names, feed):
+            shapes.append(feed["input_ids"].shape)
+            return run(names, feed)
+
+    capped.backend.session = Spy()
+    got = capped.backend.embed_tokens(ids, "retrieval")
+    np.testing.assert_allclose(got, whole.backend.embed_tokens(ids, "retrieval"), rtol=0, atol=1e-6)
+    assert sum(n for n, _ in shapes) == len(ids)
+    assert all(n * width <= cap or n == 1 for n, width in shapes)
+    if cap >= 100:  # the cap packs several texts per pass, not one each
+        assert len(shapes) < len(ids)
+
+
+def test_hidden_states_graph_pools_to_the_backend_vectors(embedder, family, tmp_path):
+    """graph.build(hidden_states=True) (what the bench's peers load) outputs every token's
+    final state; its last real token per row is the backend's pooled vector."""
+    from jinaloc.backends.canonical import adapter_dir, merge_adapter, read_weights
+    from jinaloc.backends.onnx import graph, open_session
+
+    folder = model_dir(family)
+    weights = merge_adapter(read_weights(folder), adapter_dir(folder, "retrieval"))
+    config = json.loads((folder / "config.json").read_text())
+    arch = embedder.backend.architecture
+    graph.build(config, arch, weights, tmp_path / "model.onnx", "fp32", hidden_states=True)
+    ids, _ = embedder.tokenize(short_texts(family), "document")
+    width = max(map(len, ids))
+    feed = {"input_ids": np.zeros((len(ids), width), np.int64)}
+    feed["attention_mask"] = np.zeros_like(feed["input_ids"])
+    for i, seq in enumerate(ids):
+        feed["input_ids"][i, : len(seq)] = seq
+        feed["attention_mask"][i, : len(seq)] = 1
+    hidden = open_session(tmp_path / "model.onnx", 1).run(["last_hidden_state"], feed)[0]
+    assert hidden.shape == (len(ids), width, embedder.backend.hidden_size)
+    last = hidden[np.arange(len(ids)), [len(x) - 1 for x in ids]]
+    np.testing.assert_allclose(
+        last, embedder.backend.embed_tokens(ids, "retrieval"), atol=FP32_ATOL
+    )

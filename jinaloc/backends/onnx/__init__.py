@@ -32,11 +32,18 @@ from ..threads import default_threads
 
 log = logging.getLogger("jinaloc")
 
-CACHE_FORMAT = 4  # bump when the graph or the quantization settings change (3: per-row int8;
-# 4: saved as ONNX Runtime optimizes it)
+CACHE_FORMAT = 5  # bump when the graph or the quantization settings change (3: per-row int8;
+# 4: saved as ONNX Runtime optimizes it; 5: one quantization per input, contrib RoPE, add+norm)
 # Attention scores of one forward pass (batch x heads x seq^2 floats) are kept under this by
 # splitting the batch; a single sequence longer than it allows still runs, alone.
 SCORE_BYTES = 256 << 20
+# Tokens (rows x padded length) per forward pass, per architecture: a smaller pass keeps its
+# activations in the CPU caches between the graph's element-wise steps, a larger one gives the
+# int8 GEMMs more rows. 512 (4 texts of 128): 1.24x (nano) and 1.19x (small) one pass of 32 x 128
+# on an AVX-512 VNNI CPU (issue 25); on an AVX2 one, caps of 512 to 4096 measured within the
+# noise (docs/benchmarks.md, section 1f). A single sequence longer than the cap runs alone.
+# ONNXBackend(pass_tokens=...) overrides it.
+PASS_TOKENS = {"eurobert": 512, "qwen3": 512}
 
 
 def cache_path(folder: Path, task: str, quant: str) -> Path:
@@ -136,6 +143,7 @@ class ONNXBackend(Backend):
         spec: ModelSpec,
         quant: str | None = None,
         threads: int | None = None,
+        pass_tokens: int | None = None,
     ):
         self.folder = Path(folder)
         self.spec = spec
@@ -149,6 +157,7 @@ class ONNXBackend(Backend):
         self.vocab_size = int(self.config.get("vocab_size") or 0)
         self.heads = int(self.config["num_attention_heads"])
         self.max_tokens = max_tokens(self.config, spec.max_tokens)
+        self.pass_tokens = pass_tokens or PASS_TOKENS[self.architecture]
         self._hf = HFTokenizer(self.folder, self.max_tokens)
         # One task's session at a time: each holds a full copy of the merged weights.
         self.task: str | None = None
@@ -166,10 +175,19 @@ class ONNXBackend(Backend):
             self.task, self.model_file = task, path
         return self.session
 
-    def _rows(self, lengths: np.ndarray) -> int:
-        """Sequences per forward pass, so that the attention scores stay under SCORE_BYTES."""
-        per_row = self.heads * int(lengths.max()) ** 2 * 4
-        return max(1, SCORE_BYTES // per_row)
+    def passes(self, lengths: list[int]) -> list[tuple[int, int]]:
+        """(start, end) of each forward pass over sequences sorted longest first: as many as
+        fit in pass_tokens padded tokens and keep the attention scores under SCORE_BYTES, at
+        least one."""
+        out: list[tuple[int, int]] = []
+        start = 0
+        while start < len(lengths):
+            width = lengths[start]
+            rows = min(self.pass_tokens // width, SCORE_BYTES // (self.heads * width**2 * 4))
+            end = min(len(lengths), start + max(1, rows))
+            out.append((start, end))
+            start = end
+        return out
 
     def embed_tokens(self, batch: list[list[int]], task: str) -> np.ndarray:
         if not batch:
@@ -184,17 +202,17 @@ class ONNXBackend(Backend):
             raise JinalocError(f"token id outside the vocabulary (0..{self.vocab_size - 1})")
         session = self._use(task)
         out = np.empty((len(batch), self.hidden_size), np.float32)
-        step = self._rows(lengths)
-        for start in range(0, len(batch), step):
-            rows = batch[start : start + step]
-            width = max(len(x) for x in rows)
+        order = np.argsort(-lengths, kind="stable")  # longest first: least padding per pass
+        for start, end in self.passes(lengths[order].tolist()):
+            rows = [batch[i] for i in order[start:end]]
+            width = len(rows[0])
             ids = np.zeros((len(rows), width), np.int64)
             mask = np.zeros((len(rows), width), np.int64)
             for i, seq in enumerate(rows):
                 ids[i, : len(seq)] = seq
                 mask[i, : len(seq)] = 1
             feed = {"input_ids": ids, "attention_mask": mask}
-            out[start : start + len(rows)] = session.run(["pooled"], feed)[0]
+            out[order[start:end]] = session.run(["pooled"], feed)[0]
         return out
 
     def close(self) -> None:

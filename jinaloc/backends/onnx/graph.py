@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from ...errors import JinalocError
 
 OPSET = 17
-CONTRIB = "com.microsoft"  # onnxruntime's contrib ops (MatMulIntegerToFloat)
+CONTRIB = "com.microsoft"  # onnxruntime's contrib ops (MatMulIntegerToFloat, RotaryEmbedding, ...)
 # Added to the attention scores of hidden keys: exp() of it is 0, and no row is all hidden
 # (every query sees at least the first token), so softmax never divides by zero.
 MASKED = -1e30
@@ -44,6 +44,9 @@ class Builder:
     def name(self, hint: str) -> str:
         self._n += 1
         return f"{hint}_{self._n}"
+
+    def names(self, hint: str, n: int) -> list[str]:
+        return [self.name(hint) for _ in range(n)]
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """A float32 (or already int8/uint8) tensor, stored in the external data file."""
@@ -76,7 +79,7 @@ class Builder:
         return name
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs):
-        names = [self.name(op_type.lower()) for _ in range(outputs)]
+        names = self.names(op_type.lower(), outputs)
         self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
         return names[0] if outputs == 1 else names
 
@@ -126,15 +129,21 @@ def rms_norm(g: Builder, x: str, weight: str, eps: float) -> str:
     return g.op("Mul", g.op("Div", x, std), weight)
 
 
-def linear(g: Builder, x: str, weights: dict, key: str) -> str:
-    """x @ W.T (+ b): the weight is stored transposed, (in, out) as MatMul wants it."""
-    w = weights.pop(f"{key}.weight")
-    if g.quant == "fp32":
-        y = g.op("MatMul", x, g.weight(f"{key}.weight", w.T))
-    else:
-        y = int8_matmul(g, x, w.T, f"{key}.weight")
-    bias = weights.pop(f"{key}.bias", None)
-    return y if bias is None else g.op("Add", y, g.weight(f"{key}.bias", bias))
+def linear(g: Builder, x: str, weights: dict, *keys: str) -> list[str]:
+    """x @ W.T (+ b) for each key's weight (stored transposed, (in, out) as MatMul wants it).
+    int8 graphs quantize x once for all of them (q/k/v, gate/up); one matmul per weight, not
+    one over the weights side by side, whose split would copy the whole output again."""
+    rows = quantize_rows(g, x) if g.quant != "fp32" else None
+    out = []
+    for key in keys:
+        w = weights.pop(f"{key}.weight").T
+        if rows is None:
+            y = g.op("MatMul", x, g.weight(f"{key}.weight", w))
+        else:
+            y = int8_matmul(g, x, rows, w, f"{key}.weight")
+        bias = weights.pop(f"{key}.bias", None)
+        out.append(y if bias is None else g.op("Add", y, g.weight(f"{key}.bias", bias)))
+    return out
 
 
 # --- int8 ---------------------------------------------------------------------------------
@@ -147,7 +156,7 @@ QUANTS = ("fp32", "qint8", "quint8")
 
 
 def opset_imports() -> list:
-    """What a graph built here imports: standard ONNX and, for int8, onnxruntime's contrib ops."""
+    """What a graph built here imports: standard ONNX and onnxruntime's contrib ops."""
     return [helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)]
 
 
@@ -166,24 +175,26 @@ def quantize_columns(w: np.ndarray, limit: int = 127) -> tuple[np.ndarray, np.nd
 
 
 def quantize_rows(g: Builder, x: str) -> tuple[str, str]:
-    """x (..., K) float -> (uint8 codes, zero point 128; scale (..., 1)): each row rounded on
-    its own max |x| / 127, so no row's codes depend on any other row's values. QuantizeLinear
-    with a scale of 1 rounds (half to even), adds the zero point and saturates in one pass."""
-    amax = g.op("ReduceMax", g.op("Abs", x), axes=[-1], keepdims=1)
+    """x (..., K) float -> (uint8 codes (rows, K), zero point 128; scale (rows,)): each token
+    row rounded on its own max |x| / 127, so no row's codes depend on any other row's values.
+    The rows are flattened to (rows, K), so that one QuantizeLinear with a scale per row
+    (per-axis) divides, rounds half to even, adds the zero point and saturates in one pass."""
+    x = g.op("Flatten", x, axis=-1)
+    amax = g.op("ReduceMax", g.op("Abs", x), axes=[-1], keepdims=0)
     scale = g.op("Mul", g.op("Max", amax, g.const(1e-30, np.float32)), g.const(1 / 127, np.float32))
-    scaled = g.op("Mul", x, g.op("Reciprocal", scale))
-    codes = g.op("QuantizeLinear", scaled, g.const(1.0, np.float32), g.const(128, np.uint8))
-    return codes, scale
+    zero = g.op("Expand", g.const([128], np.uint8), g.op("Shape", scale))
+    return g.op("QuantizeLinear", x, scale, zero, axis=0), scale
 
 
-def int8_matmul(g: Builder, x: str, w: np.ndarray, name: str) -> str:
-    """x @ w (float, x (..., K), w (K, N)) in integer arithmetic, as `g.quant` says: exact
-    int32 sums of int8 activations (a scale per row) and int8 weights (a scale per column),
-    rescaled to float. onnxruntime's MatMulIntegerToFloat (a contrib op: the graph imports
-    CONTRIB) does the sums and the column scales in one kernel; the row scales follow. Any
-    graph's projections can be built with it (the reranker's too)."""
+def int8_matmul(g: Builder, x: str, rows: tuple[str, str], w: np.ndarray, name: str) -> str:
+    """x @ w (float, x (B, L, K), w (K, N)) in integer arithmetic, as `g.quant` says, from
+    x's row codes and scales (`quantize_rows`): exact int32 sums of int8 activations and int8
+    weights (a scale per column), rescaled to float. onnxruntime's MatMulIntegerToFloat (a
+    contrib op: the graph imports CONTRIB) does the sums and the column scales in one kernel;
+    the row scales follow, and the result takes x's leading shape back. Any graph's
+    projections can be built with it (the reranker's too)."""
     zero = g.const(128, np.uint8)
-    codes, row_scale = quantize_rows(g, x)
+    codes, row_scale = rows
     if g.quant == "quint8":
         q, col_scale = quantize_columns(w)
         weights, w_zero = g.weight(name, (q.astype(np.int16) + 128).astype(np.uint8)), zero
@@ -200,7 +211,9 @@ def int8_matmul(g: Builder, x: str, w: np.ndarray, name: str) -> str:
         w_zero,
         domain=CONTRIB,
     )
-    return g.op("Mul", y, row_scale)
+    y = g.op("Mul", y, g.op("Unsqueeze", row_scale, g.const([1])))
+    lead = g.op("Slice", g.op("Shape", x), g.const([0]), g.const([-1]))
+    return g.op("Reshape", y, g.op("Concat", lead, g.const([w.shape[1]]), axis=0))
 
 
 def embedding(g: Builder, table: np.ndarray, ids: str) -> str:
@@ -217,21 +230,20 @@ def embedding(g: Builder, table: np.ndarray, ids: str) -> str:
 
 
 def rope_tables(g: Builder, s: Spec, seq_len: str) -> tuple[str, str]:
-    """cos and sin of shape (seq, 1, head_dim), computed in float32 like the reference."""
+    """cos and sin of shape (seq, head_dim / 2), computed in float32 like the reference: the
+    caches onnxruntime's RotaryEmbedding reads (NEOX style: halves, not interleaved pairs)."""
     half = s.head_dim // 2
     inv_freq = 1.0 / (s.theta ** (np.arange(0, s.head_dim, 2, dtype=np.float32) / s.head_dim))
     inv_freq = (inv_freq / s.rope_factor).astype(np.float32)[:half]
     pos = g.op("Cast", g.op("Range", g.const(0), seq_len, g.const(1)), to=TensorProto.FLOAT)
     freqs = g.op("Mul", g.op("Unsqueeze", pos, g.const([1])), g.const(inv_freq, np.float32))
-    emb = g.op("Unsqueeze", g.op("Concat", freqs, freqs, axis=-1), g.const([1]))
-    return g.op("Cos", emb), g.op("Sin", emb)
+    return g.op("Cos", freqs), g.op("Sin", freqs)
 
 
-def rotate(g: Builder, x: str, cos: str, sin: str, head_dim: int) -> str:
-    """NEOX-style RoPE: x * cos + rotate_half(x) * sin, x of shape (batch, seq, heads, hd)."""
-    x1, x2 = g.op("Split", x, g.const([head_dim // 2] * 2), axis=-1, outputs=2)
-    rotated = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
-    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
+def rotate(g: Builder, x: str, rope: tuple[str, str], positions: str) -> str:
+    """RoPE of x (B, L, heads * hd) at `positions` ((1,): L positions from there; (B, L): one
+    per token), in one contrib kernel instead of Split/Neg/Concat/Mul/Mul/Add."""
+    return g.op("RotaryEmbedding", x, positions, *rope, domain=CONTRIB)
 
 
 def attention_bias(g: Builder, s: Spec, mask: str, seq_len: str, causal: bool) -> str:
@@ -255,23 +267,37 @@ def take_last(g: Builder, x: str, last: str) -> str:
     return g.op("Unsqueeze", picked, g.const([1]))
 
 
+def head_norm(g: Builder, s: Spec, x: str, weights: dict, key: str, heads: int) -> str:
+    """Qwen3's RMSNorm of each head of x (B, L, heads * hd)."""
+    x = g.op("Reshape", x, g.const([0, 0, heads, s.head_dim]))
+    x = rms_norm(g, x, g.weight(key, weights.pop(key)), s.eps)
+    return g.op("Reshape", x, g.const([0, 0, heads * s.head_dim]))
+
+
 def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) -> str:
     """Self-attention of normed `x` (B, L, H). With `last`, only each row's last real token
-    queries (B, 1, H): in the final layer no other token's output is ever used."""
+    queries (B, 1, H): in the final layer no other token's output is ever used. q, k and v
+    share one quantization of x (k and v only, with `last`); 1/sqrt(hd) is folded into q's
+    weights (or into q_norm's, which follows them)."""
     hd, rep = s.head_dim, s.heads // s.kv_heads
-    cos, sin = rope
-    xq, qcos, qsin = x, cos, sin
-    if last is not None:
-        xq = take_last(g, x, last)
-        qcos, qsin = (g.op("Unsqueeze", g.op("Gather", t, last), g.const([1])) for t in rope)
-    q = g.op("Reshape", linear(g, xq, weights, f"{p}.q_proj"), g.const([0, 0, s.heads, hd]))
-    k = g.op("Reshape", linear(g, x, weights, f"{p}.k_proj"), g.const([0, 0, s.kv_heads, hd]))
-    v = g.op("Reshape", linear(g, x, weights, f"{p}.v_proj"), g.const([0, 0, s.kv_heads, hd]))
+    scaled = f"{p}.q_norm.weight" if s.qk_norm else f"{p}.q_proj.weight"
+    weights[scaled] = weights[scaled] * np.float32(hd**-0.5)
+    if not s.qk_norm and f"{p}.q_proj.bias" in weights:
+        weights[f"{p}.q_proj.bias"] = weights[f"{p}.q_proj.bias"] * np.float32(hd**-0.5)
+    start = g.const([0])  # positions 0..L-1
+    if last is None:
+        q, k, v = linear(g, x, weights, f"{p}.q_proj", f"{p}.k_proj", f"{p}.v_proj")
+        q_pos = start
+    else:
+        (q,) = linear(g, take_last(g, x, last), weights, f"{p}.q_proj")
+        k, v = linear(g, x, weights, f"{p}.k_proj", f"{p}.v_proj")
+        q_pos = g.op("Unsqueeze", last, g.const([1]))  # (B, 1)
     if s.qk_norm:  # Qwen3: per-head RMSNorm of q and k, before RoPE
-        q = rms_norm(g, q, g.weight(f"{p}.q_norm.weight", weights.pop(f"{p}.q_norm.weight")), s.eps)
-        k = rms_norm(g, k, g.weight(f"{p}.k_norm.weight", weights.pop(f"{p}.k_norm.weight")), s.eps)
-    q = g.op("Mul", rotate(g, q, qcos, qsin, hd), g.const(hd**-0.5, np.float32))
-    k = rotate(g, k, cos, sin, hd)
+        q = head_norm(g, s, q, weights, f"{p}.q_norm.weight", s.heads)
+        k = head_norm(g, s, k, weights, f"{p}.k_norm.weight", s.kv_heads)
+    q = g.op("Reshape", rotate(g, q, rope, q_pos), g.const([0, 0, s.heads, hd]))
+    k = g.op("Reshape", rotate(g, k, rope, start), g.const([0, 0, s.kv_heads, hd]))
+    v = g.op("Reshape", v, g.const([0, 0, s.kv_heads, hd]))
     q = g.op("Transpose", q, perm=[0, 2, 1, 3])  # (B, H, Lq, hd)
     k = g.op("Transpose", k, perm=[0, 2, 3, 1])  # (B, KV, hd, L)
     v = g.op("Transpose", v, perm=[0, 2, 1, 3])  # (B, KV, L, hd)
@@ -284,19 +310,43 @@ def attention(g, s: Spec, x: str, weights: dict, p: str, rope, bias, last=None) 
     if rep > 1:
         out = g.op("Reshape", out, g.const([0, s.heads, -1, hd]))
     out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.const([0, 0, s.heads * hd]))
-    return linear(g, out, weights, f"{p}.o_proj")
+    return linear(g, out, weights, f"{p}.o_proj")[0]
 
 
 def mlp(g: Builder, x: str, weights: dict, p: str) -> str:
-    gate = linear(g, x, weights, f"{p}.gate_proj")
-    up = linear(g, x, weights, f"{p}.up_proj")
+    gate, up = linear(g, x, weights, f"{p}.gate_proj", f"{p}.up_proj")
     act = g.op("Mul", gate, g.op("Sigmoid", gate))  # SiLU
-    return linear(g, g.op("Mul", act, up), weights, f"{p}.down_proj")
+    return linear(g, g.op("Mul", act, up), weights, f"{p}.down_proj")[0]
 
 
-def build(config: dict, architecture: str, weights: dict, path: Path, quant: str = "fp32") -> Path:
+def add_norm(g: Builder, h: str, y: str, weight: str, eps: float) -> tuple[str, str]:
+    """(RMSNorm(h + y), h + y) in one contrib kernel: the residual sum is read once."""
+    normed, total = g.names("add_norm", 2)
+    g.nodes.append(
+        helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            [h, y, weight],
+            [normed, "", "", total],
+            domain=CONTRIB,
+            epsilon=eps,
+        )
+    )
+    return normed, total
+
+
+def build(
+    config: dict,
+    architecture: str,
+    weights: dict,
+    path: Path,
+    quant: str = "fp32",
+    hidden_states: bool = False,
+) -> Path:
     """Write the model to `path` (+ `path.data`), float32 or int8 (`quant` qint8 / quint8);
-    consumes `weights` as it goes."""
+    consumes `weights` as it goes. `hidden_states`: output `last_hidden_state` (batch x seq x
+    hidden, every token final-normed) instead of `pooled`, as exported models do, for
+    runtimes that pool themselves (the peers in scripts/bench_embed.py); the final layer
+    then runs on every token."""
     if architecture not in ("eurobert", "qwen3"):
         raise JinalocError(f"the ONNX backend cannot run {architecture!r} models")
     s = Spec(config, architecture)
@@ -304,7 +354,12 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
     try:
         ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
         mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
-        out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
+        if hidden_states:
+            out = helper.make_tensor_value_info(
+                "last_hidden_state", TensorProto.FLOAT, ["batch", "seq", s.hidden]
+            )
+        else:
+            out = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", s.hidden])
         seq_len = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
         rope = rope_tables(g, s, seq_len)
         bias = attention_bias(g, s, "attention_mask", seq_len, s.causal)
@@ -315,27 +370,32 @@ def build(config: dict, architecture: str, weights: dict, path: Path, quant: str
         last = g.op("Sub", total, g.const(1))
         try:
             h = embedding(g, weights.pop("embed_tokens.weight"), ids.name)
+            norm = g.weight("layers.0.in_norm", weights.pop("layers.0.input_layernorm.weight"))
+            x = rms_norm(g, h, norm, s.eps)
             for i in range(s.layers):
                 p = f"layers.{i}"
-                final = i == s.layers - 1
-                norm = g.weight(f"{p}.in_norm", weights.pop(f"{p}.input_layernorm.weight"))
-                x = rms_norm(g, h, norm, s.eps)
+                final = i == s.layers - 1 and not hidden_states
                 a = attention(
                     g, s, x, weights, f"{p}.self_attn", rope, last_bias if final else bias,
                     last if final else None,
                 )  # fmt: skip
-                h = g.op("Add", take_last(g, h, last) if final else h, a)
                 norm = g.weight(
                     f"{p}.post_norm", weights.pop(f"{p}.post_attention_layernorm.weight")
                 )
-                h = g.op("Add", h, mlp(g, rms_norm(g, h, norm, s.eps), weights, f"{p}.mlp"))
-            final_norm = g.weight("norm", weights.pop("norm.weight"))
+                x, h = add_norm(g, take_last(g, h, last) if final else h, a, norm, s.eps)
+                if i == s.layers - 1:
+                    norm = g.weight("norm", weights.pop("norm.weight"))
+                else:
+                    key = f"layers.{i + 1}.input_layernorm.weight"
+                    norm = g.weight(f"layers.{i + 1}.in_norm", weights.pop(key))
+                x, h = add_norm(g, h, mlp(g, x, weights, f"{p}.mlp"), norm, s.eps)
         except KeyError as e:
             raise JinalocError(
                 f"model.safetensors lacks {e.args[0]} (does it match config.json?)"
             ) from None
-        pooled = g.op("Squeeze", rms_norm(g, h, final_norm, s.eps), g.const([1]))
-        g.nodes.append(helper.make_node("Identity", [pooled], ["pooled"]))
+        if not hidden_states:
+            x = g.op("Squeeze", x, g.const([1]))
+        g.nodes.append(helper.make_node("Identity", [x], [out.name]))
     finally:
         g.close()
     graph = helper.make_graph(g.nodes, architecture, [ids, mask], [out], g.initializers)

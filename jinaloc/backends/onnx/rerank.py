@@ -27,7 +27,7 @@ from ..quants import onnx_quant
 from ..threads import default_threads
 from . import build_once, graph, open_session
 
-CACHE_FORMAT = 2  # bump when the graph or its head change (2: per-row int8)
+CACHE_FORMAT = 3  # bump when the graph or its head change (2: per-row int8; 3: issue 25 graph)
 # Padded tokens per forward pass: pairs are sorted by length so that little of it is padding.
 PACK_TOKENS = 2048
 # Attention scores of one pass (rows x heads x seq^2 floats) stay under this, as for embedding.
