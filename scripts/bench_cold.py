@@ -6,8 +6,8 @@ index's dim with word-salad texts written through Store.write_file (no embedding
 chunks). Then, per round, order alternating between the trees (A B B A ...), each in a fresh
 process with the working directory outside every tree:
 
-- whole process: `jinaloc search Q --db DB --json --no-server`, `jinaloc --help`,
-  `jinaloc search --help`;
+- whole process: `jinaloc search Q --db DB --json --no-server` (hybrid, and with
+  `--mode lexical`), `jinaloc --help`, `jinaloc search --help`;
 - phases of the same search, from a probe that runs the same entry point with timers wrapped
   around the CLI's own functions: start-up (process start to the index being opened: Python,
   imports, CLI parse), open (the index file), model load, query embedding, search (the rest
@@ -276,7 +276,8 @@ def main() -> None:
         times = {(t, c): [] for t in trees for c in [*commands, "probed search"]}
         split = {t: {ph: [] for ph in (*PHASES, "total")} for t in trees}
         outputs = set()
-        times |= {(t, "search"): [] for t in trees}
+        lexical = {name: [*searches[name], "--mode", "lexical"] for name in trees}
+        times |= {(t, "search"): [] for t in trees} | {(t, "lexical search"): [] for t in trees}
         for name in trees:  # warm-up: page cache, .pyc files
             wall([py, "-c", ENTRY, *searches[name]], envs[name], tmp)
         for r in range(rounds):
@@ -285,6 +286,8 @@ def main() -> None:
                 seconds, out = wall([py, "-c", ENTRY, *searches[name]], envs[name], tmp)
                 times[(name, "search")].append(seconds)
                 outputs.add(hit_keys(out))
+                seconds, out = wall([py, "-c", ENTRY, *lexical[name]], envs[name], tmp)
+                times[(name, "lexical search")].append(seconds)
                 for command, cmd_args in commands.items():
                     seconds, out = wall([py, "-c", ENTRY, *cmd_args], envs[name], tmp)
                     times[(name, command)].append(seconds)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,10 +100,13 @@ def sample_corpus(source: Path, into: Path, n: int, seed: int = 0) -> int:
     return total
 
 
-def padding(files: list[list[int]], step: int, batch: int, cap: int) -> float:
+def padding(
+    files: list[list[int]], step: int, batch: int, cap: int, pass_tokens: int | None = None
+) -> float:
     """Share of computed tokens that are padding when files' texts (token counts, in file
-    order) are embedded `step` chunks at a time, each step length-sorted into passes of at
-    most `batch` texts and `cap` padded tokens (as Embedder.embed_raw cuts them)."""
+    order) are embedded `step` chunks at a time, each step length-sorted into batches of at
+    most `batch` texts and `cap` padded tokens (as Embedder.embed_raw cuts them), each batch
+    run in passes of at most `pass_tokens` (the ONNX backend's PASS_TOKENS) if given."""
     steps, current = [], []
     for counts in files:
         current += counts
@@ -113,8 +117,12 @@ def padding(files: list[list[int]], step: int, batch: int, cap: int) -> float:
     real = padded = 0
     for lengths in steps:
         for b in length_sorted_batches(lengths, batch, cap):
-            real += sum(lengths[i] for i in b)
-            padded += max(lengths[i] for i in b) * len(b)
+            sizes = [lengths[i] for i in b]
+            whole = [list(range(len(sizes)))]
+            passes = length_sorted_batches(sizes, len(b), pass_tokens) if pass_tokens else whole
+            for p in passes:
+                real += sum(sizes[i] for i in p)
+                padded += max(sizes[i] for i in p) * len(p)
     return 1 - real / padded
 
 
@@ -129,8 +137,19 @@ def chunk_texts(db: Path) -> list[tuple[str, str]]:
     return [(p, embed_text(t, json.loads(h), x)) for p, t, h, x in rows]
 
 
-def run(cmd: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def steps_variant(step: int, into: Path) -> Path:
+    """This tree's package with the indexer's STEP_CHUNKS set to `step`: the same code
+    otherwise, to time the step size alone."""
+    shutil.copytree(ROOT / "jinaloc", into / "jinaloc")
+    shutil.copy(ROOT / "models.toml", into / "models.toml")
+    write = into / "jinaloc" / "index" / "write.py"
+    text = write.read_text()
+    write.write_text(text.replace(f"STEP_CHUNKS = {STEP_CHUNKS}\n", f"STEP_CHUNKS = {step}\n", 1))
+    return into
+
+
+def run(cmd: list[str], tree: Path = ROOT) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     dt = time.perf_counter() - t
@@ -143,16 +162,30 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
     model, backend, quant, dim = str(folder), args.backend, args.quant, args.dim
     embedder = load_embedder(model, backend=backend, quant=quant, offline=True)
     embedder.embed(["warm up"], task="retrieval", dim=dim)
-    index_s, load_s, embed_s, reports = [], [], [], []
+    index_s, load_s, embed_s, reports, variant_s = [], [], [], [], []
     texts: list[str] = []
     files: list[str] = []
     for r in range(args.rounds):
         db = workdir / f"{family}-{r}.db"
-        cmd = [sys.executable, "-m", "jinaloc", "index", str(corpus), "--db", str(db)]
-        cmd += ["--model", model, "--backend", backend, "--dim", str(dim), "--json", "-q"]
-        dt, out = run(cmd + (["--quant", quant] if quant else []))
-        index_s.append(dt)
-        reports.append(json.loads(out))
+        other = workdir / f"{family}-{r}-variant.db"  # the variant's own file
+
+        def index_cmd(path: Path) -> list[str]:
+            cmd = [sys.executable, "-m", "jinaloc", "index", str(corpus), "--db", str(path)]
+            cmd += ["--model", model, "--backend", backend, "--dim", str(dim), "--json", "-q"]
+            return cmd + (["--quant", quant] if quant else [])
+
+        # With --compare-step, the variant goes first in even rounds, second in odd ones.
+        order = [[True, False], [False, True]][r % 2] if args.compare_step else [False]
+        for variant in order:
+            if variant:
+                dt, _ = run(index_cmd(other), args.variant)
+                variant_s.append(dt)
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{other}{suffix}").unlink(missing_ok=True)
+            else:
+                dt, kept = run(index_cmd(db))
+                index_s.append(dt)
+        reports.append(json.loads(kept))
         files, texts = map(list, zip(*chunk_texts(db), strict=True))
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -171,11 +204,14 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
     by_file: dict[str, list[int]] = {}
     for path, n in zip(files, counts, strict=True):
         by_file.setdefault(path, []).append(n)
-    pad = {
-        f"steps of {step}": padding(list(by_file.values()), step, 32, MAX_BATCH_TOKENS)
-        for step in (32, STEP_CHUNKS)
-    }
-    pad["one global sort"] = padding([counts], len(counts), 32, MAX_BATCH_TOKENS)
+    cap = None
+    if backend == "onnx":
+        from jinaloc.backends.onnx import PASS_TOKENS
+
+        cap = min(PASS_TOKENS.values())
+    files = list(by_file.values())
+    pad = {f"steps of {s}": padding(files, s, 32, MAX_BATCH_TOKENS, cap) for s in (32, STEP_CHUNKS)}
+    pad["one global sort"] = padding([counts], len(counts), 32, MAX_BATCH_TOKENS, cap)
     index, load, embed = median(index_s), median(load_s), median(embed_s)
     rounds = list(zip(index_s, load_s, embed_s, strict=True))
     report = reports[-1]
@@ -199,6 +235,13 @@ def bench_family(family: str, folder: Path, corpus: Path, workdir: Path, args) -
         "overhead": median([(i - lo - e) / e for i, lo, e in rounds]),
         "overhead_with_load": median([(i - e) / e for i, _, e in rounds]),
         "overhead_of_medians": (index - load - embed) / embed,
+        # Steps of --compare-step chunks, same code otherwise (None: not run).
+        "variant_index_s": median(variant_s) if variant_s else None,
+        "variant_overhead": (
+            median([(v - lo - e) / e for v, (_, lo, e) in zip(variant_s, rounds, strict=True)])
+            if variant_s
+            else None
+        ),
         "index_s_all": index_s,
         "load_s_all": load_s,
         "embed_s_all": embed_s,
@@ -212,6 +255,9 @@ def main() -> None:
     p.add_argument("--files", type=int, default=10, help="notes in the generated corpus")
     p.add_argument("--corpus", type=Path, help="a real notes folder instead of generated notes")
     p.add_argument("--sample", type=int, default=150, help="notes taken from --corpus")
+    p.add_argument(
+        "--compare-step", type=int, help="also index with the Writer's steps of this many chunks"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--backend", default="gguf")
     p.add_argument("--quant", default="Q8_0", help="GGUF quant, or MLX fp32/q8/q4")
@@ -235,10 +281,13 @@ def main() -> None:
         else:
             size = make_corpus(corpus, args.files)
             log(f"corpus: {args.files} files, {size / 1e3:.0f} kB")
+        if args.compare_step:
+            args.variant = steps_variant(args.compare_step, Path(tmp) / "variant")
         for family, folder in folders.items():
             rows.append(bench_family(family, folder, corpus, Path(tmp), args))
     cols = ["family", "quant", "files", "chunks", "tokens", "index_s", "load_s", "embed_s"]
-    print(table(rows, cols + ["embed_tok_per_s", "overhead", "overhead_with_load"]))
+    extra = ["variant_index_s", "variant_overhead"] if args.compare_step else []
+    print(table(rows, cols + ["embed_tok_per_s", "overhead", "overhead_with_load", *extra]))
     targets = [
         {
             "target": f"{r['family']} indexing overhead over pure embedding <= 0.10",
