@@ -149,7 +149,7 @@ def test_bench_cold_quick(tmp_path):
     model = str(FIXTURES / "tiny-v5-nano")
     data = run_quick("bench_cold.py", tmp_path, "--model", model, "--quant", "F32")
     runs = {r["run"] for r in data["whole_process"]}
-    assert runs == {"search", "--help", "search --help", "probed search"}
+    assert runs == {"search", "lexical search", "--help", "search --help", "probed search"}
     (phases,) = data["phases_median_ms"]
     assert phases["tree"] == "after" and data["hits"] >= 1
     assert positive(*(phases[p] for p in ("startup", "model_load", "query_embed", "search")))
