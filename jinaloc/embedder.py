@@ -113,9 +113,19 @@ class BaseEmbedder:
         check_prompt(prompt)
         return self.spec.prompts.get(prompt, "")
 
+    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
+        """(token ids, counts before the model's cut) of the texts with the prompt's prefix."""
+        prefix = self.prefix(prompt)
+        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
+        return self._tokenize([prefix + clean(t) for t in texts])
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """The model's tokenizer on finished texts; a subclass that has one here gives it."""
+        raise NotImplementedError
+
     def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
         """Tokens each text would use, prompt and special tokens included, before truncation."""
-        raise NotImplementedError
+        return self.tokenize(texts, prompt)[1]
 
     def embed(
         self,
@@ -215,13 +225,8 @@ class Embedder(BaseEmbedder):
     def backend_name(self) -> str:
         return self.backend.name
 
-    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
-        prefix = self.prefix(prompt)
-        # Lone surrogates (a query from argv or JSON) as U+FFFD: no tokenizer takes them.
-        return self.backend.tokenize([prefix + clean(t) for t in texts])
-
-    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
-        return self.tokenize(texts, prompt)[1]
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        return self.backend.tokenize(texts)
 
     def embed_raw(
         self,

@@ -42,7 +42,6 @@ from ..embedder import BaseEmbedder, ProgressFn, length_sorted_batches, note_tru
 from ..errors import EmbedFailed, JinalocError, check_choice
 from ..net import is_loopback
 from ..registry import TASKS, ModelSpec
-from ..textsafe import clean
 
 log = logging.getLogger("jinaloc")
 
@@ -519,13 +518,8 @@ class APIEmbedder(BaseEmbedder):
             )
         )
 
-    def tokenize(self, texts: Sequence[str], prompt: str = "document"):
-        """(token ids, counts before truncation) as the local model would cut them."""
-        prefix = self.prefix(prompt)
-        return self.tokenizer.tokenize([prefix + clean(t) for t in texts])
-
-    def count_tokens(self, texts: Sequence[str], prompt: str = "document") -> list[int]:
-        return self.tokenize(texts, prompt)[1]
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        return self.tokenizer.tokenize(texts)  # cut as the local model would cut them
 
     def close(self) -> None:
         self._requests.close()

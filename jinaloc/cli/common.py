@@ -186,11 +186,7 @@ def load_embedder(model, backend, quant, offline, dim=None, task=None, spinner=T
     args = dict(backend=backend, quant=quant, offline=offline, dim=dim, task=task)
 
     def here():
-        with threads_env(s.threads):
-            if spinner and err_console.is_terminal:
-                with err_console.status(f"loading {model or 'default model'}…"):
-                    return load(model, **args)
-            return load(model, **args)
+        return _loading(model or "default model", lambda: load(model, **args), spinner)
 
     given = {k: v for k, v in s.api.items() if v is not None}
     if backend == "api":
@@ -219,11 +215,16 @@ def load_reranker(reranker, quant, offline, doc_tokens=None, backend="auto"):
 
     backend = backend if backend in ("onnx", "gguf") else "auto"
     args = dict(quant=quant, offline=offline, doc_tokens=doc_tokens or DOC_TOKENS, backend=backend)
+    return _loading(reranker or "default reranker", lambda: load(reranker, **args))
+
+
+def _loading(name: str, load: Callable, spinner: bool = True):
+    """`load()` with --threads in effect, and a spinner on stderr when it is a terminal."""
     with threads_env(settings().threads):
-        if err_console.is_terminal:
-            with err_console.status(f"loading {reranker or 'default reranker'}…"):
-                return load(reranker, **args)
-        return load(reranker, **args)
+        if spinner and err_console.is_terminal:
+            with err_console.status(f"loading {name}…"):
+                return load()
+        return load()
 
 
 @contextmanager

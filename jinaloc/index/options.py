@@ -3,7 +3,7 @@ MCP build and that goes unchanged down to the scans."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from ..defaults import DEFAULT_OVERSAMPLE
 from ..errors import JinalocError, check_choice
@@ -51,3 +51,9 @@ class SearchOptions:
 
 
 DEFAULTS = SearchOptions()
+
+
+def given(options: SearchOptions | None, fields: dict) -> SearchOptions:
+    """`options` (default: DEFAULTS) with the `fields` a caller gave by name."""
+    options = options or DEFAULTS
+    return replace(options, **fields) if fields else options

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from ..chunking import embed_text
 from ..errors import JinalocError
 from ..notes import date_arg
 from ..paths import display_path
-from .options import DEFAULTS, SearchOptions
+from .options import DEFAULTS, SearchOptions, given
 from .store import MAX_K, Store
 
 if TYPE_CHECKING:  # a lexical search needs neither
@@ -183,7 +183,7 @@ def search_vector(
     ranked and filtered as `options` (or its `fields` given as keywords) say, its mode
     aside."""
     _check_k(k)
-    o = replace(options, **fields) if fields else options
+    o = given(options, fields)
     file_ids = restrict(store, o.path_glob, o.tags, o.since, o.before)
     if file_ids == []:
         return []
@@ -205,7 +205,7 @@ def search(
     """The k best files (best chunk each) or chunks for a text query in `options.mode`:
     semantic (its vector, `query`), lexical (FTS5 bm25 on `text`; no vector needed) or
     hybrid (both lists fused by reciprocal rank); `fields` as `search_vector`'s."""
-    o = replace(options, **fields) if fields else options
+    o = given(options, fields)
     if o.mode == "semantic":
         return search_vector(store, query, k, o, exclude_files)
     _check_k(k)

@@ -19,7 +19,7 @@ from ..paths import default_db
 from ..reader import read_input
 from ..walk import WalkOptions, inside
 from .meta import DEFAULT_CHUNK_TOKENS, DEFAULT_DIM, TASK, IndexMeta, Meta, model_ref
-from .options import SearchOptions
+from .options import SearchOptions, given
 from .plan import Plan, Roots, Scope, plan_update
 from .store import MAX_K, SCHEMA_VERSION, IndexedDocument, Store, new_file, writer_lock
 
@@ -364,7 +364,7 @@ class Index:
         `all_chunks`), are reordered by it."""
         from .search import embed_query, rerank_hits, search
 
-        o = replace(options or SearchOptions(), **fields)
+        o = given(options, fields)
         meta = self.require_built()
         vector = None if o.mode == "lexical" else embed_query(self.embedder, query, meta.dim)
         keep = self._servable()
@@ -387,7 +387,7 @@ class Index:
         any other embedded as the index would embed it; `options` as `search`'s."""
         from .search import file_vector, search_vector
 
-        o = replace(options or SearchOptions(), **fields)
+        o = given(options, fields)
         self.require_built()
         path = Path(path).expanduser()
         record = self.store.file(str(path.absolute())) or self.store.file(str(path.resolve()))
